@@ -1,0 +1,65 @@
+"""The stage contract: one class per processing step, run the same way in-process or on Ray actors.
+
+Modelled on NeMo Curator's ProcessingStage and Data-Juicer's op registry, without metaclass magic:
+a stage declares its columns and resources, loads its models in `setup()` (once per actor), and
+maps a pyarrow batch to a pyarrow batch. Rows that fail carry an `error` string instead of raising,
+so one corrupt image never ends a run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StageConfig(BaseModel):
+    """Resources and batching of one stage; every field is overridable in YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(16, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, ge=1)
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    input_columns: ClassVar[tuple[str, ...]]
+    output_columns: ClassVar[tuple[str, ...]]
+
+    def __init__(self, cfg: StageConfig, **params: Any):
+        self.cfg = cfg
+        self.params = params
+
+    def setup(self) -> None:
+        """Load weights and other per-actor state. Called once before the first batch."""
+
+    @abstractmethod
+    def __call__(self, batch: pa.Table) -> pa.Table: ...
+
+    def check_input(self, batch: pa.Table) -> None:
+        missing = [c for c in self.input_columns if c not in batch.column_names]
+        if missing:
+            raise KeyError(f"stage {self.name!r} needs columns {missing}; batch has {batch.column_names}")
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: makes a stage addressable by name from configs and runners."""
+    if cls.name in STAGES and STAGES[cls.name] is not cls:
+        raise ValueError(f"two stages are registered as {cls.name!r}")
+    STAGES[cls.name] = cls
+    return cls
+
+
+def get_stage(name: str) -> type[Stage]:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; registered: {sorted(STAGES)}") from None
