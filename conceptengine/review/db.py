@@ -1,0 +1,77 @@
+"""Database engine for the review queue: SQLite done right for several writers, any other URL as is.
+
+SQLite's default (deferred) transactions let two writers both read, then one fails to upgrade its
+lock with SQLITE_BUSY no busy-timeout can fix. Write transactions here therefore start with
+`BEGIN IMMEDIATE`, which takes the write lock up front and waits (busy timeout) for it; reads stay
+deferred and, in WAL mode, never block writers. On Postgres the queue relies on row-level
+compare-and-set updates instead, so nothing here is SQLite-only in the queue's logic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+BUSY_TIMEOUT_S = 30.0
+_WRITE = "conceptengine_write"
+
+
+def normalize_url(url: str) -> str:
+    """Accept a bare file path (e.g. `RUN/review.db`) as well as a SQLAlchemy URL."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"review queue url: must be a SQLAlchemy URL or a file path, got {url!r}")
+    if "://" not in url:
+        return f"sqlite:///{os.path.abspath(url)}"
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+        raise ValueError(f"review queue url: {url!r} is not a valid database URL ({exc})") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:")
+    if in_memory:
+        # One shared connection: an in-memory database exists per connection (single process only).
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(database)) or ".", exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see module docstring)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        if not in_memory:
+            cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds SQLite's write lock from its first statement (no-op flag elsewhere)."""
+    with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
