@@ -1,0 +1,143 @@
+"""The command line: `conceptengine demo | run | status | export | eval`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from conceptengine.config import ConfigError, EngineConfig, load_config
+from conceptengine.engine.context import RunError
+from conceptengine.engine.report import RENDERED_NOTICE, STEPS_PER_ROUND, StepProgress, round_table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")]
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
+    from conceptengine.engine.driver import run_all, start_run
+
+    ctx = start_run(cfg, run_dir, workspace, resume)
+    summaries: list[dict] = []
+    try:
+        with StepProgress(console, 2 + STEPS_PER_ROUND * cfg.rounds.count) as progress:
+            ctx.on_step = progress
+
+            def show(summary: dict) -> None:
+                summaries.append(summary)
+                progress.progress.console.print(round_table([summary]))
+
+            run_all(ctx, on_round=show)
+    finally:
+        ctx.runner.shutdown()
+    console.print(round_table(summaries))
+    q = summaries[-1].get("quarantined", 0) if summaries else 0
+    if q:
+        console.print(f"[yellow]{q} media file(s) did not decode and were quarantined[/] (see `conceptengine status {run_dir}`)")
+    return summaries
+
+
+@app.command()
+def demo(
+    workspace: Annotated[Path, typer.Option(help="folder for the rendered world, models and the run")] = Path(
+        "conceptengine-demo"
+    ),
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="continue the demo's run instead of starting it afresh")] = False,
+) -> None:
+    """Build a rendered world and small models, then run the whole data-engine loop on it (2 rounds)."""
+    from conceptengine.pipelines.demo import prepare_demo_workspace
+
+    console.print(RENDERED_NOTICE)
+    try:
+        cfg = load_config(None, overrides)
+        config_path = prepare_demo_workspace(workspace, cfg, console)
+    except ConfigError as exc:
+        _fail(str(exc))
+    run_dir = workspace / "run"
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
+    try:
+        _execute(cfg, str(run_dir), config_path.parent.resolve(), resume)
+    except (RunError, ConfigError) as exc:
+        _fail(str(exc))
+    console.print(f"dataset: {run_dir}/annotations  shards: {run_dir}/shards  config: {config_path}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config (see configs/)")],
+    run_dir: Annotated[str | None, typer.Option(help="run directory (any fsspec URL); default CONFIG_DIR/run")] = None,
+    resume: Annotated[bool, typer.Option(help="continue at the first unfinished step")] = False,
+    overrides: SetOpt = None,
+) -> None:
+    """Run the data engine from a config; with --resume, continue a crashed or stopped run."""
+    try:
+        cfg = load_config(config, overrides)
+        workspace = config.parent.resolve()
+        _execute(cfg, run_dir or str(workspace / "run"), workspace, resume)
+    except (RunError, ConfigError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def status(run_dir: Annotated[str, typer.Argument(help="a run directory")]) -> None:
+    """Which steps of which rounds are done, each round's summary, and what was quarantined."""
+    from conceptengine.engine.status import run_status
+
+    try:
+        info = run_status(run_dir)
+    except RunError as exc:
+        _fail(str(exc))
+    for line in info["lines"]:
+        console.print(line)
+    if info["summaries"]:
+        console.print(round_table(info["summaries"]))
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[str, typer.Argument(help="a run directory")],
+    format: Annotated[str, typer.Option("--format", help="saco | coco | webdataset")] = "saco",
+    out: Annotated[str | None, typer.Option(help="output file (saco, coco) or folder (webdataset)")] = None,
+) -> None:
+    """Export the committed dataset of a run."""
+    from conceptengine.engine.export import export
+
+    default = {"saco": "saco_gold.json", "coco": "coco_instances.json", "webdataset": "webdataset"}
+    target = out or str(Path(run_dir) / "export" / default.get(format, format))
+    try:
+        export(run_dir, format, target)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {format} export to {target}")
+
+
+@app.command("eval")
+def eval_cmd(
+    gold: Annotated[Path, typer.Option("--gold", help="SA-Co/Gold-format JSON")],
+    pred: Annotated[Path, typer.Option("--pred", help="COCO-results JSON (image_id, segmentation, score)")],
+) -> None:
+    """Score predictions against a gold set: cgF1, IL_MCC and pmF1 as SA-Co defines them."""
+    from conceptengine.model.saco_io import evaluate_files
+
+    try:
+        m = evaluate_files(str(gold), str(pred))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(json.dumps({"cgF1": round(m.cgF1, 2), "IL_MCC": round(m.IL_MCC, 4), "pmF1": round(m.pmF1, 4)}))
+
+
+if __name__ == "__main__":
+    app()

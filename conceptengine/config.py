@@ -1,0 +1,175 @@
+"""The root configuration: one Pydantic tree, loaded from YAML plus `--set a.b=c` overrides.
+
+Every model forbids unknown keys, so a typo in a config fails fast with the key's dotted path instead
+of being silently ignored for a whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conceptengine.engine.stage import StageConfig
+from conceptengine.review.cost import CostModel
+from conceptengine.verifiers.routing import RoutingConfig
+
+
+class ConfigError(ValueError):
+    """A config the user wrote is wrong; the message names the key and what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimWorldConfig(_Strict):
+    """The rendered demo domain: a procedural world with exact ground truth (not real photos)."""
+
+    n_train: int = Field(160, ge=1)
+    n_gold: int = Field(24, ge=1)
+    image_size: int = Field(192, ge=32)
+    n_corrupt: int = Field(1, ge=0)
+
+
+class MediaConfig(_Strict):
+    """Where the pool comes from: the rendered world (`sim`) or a folder / glob of images (`files`)."""
+
+    source: Literal["sim", "files"] = "sim"
+    world_dir: str = "world"  # relative paths resolve against the run's workspace
+    sim: SimWorldConfig = SimWorldConfig()
+    uri: str | None = None  # fsspec glob of images when source == files
+    gold_json: str | None = None  # SA-Co/Gold JSON of the gold split when source == files
+
+    @model_validator(mode="after")
+    def _files_need_uri(self) -> MediaConfig:
+        if self.source == "files" and not self.uri:
+            raise ValueError("media.uri is required when media.source is 'files' (an fsspec glob of images)")
+        return self
+
+
+class OntologyConfig(_Strict):
+    path: str | None = None  # YAML concept graph; the sim world writes its own
+    captioner_recall: float = Field(0.8, ge=0, le=1)
+    captioner_noise: float = Field(0.1, ge=0, le=1)
+    negative_share: float = Field(0.85, ge=0, lt=1)
+    hard_negative_share: float = Field(0.5, ge=0, le=1)
+    max_nps_per_image: int = Field(12, ge=1)
+    stage: StageConfig = StageConfig(batch_size=16)
+
+
+class Sam3Config(_Strict):
+    model: str = "models/sam3"  # a local save_pretrained dir, or facebook/sam3 on a connected cluster
+    device: str = "cpu"
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    max_masks: int = Field(30, ge=1)
+    stage: StageConfig = StageConfig(batch_size=32)
+
+
+class VerifierConfig(_Strict):
+    model: str = "models/verifier"  # any AutoModelForImageTextToText save_pretrained dir
+    device: str = "cpu"
+    view_size: int = Field(112, ge=32)
+    stage: StageConfig = StageConfig(batch_size=16)
+
+
+class ReviewConfig(_Strict):
+    url: str | None = None  # SQLAlchemy URL; default sqlite:///RUN/review.db
+    simulated_reviewers: int = Field(2, ge=0)
+    error_rate: float = Field(0.03, ge=0, le=1)
+    lease_ttl_s: float = Field(120.0, gt=0)
+    # Real reviewers: how long a round waits for its queue before left-overs roll to the next round.
+    deadline_s: float | None = Field(None, gt=0)
+    poll_s: float = Field(2.0, gt=0)
+    cost: CostModel = CostModel()
+
+
+class GoldConfig(_Strict):
+    nps_per_image: int = Field(8, ge=1)
+    negative_share: float = Field(0.5, ge=0, lt=1)
+
+
+class RoundsConfig(_Strict):
+    count: int = Field(2, ge=1)
+    images_per_round: int = Field(40, ge=1)
+
+
+class EngineConfig(_Strict):
+    """Top of the tree: everything a run needs, snapshotted into RUN/run.json."""
+
+    seed: int = 0
+    runner: Literal["ray", "local"] = "ray"
+    ray_num_cpus: int | None = None
+    media: MediaConfig = MediaConfig()
+    ontology: OntologyConfig = OntologyConfig()
+    rounds: RoundsConfig = RoundsConfig()
+    sam3: Sam3Config = Sam3Config()
+    verifier: VerifierConfig = VerifierConfig()
+    routing: RoutingConfig = RoutingConfig()
+    review: ReviewConfig = ReviewConfig()
+    gold: GoldConfig = GoldConfig()
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", c) with c parsed as YAML, so numbers, booleans and lists keep their types."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set rounds.count=3")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set {item!r}: the key before '=' is empty")
+    return key.strip(), yaml.safe_load(raw) if raw != "" else ""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (check the spelling; see configs/demo.yaml for valid keys)")
+        else:
+            lines.append(f"{path}: {e['msg']}")
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EngineConfig:
+    """Load YAML (or the defaults when path is None), apply overrides, validate. Raises ConfigError."""
+    tree: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        tree = loaded or {}
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    try:
+        return EngineConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None

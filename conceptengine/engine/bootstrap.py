@@ -1,0 +1,81 @@
+"""Round 0: list and ingest the media pool (quarantining what does not decode) and fix the gold set."""
+
+from __future__ import annotations
+
+import posixpath
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conceptengine.engine.context import RunContext, RunError, resolve
+from conceptengine.engine.ingest import IngestStage
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef, fingerprint_of
+from conceptengine.engine.tables import MEDIA
+
+LISTING = pa.schema([("uri", pa.string()), ("split", pa.string()), ("domain", pa.string())])
+
+
+def list_media(ctx: RunContext) -> pa.Table:
+    """The pool as (uri, split, domain), sorted so that a listing is the same on every machine."""
+    if ctx.cfg.media.source == "sim":
+        from conceptengine.sim.world import World
+
+        world = World.load(ctx.world_dir)
+        split_of = world.split_by_file()
+        fs, root = fsspec.core.url_to_fs(posixpath.join(ctx.world_dir, "images"))
+        files = sorted(fs.glob(posixpath.join(root, "*")))
+        rows = [
+            {"uri": f, "split": split_of.get(posixpath.basename(f), "train"), "domain": "rendered"}
+            for f in files
+        ]
+    else:
+        fs, pattern = fsspec.core.url_to_fs(resolve(ctx.workspace, ctx.cfg.media.uri or ""))
+        files = sorted(fs.glob(pattern))
+        if not files:
+            raise RunError(f"media.uri {ctx.cfg.media.uri!r} matches no files")
+        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        prefix = "" if proto in ("file", "local") else f"{proto}://"
+        rows = [{"uri": prefix + f, "split": "train", "domain": "files"} for f in files]
+    if not rows:
+        raise RunError(f"the media pool at {ctx.world_dir} is empty")
+    return pa.Table.from_pylist(rows, schema=LISTING)
+
+
+def ingest(ctx: RunContext) -> StepResult:
+    listing = list_media(ctx)
+    listing_fp = fingerprint_of(listing.column("uri").to_pylist())
+
+    def compute():
+        media = ctx.runner.run(
+            IngestStage, ctx.cfg.ontology.stage, {}, listing, sort_key="uri", output_schema=MEDIA
+        )
+        bad = media.filter(pc.invert(pc.is_null(media["error"])))
+        return {"media": media, "quarantine": bad}, {"quarantined": bad.num_rows}
+
+    return run_step(ctx, StepRef(0, "ingest"), [listing_fp], ["media", "quarantine"], compute)
+
+
+def gold(ctx: RunContext, media: StepResult) -> StepResult:
+    """The gold split's image-NP pairs with exhaustive masks, in the ANNOTATIONS schema."""
+
+    def compute():
+        if ctx.cfg.media.source == "sim":
+            from conceptengine.sim.oracle import Oracle
+
+            table = Oracle(ctx.world_dir).gold_annotations(
+                split="gold",
+                nps_per_image=ctx.cfg.gold.nps_per_image,
+                negative_share=ctx.cfg.gold.negative_share,
+                seed=ctx.cfg.seed,
+            )
+        else:
+            from conceptengine.model.saco_io import read_saco_gold_annotations
+
+            if not ctx.cfg.media.gold_json:
+                raise RunError("media.gold_json is required when media.source is 'files'")
+            table = read_saco_gold_annotations(resolve(ctx.workspace, ctx.cfg.media.gold_json))
+        return {"gold": table}, {"pairs": table.num_rows}
+
+    return run_step(ctx, StepRef(0, "gold"), [media.fingerprint], ["gold"], compute)

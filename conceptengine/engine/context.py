@@ -1,0 +1,67 @@
+"""Everything one run needs in one place: resolved config, the store, the runner and the queue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conceptengine.config import EngineConfig
+from conceptengine.engine.runner import Runner
+from conceptengine.engine.store import RunStore
+
+
+class RunError(RuntimeError):
+    """Something about the run's inputs is wrong; the message says what to fix."""
+
+
+def resolve(base: Path, maybe_relative: str) -> str:
+    """Relative paths in a config resolve against the config file's folder (the workspace)."""
+    if "://" in maybe_relative or os.path.isabs(maybe_relative):
+        return maybe_relative
+    return str((base / maybe_relative).resolve())
+
+
+@dataclass
+class RunContext:
+    cfg: EngineConfig
+    store: RunStore
+    runner: Runner
+    workspace: Path
+    # Called as on_step(step_rel, phase, info) with phase "start" or "done": drives progress bars.
+    on_step: Callable[[str, str, dict], None] | None = None
+    config_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config_hash = self.cfg.config_hash()
+
+    @property
+    def world_dir(self) -> str:
+        return resolve(self.workspace, self.cfg.media.world_dir)
+
+    @property
+    def sam3_path(self) -> str:
+        return resolve(self.workspace, self.cfg.sam3.model)
+
+    @property
+    def verifier_path(self) -> str:
+        return resolve(self.workspace, self.cfg.verifier.model)
+
+    @property
+    def ontology_path(self) -> str:
+        if self.cfg.ontology.path:
+            return resolve(self.workspace, self.cfg.ontology.path)
+        if self.cfg.media.source == "sim":
+            return str(Path(self.world_dir) / "ontology.yaml")
+        raise RunError("ontology.path is required when media.source is 'files'")
+
+    @property
+    def review_url(self) -> str:
+        if self.cfg.review.url:
+            return self.cfg.review.url
+        return f"sqlite:///{self.store.local_path('review.db')}"
+
+    @property
+    def has_oracle(self) -> bool:
+        return self.cfg.media.source == "sim"

@@ -1,0 +1,73 @@
+"""EVALUATE: how good is the model (gold cgF1) and how good is what we committed (vs. ground truth).
+
+The second needs ground truth, which only the rendered domain has: on real media it is skipped and
+the audit shares of a later issue take its place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from scipy.optimize import linear_sum_assignment
+
+from conceptengine.engine import rle
+from conceptengine.engine.context import RunContext
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef
+
+MATCH_IOU = 0.5
+
+
+def matched_count(pred: list[str], gt: list[str], h: int, w: int, thr: float = MATCH_IOU) -> int:
+    """Hungarian matching on mask IoU; a match counts when its IoU reaches thr."""
+    if not pred or not gt:
+        return 0
+    iou = rle.iou_matrix(pred, gt, h, w)
+    rows, cols = linear_sum_assignment(-iou)
+    return int(np.sum(iou[rows, cols] >= thr))
+
+
+def committed_quality(annotations: pa.Table, oracle) -> dict:
+    """Mask precision/recall of committed pairs against the oracle, and pair-level negative accuracy."""
+    tp = n_pred = n_gt = 0
+    neg_ok = neg_total = 0
+    for row in annotations.to_pylist():
+        gt = oracle.instances(row["media_id"], row["noun_phrase"])
+        pred = [m["rle"] for m in row["masks"]]
+        tp += matched_count(pred, gt, row["height"], row["width"])
+        n_pred += len(pred)
+        n_gt += len(gt)
+        if row["is_negative"]:
+            neg_total += 1
+            neg_ok += not gt
+    return {
+        "precision": round(tp / n_pred, 4) if n_pred else 1.0,
+        "recall": round(tp / n_gt, 4) if n_gt else 1.0,
+        "negative_precision": round(neg_ok / neg_total, 4) if neg_total else 1.0,
+    }
+
+
+def gold_metrics(ctx: RunContext, gold: pa.Table) -> dict:
+    from conceptengine.model.evaluate import evaluate_detector
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    detector = Sam3Detector.from_pretrained(ctx.sam3_path, device=ctx.cfg.sam3.device)
+    m = evaluate_detector(detector, gold)
+    return {"gold_cgF1": round(m.cgF1, 2), "gold_IL_MCC": round(m.IL_MCC, 4), "gold_pmF1": round(m.pmF1, 4)}
+
+
+def evaluate_round(
+    ctx: RunContext, r: int, gold: StepResult, committed: StepResult, model_version: str
+) -> StepResult:
+    def compute():
+        extra = gold_metrics(ctx, gold["gold"])
+        if ctx.has_oracle:
+            from conceptengine.sim.oracle import Oracle
+
+            extra |= committed_quality(committed["annotations"], Oracle(ctx.world_dir))
+        table = pa.Table.from_pylist([{"round": r, "model_version": model_version, **extra}])
+        return {"metrics": table}, extra
+
+    return run_step(
+        ctx, StepRef(r, "evaluate"), [gold.fingerprint, committed.fingerprint, model_version], ["metrics"], compute
+    )

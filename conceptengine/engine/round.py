@@ -1,0 +1,133 @@
+"""One round of the data engine: PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW →
+COMMIT → EVALUATE. Each step is stored with a manifest, so `run --resume` restarts at the first step
+whose manifest is missing, and a re-run of a finished round reads everything back instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conceptengine.engine.commit import commit_round
+from conceptengine.engine.context import RunContext
+from conceptengine.engine.human_review import human_review
+from conceptengine.engine.stage import get_stage
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef
+from conceptengine.engine.tables import PAIRS, PROPOSALS
+from conceptengine.engine.evaluate import evaluate_round
+
+VERIFIED_EXTRA = [
+    ("mv_probs", pa.list_(pa.list_(pa.float32()))),
+    ("ev_probs", pa.list_(pa.float32())),
+    ("verifier_version", pa.string()),
+]
+VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in VERIFIED_EXTRA])
+
+
+def select_media(ctx: RunContext, media: pa.Table, round_index: int) -> pa.Table:
+    """Round r takes the next `images_per_round` healthy train images, in media_id order."""
+    ok = media.filter(pc.and_(pc.is_null(media["error"]), pc.equal(media["split"], "train")))
+    ok = ok.sort_by([("media_id", "ascending")])
+    n = ctx.cfg.rounds.images_per_round
+    return ok.slice((round_index - 1) * n, n)
+
+
+def _errors(table: pa.Table) -> pa.Table:
+    return table.filter(pc.invert(pc.is_null(table["error"])))
+
+
+def _healthy(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["error"]))
+
+
+def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
+    chosen = select_media(ctx, media["media"], r)
+    cfg = ctx.cfg.ontology
+    params = dict(
+        ontology_path=ctx.ontology_path,
+        world_dir=ctx.world_dir if ctx.has_oracle else None,
+        captioner_recall=cfg.captioner_recall,
+        captioner_noise=cfg.captioner_noise,
+        negative_share=cfg.negative_share,
+        hard_negative_share=cfg.hard_negative_share,
+        max_nps_per_image=cfg.max_nps_per_image,
+        round=r,
+        seed=ctx.cfg.seed,
+    )
+
+    def compute():
+        pairs = ctx.runner.run(
+            get_stage("propose_nps"), cfg.stage, params, chosen, sort_key="pair_id", output_schema=PAIRS
+        )
+        return {"pairs": pairs}, {"images": chosen.num_rows}
+
+    return run_step(ctx, StepRef(r, "propose_nps"), [media.fingerprint], ["pairs"], compute)
+
+
+def propose_masks(ctx: RunContext, r: int, pairs: StepResult, model_version: str) -> StepResult:
+    cfg = ctx.cfg.sam3
+    params = dict(
+        model_path=ctx.sam3_path, score_threshold=cfg.score_threshold, device=cfg.device, max_masks=cfg.max_masks
+    )
+
+    def compute():
+        out = ctx.runner.run(
+            get_stage("propose_masks"), cfg.stage, params, pairs["pairs"], "pair_id", output_schema=PROPOSALS
+        )
+        return {"proposals": out, "quarantine": _errors(out)}, {"errors": _errors(out).num_rows}
+
+    return run_step(
+        ctx, StepRef(r, "propose_masks"), [pairs.fingerprint, model_version], ["proposals", "quarantine"], compute
+    )
+
+
+def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
+    cfg = ctx.cfg.verifier
+    params = dict(model_path=ctx.verifier_path, device=cfg.device, view_size=cfg.view_size)
+
+    def compute():
+        healthy = _healthy(proposals["proposals"])
+        out = ctx.runner.run(get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", output_schema=VERIFIED)
+        return {"verified": out}, {}
+
+    return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint], ["verified"], compute)
+
+
+def route(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
+    from conceptengine.verifiers.routing import route as route_table
+
+    def compute():
+        routed = route_table(verified["verified"], ctx.cfg.routing)
+        return {"routed": routed}, {}
+
+    return run_step(ctx, StepRef(r, "route"), [verified.fingerprint], ["routed"], compute)
+
+
+def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult, model_version: str) -> dict:
+    """Runs (or resumes) round r and returns its summary row."""
+    pairs = propose_nps(ctx, r, media)
+    proposals = propose_masks(ctx, r, pairs, model_version)
+    verified = ai_verify(ctx, r, proposals)
+    routed = route(ctx, r, verified)
+    review = human_review(ctx, r, routed)
+    committed = commit_round(ctx, r, routed, review)
+    evaluation = evaluate_round(ctx, r, gold, committed, model_version)
+    return summarize(r, pairs, proposals, routed, review, committed, evaluation)
+
+
+def summarize(r, pairs, proposals, routed, review, committed, evaluation) -> dict:
+    origin = pairs["pairs"]["origin"].to_pylist()
+    negative = sum(o in ("negative", "hard_negative") for o in origin)
+    n_masks = sum(len(m) for m in proposals["proposals"]["masks"].to_pylist())
+    return {
+        "round": r,
+        "pairs_positive": len(origin) - negative,
+        "pairs_negative": negative,
+        "masks_proposed": n_masks,
+        "errors": proposals.manifest.get("extra", {}).get("errors", 0),
+        **routed.manifest.get("extra", {}),
+        **review.manifest.get("extra", {}),
+        **committed.manifest.get("extra", {}),
+        **evaluation.manifest.get("extra", {}),
+    }

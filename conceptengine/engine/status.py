@@ -1,0 +1,32 @@
+"""`conceptengine status RUN`: read the manifests; never recompute anything."""
+
+from __future__ import annotations
+
+from conceptengine.engine.context import RunError
+from conceptengine.engine.store import RunStore, StepRef
+
+ROUND_STEPS = ("propose_nps", "propose_masks", "ai_verify", "route", "human_review", "commit", "evaluate")
+
+
+def run_status(run_url: str) -> dict:
+    store = RunStore(run_url)
+    snapshot = store.read_json("run.json")
+    if snapshot is None:
+        raise RunError(f"{run_url} is not a conceptengine run (no run.json)")
+    lines = [f"run {run_url}  config {snapshot['config_hash']}"]
+    ingest = store.manifest(StepRef(0, "ingest"))
+    if ingest:
+        q = ingest.get("extra", {}).get("quarantined", 0)
+        lines.append(f"media: {ingest['rows']['media']} files, {q} quarantined")
+        if q:
+            bad = store.read_step(StepRef(0, "ingest"), "quarantine")
+            lines += [f"  quarantined: {e}" for e in bad["error"].to_pylist()]
+    summaries = []
+    for r in range(1, snapshot["config"]["rounds"]["count"] + 1):
+        done = [s for s in ROUND_STEPS if store.manifest(StepRef(r, s))]
+        nxt = next((s for s in ROUND_STEPS if s not in done), None)
+        lines.append(f"round {r}: {len(done)}/{len(ROUND_STEPS)} steps done" + (f", next: {nxt}" if nxt else ""))
+        summary = store.read_json(f"round-{r:04d}/summary.json")
+        if summary:
+            summaries.append(summary)
+    return {"lines": lines, "summaries": summaries}

@@ -1,0 +1,137 @@
+"""The run store: one directory (any fsspec URL) holding every step's output and its manifest.
+
+A step is done when its `_SUCCESS.json` exists and matches the run's config hash and the step's input
+fingerprint. Parts are written to fresh, deterministically named files first and the manifest last, so
+a crash (even kill -9) at any moment leaves either a finished step or one that is simply redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "_SUCCESS.json"
+
+
+@dataclass(frozen=True)
+class StepRef:
+    round: int
+    step: str
+
+    @property
+    def rel(self) -> str:
+        return f"round-{self.round:04d}/{self.step}"
+
+
+class RunStore:
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    # -- paths --------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def local_path(self, *parts: str) -> str:
+        """A path usable by libraries that need a local file (SQLite); only for local stores."""
+        if self.fs.protocol not in ("file", ("file", "local"), "local") and "file" not in self.fs.protocol:
+            raise ValueError(f"run store {self.url} is not local; set review.url to a database URL")
+        return self.path(*parts)
+
+    # -- run snapshot -------------------------------------------------------------------------
+    def write_json(self, rel: str, obj: Any) -> None:
+        """Write to a temporary name, then move: a reader never sees half a JSON file."""
+        target = self.path(rel)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        tmp = target + ".tmp"
+        with self.fs.open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+        self.fs.mv(tmp, target)
+
+    def read_json(self, rel: str) -> Any | None:
+        target = self.path(rel)
+        if not self.fs.exists(target):
+            return None
+        with self.fs.open(target, "r") as f:
+            return json.load(f)
+
+    # -- steps --------------------------------------------------------------------------------
+    def manifest(self, ref: StepRef) -> dict | None:
+        return self.read_json(posixpath.join(ref.rel, MANIFEST))
+
+    def is_done(self, ref: StepRef, config_hash: str, fingerprint: str) -> bool:
+        m = self.manifest(ref)
+        return bool(m) and m.get("config_hash") == config_hash and m.get("input_fingerprint") == fingerprint
+
+    def write_step(
+        self,
+        ref: StepRef,
+        tables: dict[str, pa.Table],
+        config_hash: str,
+        fingerprint: str,
+        extra: dict | None = None,
+    ) -> dict:
+        """Write each named table as `<name>.parquet`, then the manifest. Returns the manifest."""
+        step_dir = self.path(ref.rel)
+        if self.fs.exists(posixpath.join(step_dir, MANIFEST)):
+            self.fs.rm(posixpath.join(step_dir, MANIFEST))  # redoing a step invalidates it first
+        self.fs.makedirs(step_dir, exist_ok=True)
+        rows = {}
+        for name, table in tables.items():
+            with self.fs.open(posixpath.join(step_dir, f"{name}.parquet"), "wb") as f:
+                pq.write_table(table, f)
+            rows[name] = table.num_rows
+        manifest = {
+            "round": ref.round,
+            "step": ref.step,
+            "rows": rows,
+            "config_hash": config_hash,
+            "input_fingerprint": fingerprint,
+            "output_fingerprint": fingerprint_of(ref.rel, fingerprint, rows, extra or {}),
+            **({"extra": extra} if extra else {}),
+        }
+        self.write_json(posixpath.join(ref.rel, MANIFEST), manifest)
+        return manifest
+
+    def read_step(self, ref: StepRef, name: str) -> pa.Table:
+        with self.fs.open(self.path(ref.rel, f"{name}.parquet"), "rb") as f:
+            return pq.read_table(f)
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        target = self.path(rel)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        with self.fs.open(target, "wb") as f:
+            pq.write_table(table, f)
+
+    def read_parquet_dir(self, rel: str) -> pa.Table | None:
+        base = self.path(rel)
+        files = sorted(self.fs.glob(posixpath.join(base, "**", "*.parquet")))
+        if not files:
+            return None
+        tables = []
+        for fp in files:
+            with self.fs.open(fp, "rb") as f:
+                tables.append(pq.read_table(f))
+        return pa.concat_tables(tables, promote_options="default")
+
+    def rounds_done(self) -> list[int]:
+        found = []
+        for p in self.fs.glob(self.path("round-*")):
+            try:
+                found.append(int(posixpath.basename(p).split("-")[1]))
+            except (IndexError, ValueError):
+                continue
+        return sorted(found)
+
+
+def fingerprint_of(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
