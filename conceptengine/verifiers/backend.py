@@ -1,0 +1,47 @@
+"""The one interface every verifier backend implements (transformers now; vLLM, OpenAI-compatible later).
+
+A backend turns (images, prompt) requests into a probability vector over a fixed list of answer
+tokens: the softmax of the next-token logits restricted to those tokens, as the SAM 3 paper scores
+its verifiers. Everything above it (views, prompts, routing) is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+
+@runtime_checkable
+class VerifierBackend(Protocol):
+    """Scores multiple-choice questions about images with an MLLM."""
+
+    #: Identifies the weights in verdict rows (`ai:<version>`), so verdicts trace to a checkpoint.
+    version: str
+
+    def score(
+        self, views: list[list[Image.Image]], prompts: list[str], choice_tokens: list[str]
+    ) -> np.ndarray:
+        """Return (N, len(choice_tokens)) float32 probabilities; row i answers prompts[i] about views[i].
+
+        Rows sum to 1: softmax over the next-token logits of the choice tokens only, taken right
+        after the assistant turn starts.
+        """
+        ...
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_request(views: list[list[Image.Image]], prompts: list[str], choice_tokens: list[str]) -> None:
+    """Shared argument checks, so every backend rejects malformed requests with the same message."""
+    if len(views) != len(prompts):
+        raise ValueError(f"got {len(views)} view lists but {len(prompts)} prompts; need one per prompt")
+    if len(choice_tokens) < 2:
+        raise ValueError(f"need at least 2 choice tokens to score, got {choice_tokens!r}")
+    if len(set(choice_tokens)) != len(choice_tokens):
+        raise ValueError(f"choice tokens must be distinct, got {choice_tokens!r}")
