@@ -27,6 +27,7 @@ def _fail(msg: str) -> None:
 
 def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
     from conceptengine.engine.driver import run_all, start_run
+    from conceptengine.pipelines.image import run_round
 
     ctx = start_run(cfg, run_dir, workspace, resume)
     summaries: list[dict] = []
@@ -38,7 +39,7 @@ def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> 
                 summaries.append(summary)
                 progress.progress.console.print(round_table([summary]))
 
-            run_all(ctx, on_round=show)
+            run_all(ctx, run_round, on_round=show)
     finally:
         ctx.runner.shutdown()
     console.print(round_table(summaries))

@@ -8,8 +8,8 @@ from pathlib import Path
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
 from conceptengine.engine.context import RunContext, RunError
-from conceptengine.engine.round import run_round
 from conceptengine.engine.runner import make_runner
+from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore
 
 
@@ -51,7 +51,11 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
     return ctx
 
 
-def run_all(ctx: RunContext, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+RoundFn = Callable[[RunContext, int, StepResult, StepResult, str], dict]
+
+
+def run_all(ctx: RunContext, run_round: RoundFn, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+    """`run_round` is a pipeline's composition of steps (pipelines/image.py for image runs)."""
     media = ingest(ctx)
     gold_set = gold(ctx, media)
     summaries = []

@@ -23,7 +23,10 @@ def probe_image(data: bytes) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # verify() misses truncated pixel data; a full load does not
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        # PIL's own message embeds an object address; keep errors stable across runs and machines.
+        raise ValueError("not a decodable image: unknown or corrupt image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"not a decodable image: {exc}") from exc
 
 

@@ -1,6 +1,7 @@
-"""One round of the data engine: PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW →
-COMMIT → EVALUATE. Each step is stored with a manifest, so `run --resume` restarts at the first step
-whose manifest is missing, and a re-run of a finished round reads everything back instead of recomputing.
+"""The model steps of a round: PROPOSE_NPS, PROPOSE_MASKS, AI_VERIFY, ROUTE (pipelines/ orders them).
+
+Each step is stored with a manifest, so `run --resume` restarts at the first step whose manifest is
+missing, and a re-run of a finished round reads everything back instead of recomputing.
 """
 
 from __future__ import annotations
@@ -8,14 +9,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from conceptengine.engine.commit import commit_round
 from conceptengine.engine.context import RunContext
-from conceptengine.engine.human_review import human_review
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PAIRS, PROPOSALS
-from conceptengine.engine.evaluate import evaluate_round
 
 VERIFIED_EXTRA = [
     ("mv_probs", pa.list_(pa.list_(pa.float32()))),
@@ -102,32 +100,3 @@ def route(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
         return {"routed": routed}, {}
 
     return run_step(ctx, StepRef(r, "route"), [verified.fingerprint], ["routed"], compute)
-
-
-def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult, model_version: str) -> dict:
-    """Runs (or resumes) round r and returns its summary row."""
-    pairs = propose_nps(ctx, r, media)
-    proposals = propose_masks(ctx, r, pairs, model_version)
-    verified = ai_verify(ctx, r, proposals)
-    routed = route(ctx, r, verified)
-    review = human_review(ctx, r, routed)
-    committed = commit_round(ctx, r, routed, review)
-    evaluation = evaluate_round(ctx, r, gold, committed, model_version)
-    return summarize(r, pairs, proposals, routed, review, committed, evaluation)
-
-
-def summarize(r, pairs, proposals, routed, review, committed, evaluation) -> dict:
-    origin = pairs["pairs"]["origin"].to_pylist()
-    negative = sum(o in ("negative", "hard_negative") for o in origin)
-    n_masks = sum(len(m) for m in proposals["proposals"]["masks"].to_pylist())
-    return {
-        "round": r,
-        "pairs_positive": len(origin) - negative,
-        "pairs_negative": negative,
-        "masks_proposed": n_masks,
-        "errors": proposals.manifest.get("extra", {}).get("errors", 0),
-        **routed.manifest.get("extra", {}),
-        **review.manifest.get("extra", {}),
-        **committed.manifest.get("extra", {}),
-        **evaluation.manifest.get("extra", {}),
-    }

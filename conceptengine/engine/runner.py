@@ -86,7 +86,7 @@ class RayRunner:
             fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "params": params},
             batch_size=cfg.batch_size,
             batch_format="pyarrow",
-            concurrency=cfg.concurrency,
+            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus or None,
         )

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conceptengine.config import ConfigError, EngineConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_yaml_equals_embedded_defaults():
+    assert load_config(ROOT / "configs" / "demo.yaml") == EngineConfig()
+
+
+def test_real_run_template_validates():
+    cfg = load_config(ROOT / "configs" / "sa-co-image.yaml")
+    assert cfg.sam3.model == "facebook/sam3"
+    assert cfg.sam3.stage.num_gpus == 1
+    assert cfg.media.source == "files"
+
+
+def test_overrides_keep_types():
+    cfg = load_config(None, ["rounds.count=3", "sam3.stage.num_gpus=0.5", "runner=local"])
+    assert cfg.rounds.count == 3
+    assert cfg.sam3.stage.num_gpus == 0.5
+    assert cfg.runner == "local"
+
+
+def test_unknown_key_names_its_dotted_path(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"sam3": {"stage": {"batch_sise": 4}}}))
+    with pytest.raises(ConfigError, match=r"sam3\.stage\.batch_sise: unknown key"):
+        load_config(p)
+
+
+def test_override_of_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"rounds\.cuont: unknown key"):
+        load_config(None, ["rounds.cuont=2"])
+
+
+def test_mistyped_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"rounds\.count"):
+        load_config(None, ["rounds.count=many"])
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["rounds.count"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rounds: {count: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_files_source_needs_uri():
+    with pytest.raises(ConfigError, match="media.uri is required"):
+        load_config(None, ["media.source=files"])
+
+
+def test_config_hash_changes_with_content():
+    assert EngineConfig().config_hash() == EngineConfig().config_hash()
+    assert EngineConfig().config_hash() != load_config(None, ["seed=1"]).config_hash()
