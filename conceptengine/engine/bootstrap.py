@@ -23,7 +23,8 @@ def list_media(ctx: RunContext) -> pa.Table:
         from conceptengine.sim.world import World
 
         world = World.load(ctx.world_dir)
-        split_of = world.split_by_file()
+        gt = world.ground_truth
+        split_of = dict(zip(gt["file_name"].to_pylist(), gt["split"].to_pylist(), strict=True))
         fs, root = fsspec.core.url_to_fs(posixpath.join(ctx.world_dir, "images"))
         files = sorted(fs.glob(posixpath.join(root, "*")))
         rows = [

@@ -1,0 +1,50 @@
+"""The demo's workspace: a rendered world, small SAM 3 and verifier checkpoints, and its config file.
+
+Built once per workspace and reused: the world is deterministic per seed, and a checkpoint directory
+that already exists is never rebuilt (delete it to start over).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from conceptengine.config import EngineConfig
+from conceptengine.ontology.graph import ConceptGraph
+
+
+def ontology_vocabulary(graph: ConceptGraph) -> list[str]:
+    """Every surface form an NP of this ontology can use: names, synonyms, attribute values."""
+    words: set[str] = set()
+    for node in graph:
+        words.update([node.name, *node.synonyms])
+    for kind in graph.attribute_kinds:
+        words.update(graph.attribute_values(kind))
+    return sorted(words)
+
+
+def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
+    from conceptengine.model.tiny import build_tiny_sam3
+    from conceptengine.sim.world import World, build_world
+    from conceptengine.verifiers.tiny import build_tiny_verifier
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    world_dir = workspace / cfg.media.world_dir
+    sim = cfg.media.sim
+    if not (world_dir / "ground_truth.parquet").exists():
+        with console.status("rendering the demo world"):
+            build_world(world_dir, sim.n_train, sim.n_gold, cfg.seed, sim.image_size, sim.n_corrupt)
+    world = World.load(world_dir)
+    vocabulary = ontology_vocabulary(world.graph)
+    sam3_dir, verifier_dir = workspace / cfg.sam3.model, workspace / cfg.verifier.model
+    if not sam3_dir.exists():
+        with console.status("building the small SAM 3 checkpoint"):
+            build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
+    if not verifier_dir.exists():
+        with console.status("building the small verifier checkpoint"):
+            build_tiny_verifier(str(verifier_dir), vocabulary, seed=cfg.seed)
+    config_path = workspace / "demo.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return config_path
