@@ -1,0 +1,49 @@
+"""The captioner interface: the only component of NP proposal that looks at images.
+
+Positive NP candidates come from a captioner (in the paper, an MLLM describing the image). Anything
+that maps a media_id to a list of noun phrases fits: the demo's oracle captioner
+(`conceptengine.sim.OracleCaptioner`), captions precomputed offline by a batch MLLM job
+(`PrecomputedCaptioner`), or a live model behind a later backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    def caption(self, media_id: str) -> list[str]:
+        """Noun phrases the captioner believes are present in the media (may be wrong or incomplete)."""
+        ...
+
+
+class PrecomputedCaptioner:
+    """Captions computed elsewhere (e.g. an offline MLLM job) and looked up by media_id.
+
+    A media_id with no entry has no captions (an empty list): the engine then proposes negatives only,
+    which is what SA-Co does for images a captioner found nothing in.
+    """
+
+    def __init__(self, captions: Mapping[str, Sequence[str]]):
+        self._captions = {str(k): [str(np) for np in v] for k, v in captions.items()}
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> PrecomputedCaptioner:
+        """Load `{"<media_id>": ["np", ...], ...}`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"captions file {path} does not exist")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"captions file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise ValueError(f"captions file {path} must map each media_id to a list of noun phrases")
+        return cls(data)
+
+    def caption(self, media_id: str) -> list[str]:
+        return list(self._captions.get(media_id, []))
