@@ -17,7 +17,7 @@ ACCEPT = "Accept"
 
 @dataclass(frozen=True)
 class ChoiceSet:
-    """An ordered list of choices; column i of a probability vector is `names[i]`, answered by `letters[i]`."""
+    """An ordered list of choices; probability column i is `names[i]`, answered by `letters[i]`."""
 
     task: str
     names: tuple[str, ...]

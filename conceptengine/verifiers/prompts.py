@@ -31,7 +31,8 @@ def mv_prompt(noun_phrase: str) -> str:
     """MV question for one mask; the two images are the context crop (box drawn) and the mask close-up."""
     np_ = _np(noun_phrase)
     return (
-        f"The first image shows an object with a box drawn around it. The second image zooms in on it with its "
+        "The first image shows an object with a box drawn around it. "
+        "The second image zooms in on it with its "
         f'mask tinted. Is the mask a good instance of "{np_}"?\n'
         f"{options(MV)}\n{ANSWER_INSTRUCTION}"
     )

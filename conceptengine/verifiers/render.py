@@ -94,6 +94,9 @@ def mv_views(
         raise ValueError(f"view size must be at least 8 px, got {size}")
     h, w = image.shape[:2]
     box = _check_box(box_xyxy)
+    if not isinstance(rle, str):  # ValueError: the stage turns it into the row's error, like any bad input
+        got = type(rle).__name__
+        raise ValueError(f"a mask's rle must be a COCO RLE counts string, got {got}")  # noqa: TRY004
     mask = rle_utils.decode(rle, h, w)
 
     out_window = _square_around(box, context, min_side=max(h, w) / 4)
@@ -106,7 +109,7 @@ def mv_views(
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[Image.Image, float, int, int]:
-    """Fit the whole image into a size x size square, keeping its aspect: (view, scale, x offset, y offset)."""
+    """Fit the whole image into a size x size square, keeping its aspect: (view, scale, dx, dy)."""
     h, w = image.shape[:2]
     k = size / max(h, w)
     nw, nh = max(round(w * k), 1), max(round(h * k), 1)

@@ -22,7 +22,7 @@ _OWN_POSITION_IDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4
 
 
 class TransformersBackend:
-    """Loads with `from_pretrained(model_path)`: a local directory or, where a hub is reachable, a model id."""
+    """Loads with `from_pretrained(model_path)`: a local directory, or a model id where a hub is reachable."""
 
     def __init__(
         self,

@@ -1,0 +1,151 @@
+"""AI_VERIFY: score every proposed mask (MV) and every image-NP pair (EV) with the MLLM verifier.
+
+Input is the pair-level proposals table; output adds, per row, `mv_probs` (one probability vector per
+mask, in mask order, columns as `choices.MV`), `ev_probs` (columns as `choices.EV`) and the verifier's
+version. Each image is decoded once per batch however many NPs it has, and the requests of all
+pairs are pooled into full backend batches. A row that cannot be verified (unreadable image, bad
+RLE) gets an `error` instead of stopping the batch; rows that arrive with an error pass through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from conceptengine.engine.stage import Stage, StageConfig, register
+from conceptengine.engine.tables import PROPOSALS
+from conceptengine.verifiers.backend import VerifierBackend
+from conceptengine.verifiers.images import check_size, load_rgb
+from conceptengine.verifiers.verify import ExhaustivityVerifier, MaskVerifier, Request
+
+MV_PROBS = pa.list_(pa.list_(pa.float32()))
+EV_PROBS = pa.list_(pa.float32())
+OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
+VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
+
+
+class AIVerifyParams(BaseModel):
+    """Params of the ai_verify stage (YAML: the stage's params block)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str
+    device: str = "cpu"
+    view_size: int = Field(112, ge=8)
+    infer_batch_size: int = Field(16, ge=1)
+    dtype: str = "auto"
+    version: str | None = None  # defaults to the model directory's name
+
+
+def parse_params(params: dict[str, Any]) -> AIVerifyParams:
+    try:
+        return AIVerifyParams(**params)
+    except ValidationError as exc:
+        msgs = "; ".join(f"ai_verify.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid ai_verify params: {msgs}") from None
+
+
+@register
+class AIVerifyStage(Stage):
+    name = "ai_verify"
+    input_columns = tuple(PROPOSALS.names)
+    output_columns = tuple(VERIFIED.names)
+
+    def __init__(self, cfg: StageConfig, **params: Any):
+        super().__init__(cfg, **params)
+        self.p = parse_params(params)
+        self.backend: VerifierBackend | None = None
+
+    def setup(self) -> None:
+        from conceptengine.verifiers.transformers_backend import TransformersBackend
+
+        self.backend = TransformersBackend(
+            self.p.model_path,
+            device=self.p.device,
+            dtype=self.p.dtype,
+            batch_size=self.p.infer_batch_size,
+            version=self.p.version,
+        )
+        self.mv = MaskVerifier(self.backend, view_size=self.p.view_size)
+        self.ev = ExhaustivityVerifier(self.backend, view_size=self.p.view_size)
+
+    # -- per-row work ------------------------------------------------------------------------------
+
+    def _requests(
+        self, row: dict, images: dict[str, np.ndarray | ValueError]
+    ) -> tuple[list[Request], Request]:
+        uri = row["uri"]
+        if uri not in images:  # decode each image once, however many NPs it carries
+            try:
+                images[uri] = load_rgb(uri)
+            except ValueError as exc:
+                images[uri] = exc
+        image = images[uri]
+        if isinstance(image, ValueError):
+            raise image
+        check_size(image, uri, row["width"], row["height"])  # per row: rows of one URI may disagree
+        masks = row["masks"] or []
+        mv = self.mv.requests(image, row["noun_phrase"], masks)
+        ev = self.ev.request(image, row["noun_phrase"], [m["box_xyxy"] for m in masks])
+        return mv, ev
+
+    def _score(self, mv_reqs: list[list[Request]], ev_reqs: list[Request]) -> list[tuple | Exception]:
+        """Pooled scoring; if the pooled call fails, retry row by row so one bad row fails alone."""
+        try:
+            flat = self.mv.score_requests([r for rs in mv_reqs for r in rs])
+            evp = self.ev.score_requests(ev_reqs)
+        except Exception:  # noqa: BLE001 - isolate the failing row below
+            out: list[tuple | Exception] = []
+            for rs, e in zip(mv_reqs, ev_reqs, strict=True):
+                try:
+                    out.append((self.mv.score_requests(rs), self.ev.score_requests([e])[0]))
+                except Exception as exc:  # noqa: BLE001 - becomes the row's error
+                    out.append(exc)
+            return out
+        out, k = [], 0
+        for i, rs in enumerate(mv_reqs):
+            out.append((flat[k : k + len(rs)], evp[i]))
+            k += len(rs)
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.check_input(batch)
+        if self.backend is None:
+            self.setup()
+        rows = batch.select(list(self.input_columns)).to_pylist()
+        errors = [r["error"] for r in rows]
+        mv_probs: list[list[list[float]] | None] = [None] * len(rows)
+        ev_probs: list[list[float] | None] = [None] * len(rows)
+        versions: list[str | None] = [None] * len(rows)
+
+        images: dict[str, np.ndarray | ValueError] = {}
+        todo, mv_reqs, ev_reqs = [], [], []
+        for i, row in enumerate(rows):
+            if row["error"] is not None:
+                continue
+            try:
+                mv, ev = self._requests(row, images)
+            except ValueError as exc:
+                errors[i] = f"ai_verify: {exc}"
+                continue
+            todo.append(i)
+            mv_reqs.append(mv)
+            ev_reqs.append(ev)
+
+        for i, result in zip(todo, self._score(mv_reqs, ev_reqs), strict=True):
+            if isinstance(result, Exception):
+                errors[i] = f"ai_verify: verifier failed: {type(result).__name__}: {result}"
+                continue
+            mv_probs[i] = result[0].astype(np.float32).tolist()
+            ev_probs[i] = result[1].astype(np.float32).tolist()
+            versions[i] = self.backend.version
+
+        # extra columns the runner carries along pass through; a re-run replaces earlier verifier outputs
+        out = batch.drop_columns([n for n, _ in OUTPUT_FIELDS if n in batch.column_names])
+        out = out.set_column(out.schema.get_field_index("error"), "error", pa.array(errors, pa.string()))
+        for (name, typ), values in zip(OUTPUT_FIELDS, (mv_probs, ev_probs, versions), strict=True):
+            out = out.append_column(pa.field(name, typ), pa.array(values, typ))
+        return out

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from conceptengine.verifiers.routing import RoutingConfig, route, route_counts
+from conceptengine.verifiers.stage import VERIFIED
+
+CFG = RoutingConfig(mv_accept=0.8, mv_reject=0.2, ev_accept=0.7, ev_reject=0.3)
+
+
+def _mv(p: float) -> list[float]:
+    rest = (1 - p) / 4
+    return [p, rest, rest, rest, rest]
+
+
+def _ev(p: float) -> list[float]:
+    rest = (1 - p) / 5
+    return [p, rest, rest, rest, rest, rest]
+
+
+def _row(pid: str, mv: list[float], ev: float | None, error: str | None = None) -> dict:
+    masks = [
+        {"instance_id": f"{pid}:{i:03d}", "rle": "", "box_xyxy": [0, 0, 1, 1], "score": 1.0}
+        for i in range(len(mv))
+    ]
+    verified = error is None
+    return dict(  # noqa: C408 - keyword form reads like the schema
+        pair_id=pid, media_id="m", uri="u", width=1, height=1, noun_phrase="np", node_id=None,
+        origin="caption", round=1, presence=0.5, masks=masks, model_version="s", error=error,
+        mv_probs=[_mv(p) for p in mv] if verified else None, ev_probs=_ev(ev) if verified else None,
+        verifier_version="v1" if verified else None,
+    )  # fmt: skip
+
+
+def _table(*rows: dict) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=VERIFIED)
+
+
+def test_every_route_case() -> None:
+    t = route(
+        _table(
+            _row("all-accepted", [0.95, 0.81], ev=0.9),  # every mask auto + EV accept -> accept
+            _row("all-rejected", [0.05, 0.2], ev=0.1),  # every mask auto + EV reject -> reject
+            _row("mixed-auto", [0.9, 0.1], ev=0.5),  # every mask auto, EV in the band -> human
+            _row("one-unsure", [0.9, 0.5], ev=0.99),  # one mask to a human -> EV to a human too
+            _row("negative-sure", [], ev=0.75),  # no masks, EV says nothing is there -> accept
+            _row("negative-missed", [], ev=0.3),  # no masks, EV says something is missing -> reject
+            _row("failed", [0.9], ev=None, error="ai_verify: image does not decode"),
+        ),
+        CFG,
+    )
+    got = dict(zip(t["pair_id"].to_pylist(), zip(t["mask_routes"].to_pylist(), t["ev_route"].to_pylist())))
+    assert got == {
+        "all-accepted": (["accept", "accept"], "accept"),
+        "all-rejected": (["reject", "reject"], "reject"),
+        "mixed-auto": (["accept", "reject"], "human"),
+        "one-unsure": (["accept", "human"], "human"),
+        "negative-sure": ([], "accept"),
+        "negative-missed": ([], "reject"),
+        "failed": (None, None),
+    }
+    assert t.schema.field("mask_routes").type == pa.list_(pa.string())
+    assert route_counts(t) == {
+        "mv": {"auto_accepted": 4, "auto_rejected": 3, "to_human": 1, "errored": 1},
+        "ev": {"auto_accepted": 2, "auto_rejected": 2, "to_human": 2, "errored": 1},
+    }
+
+
+def test_rerouting_replaces_the_old_decision() -> None:
+    t = route(_table(_row("p", [0.5], ev=0.5)), CFG)
+    wide = RoutingConfig(mv_accept=0.5, mv_reject=0.0, ev_accept=0.5, ev_reject=0.0)
+    again = route(t, wide)
+    assert again.column_names.count("mask_routes") == 1
+    assert again["mask_routes"].to_pylist() == [["accept"]] and again["ev_route"].to_pylist() == ["accept"]
+
+
+def test_equal_thresholds_leave_no_human_band() -> None:
+    cfg = RoutingConfig(mv_accept=0.5, mv_reject=0.5, ev_accept=0.5, ev_reject=0.5)
+    t = route(_table(_row("p", [0.5, 0.49], ev=0.51)), cfg)
+    assert t["mask_routes"].to_pylist() == [["accept", "reject"]] and t["ev_route"].to_pylist() == ["accept"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"mv_accept": 0.3, "mv_reject": 0.6}, "mv_reject"),
+        ({"ev_accept": 0.2, "ev_reject": 0.25}, "ev_reject"),
+        ({"ev_accept": 1.5}, "ev_accept"),
+        ({"mv_reject": -0.1}, "mv_reject"),
+        ({"mv_acept": 0.9}, "mv_acept"),
+    ],
+)
+def test_invalid_thresholds_are_rejected_with_the_field_name(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        RoutingConfig(**kwargs)
+
+
+def test_malformed_input_is_named() -> None:
+    bad = _row("p", [0.9, 0.9], ev=0.9)
+    bad["mv_probs"] = bad["mv_probs"][:1]
+    with pytest.raises(ValueError, match="1 mv_probs for 2 masks"):
+        route(_table(bad), CFG)
+    with pytest.raises(KeyError, match="mv_probs"):
+        route(_table(_row("p", [], ev=0.5)).drop_columns(["mv_probs"]), CFG)
+    with pytest.raises(KeyError, match="route\\(\\) first"):
+        route_counts(_table(_row("p", [], ev=0.5)))
