@@ -20,6 +20,7 @@ def _reviewer_kwargs(ctx: RunContext, k: int) -> dict:
         error_rate=ctx.cfg.review.error_rate,
         seed=ctx.cfg.seed,
         cost=ctx.cfg.review.cost,
+        lease_ttl_s=ctx.cfg.review.lease_ttl_s,
     )
 
 

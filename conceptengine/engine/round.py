@@ -94,9 +94,13 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
 
 def route(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
     from conceptengine.verifiers.routing import route as route_table
+    from conceptengine.verifiers.routing import route_counts
 
     def compute():
         routed = route_table(verified["verified"], ctx.cfg.routing)
-        return {"routed": routed}, {}
+        per_task = route_counts(routed)
+        # Items are masks (MV) plus pairs (EV): the unit the paper's "share humans see" counts.
+        totals = {k: per_task["mv"][k] + per_task["ev"][k] for k in ("auto_accepted", "auto_rejected", "to_human")}
+        return {"routed": routed}, totals | {"routing": per_task}
 
     return run_step(ctx, StepRef(r, "route"), [verified.fingerprint], ["routed"], compute)

@@ -1,0 +1,37 @@
+"""A small rendered workspace shared by the integration tests: world + tiny models built once."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from conceptengine.config import load_config
+from conceptengine.pipelines.demo import prepare_demo_workspace
+
+SMALL = [
+    "media.sim.n_train=12",
+    "media.sim.n_gold=4",
+    "media.sim.n_corrupt=1",
+    "rounds.count=2",
+    "rounds.images_per_round=5",
+    "gold.nps_per_image=4",
+    "ontology.max_nps_per_image=6",
+    "runner=local",
+    "review.simulated_reviewers=2",
+]
+
+
+@pytest.fixture(scope="session")
+def small_workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    cfg = load_config(None, SMALL)
+    prepare_demo_workspace(ws, cfg, Console(quiet=True))
+    return ws
+
+
+def write_config(ws: Path, name: str, extra: list[str] | None = None) -> Path:
+    cfg = load_config(None, SMALL + (extra or []))
+    path = ws / name
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path

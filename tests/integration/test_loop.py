@@ -1,0 +1,89 @@
+"""The whole loop on the rendered domain, in-process and on Ray, plus the exports."""
+
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+from pycocotools import mask as mask_utils
+
+from conceptengine.config import load_config
+from conceptengine.engine.driver import run_all, start_run
+from conceptengine.engine.export import committed_annotations, export
+from conceptengine.engine.status import run_status
+from conceptengine.pipelines.image import run_round
+from tests.integration.conftest import SMALL, write_config
+
+
+def _run(ws, run_dir, overrides=()):
+    cfg = load_config(None, SMALL + list(overrides))
+    ctx = start_run(cfg, str(run_dir), ws, resume=False)
+    return ctx, run_all(ctx, run_round)
+
+
+def test_local_loop_commits_a_dataset_and_reports_each_round(small_workspace, tmp_path):
+    ctx, summaries = _run(small_workspace, tmp_path / "run")
+    assert [s["round"] for s in summaries] == [1, 2]
+    for s in summaries:
+        assert s["pairs_positive"] > 0 and s["pairs_negative"] > s["pairs_positive"]
+        assert s["committed_pairs"] > 0
+        assert s["auto_accepted"] + s["auto_rejected"] + s["to_human"] > 0
+        assert 0.0 <= s["precision"] <= 1.0 and 0.0 <= s["recall"] <= 1.0
+        assert "gold_cgF1" in s
+        assert s["quarantined"] == 1
+    # The corrupt file is reported and quarantined; the run finished anyway.
+    status = run_status(str(tmp_path / "run"))
+    assert any("quarantined: " in line and "corrupt" in line for line in status["lines"])
+    assert any("round 2: 7/7 steps done" in line for line in status["lines"])
+
+    ann = committed_annotations(ctx.store)
+    assert ann.num_rows == sum(s["committed_pairs"] for s in summaries)
+    on_disk = pq.read_table(tmp_path / "run" / "annotations" / "round=0001" / "part-00000.parquet")
+    assert on_disk.num_rows == summaries[0]["committed_pairs"]
+
+    # WebDataset shard: one sample per image with its NPs and decodable masks.
+    shard = tmp_path / "run" / "shards" / "train-000100.tar"
+    with tarfile.open(shard) as tar:
+        names = tar.getnames()
+        meta = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
+    assert any(n.endswith(".png") for n in names)
+    assert meta["pairs"] and {"noun_phrase", "masks", "is_negative"} <= set(meta["pairs"][0])
+
+    # SA-Co/Gold export decodes with pycocotools and has one image entry per pair.
+    out = tmp_path / "saco.json"
+    export(str(tmp_path / "run"), "saco", str(out))
+    saco = json.loads(out.read_text())
+    assert len(saco["images"]) == ann.num_rows
+    for a in saco["annotations"][:20]:
+        m = mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
+        assert m.sum() > 0
+    coco = tmp_path / "coco.json"
+    export(str(tmp_path / "run"), "coco", str(coco))
+    assert json.loads(coco.read_text())["categories"]
+
+
+def test_ray_runner_commits_exactly_what_the_local_runner_commits(small_workspace, tmp_path, ray_session):
+    ctx_local, _ = _run(small_workspace, tmp_path / "local")
+    ctx_ray, summaries = _run(small_workspace, tmp_path / "ray", ["runner=ray"])
+    assert len(summaries) == 2
+    a, b = committed_annotations(ctx_local.store), committed_annotations(ctx_ray.store)
+    assert a.num_rows > 0
+    assert a.drop_columns(["provenance"]).equals(b.drop_columns(["provenance"]))
+
+
+def test_a_finished_run_is_reused_not_recomputed(small_workspace, tmp_path):
+    cfg = load_config(None, SMALL)
+    ctx = start_run(cfg, str(tmp_path / "run"), small_workspace, resume=False)
+    first = run_all(ctx, run_round)
+    seen = []
+    ctx2 = start_run(cfg, str(tmp_path / "run"), small_workspace, resume=True)
+    ctx2.on_step = lambda step, phase, info: seen.append((step, phase, info.get("reused")))
+    second = run_all(ctx2, run_round)
+    assert first == second
+    assert all(phase == "done" and reused for _, phase, reused in seen)
+
+
+def test_config_file_with_relative_paths_validates(small_workspace):
+    path = write_config(small_workspace, "check.yaml")
+    assert load_config(path).rounds.count == 2
+    assert np.isfinite(len(path.read_text()))
