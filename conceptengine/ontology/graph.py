@@ -181,7 +181,8 @@ class ConceptGraph:
             raise OntologyError(f"ontology {source}: 'concepts' must be a non-empty list")
         nodes = []
         for i, raw in enumerate(concepts):
-            label = raw.get("id", f"#{i}") if isinstance(raw, Mapping) else f"#{i}"
+            # Name the node by its id, else its name, else its position: whatever the user can find.
+            label = raw.get("id", raw.get("name", f"#{i}")) if isinstance(raw, Mapping) else f"#{i}"
             if not isinstance(raw, Mapping):
                 raise OntologyError(f"ontology {source}: node {label!r}: must be a mapping, got {raw!r}")
             bad = set(raw) - _NODE_KEYS
@@ -240,9 +241,7 @@ class ConceptGraph:
                 entry["synonyms"] = list(node.synonyms)
             concepts.append(entry)
         attributes = {
-            kind: [
-                {"name": v.name, "synonyms": list(v.synonyms)} if v.synonyms else v.name for v in values
-            ]
+            kind: [{"name": v.name, "synonyms": list(v.synonyms)} if v.synonyms else v.name for v in values]
             for kind, values in self._attributes.items()
         }
         return {"name": self.name, "concepts": concepts, "attributes": attributes}

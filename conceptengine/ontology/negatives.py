@@ -39,9 +39,7 @@ def is_implied(graph: ConceptGraph, candidate: ParsedNP, positives: Iterable[Par
     """True when a positive entails the candidate (hierarchy closure): 'red square' entails 'polygon'
     and 'red shape', so neither may ever be proposed as a negative next to it."""
     mods = set(candidate.modifiers)
-    return any(
-        graph.is_a(p.node_id, candidate.node_id) and mods <= set(p.modifiers) for p in positives
-    )
+    return any(graph.is_a(p.node_id, candidate.node_id) and mods <= set(p.modifiers) for p in positives)
 
 
 def _related(graph: ConceptGraph, relation: str, node_id: str) -> list[str]:

@@ -89,7 +89,9 @@ class ProposeNPs(Stage):
             problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"stage 'propose_nps' params: {problems}") from None
         if not Path(self.p.ontology_path).is_file():
-            raise FileNotFoundError(f"stage 'propose_nps': ontology_path {self.p.ontology_path} does not exist")
+            raise FileNotFoundError(
+                f"stage 'propose_nps': ontology_path {self.p.ontology_path} does not exist"
+            )
         sources = sum(x is not None for x in (captioner, self.p.world_dir, self.p.captions_path))
         if sources != 1:
             raise ValueError(

@@ -39,8 +39,11 @@ class OracleCaptioner:
             return kept
         absent = self.oracle.absent_nps(media_id)
         absent_set = set(absent)
-        confusions = [c.noun_phrase for c in np_candidates(self.oracle.graph, present, rng)
-                      if c.noun_phrase in absent_set]
+        confusions = [
+            c.noun_phrase
+            for c in np_candidates(self.oracle.graph, present, rng)
+            if c.noun_phrase in absent_set
+        ]
         wrong = confusions[: (n_wrong + 1) // 2]
         rest = sorted(absent_set - set(wrong))
         wrong += [rest[i] for i in rng.choice(len(rest), min(len(rest), n_wrong - len(wrong)), replace=False)]

@@ -94,7 +94,9 @@ class Oracle:
             n_pos = min(len(present), nps_per_image - n_neg)
             positives = [present[i] for i in sorted(rng.choice(len(present), n_pos, replace=False))]
             absent = set(self.absent_nps(media_id))
-            hard = [c.noun_phrase for c in np_candidates(self.graph, positives, rng) if c.noun_phrase in absent]
+            hard = [
+                c.noun_phrase for c in np_candidates(self.graph, positives, rng) if c.noun_phrase in absent
+            ]
             negatives = hard[: n_neg // 2]
             pool = sorted(absent - set(negatives))
             negatives += [pool[i] for i in rng.choice(len(pool), n_neg - len(negatives), replace=False)]
@@ -106,8 +108,12 @@ class Oracle:
         h, w = self.media_size(media_id)
         pair = ids.pair_id(media_id, noun_phrase)
         masks = [
-            {"instance_id": ids.instance_id(pair, i), "rle": counts, "box_xyxy": box_xyxy(counts, h, w),
-             "score": 1.0}
+            {
+                "instance_id": ids.instance_id(pair, i),
+                "rle": counts,
+                "box_xyxy": box_xyxy(counts, h, w),
+                "score": 1.0,
+            }
             for i, counts in enumerate(self.instances(media_id, noun_phrase))
         ]
         return {

@@ -68,7 +68,9 @@ def rasterize(obj: Placed, height: int, width: int) -> np.ndarray:
     return np.asarray(img, dtype=bool)
 
 
-def _place(rng: np.random.Generator, leaf: str, colour: str, pattern: str, cx: float, cy: float, r: float) -> Placed:
+def _place(
+    rng: np.random.Generator, leaf: str, colour: str, pattern: str, cx: float, cy: float, r: float
+) -> Placed:
     rgb = tuple(float(v) for v in np.clip(np.asarray(PALETTE[colour]) + rng.normal(0, 8, 3), 0, 255))
     return Placed(
         leaf, colour, pattern, rgb, cx, cy, r, float(rng.uniform(0, 2 * np.pi)), tuple(outline(leaf, rng))
@@ -166,9 +168,7 @@ def compose(objects: list[Placed], background: np.ndarray, rng: np.random.Genera
         owner[m] = k
     visible = np.bincount(owner[owner >= 0], minlength=len(objects))
     keep = [
-        k
-        for k, m in enumerate(full)
-        if visible[k] >= max(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * m.sum())
+        k for k, m in enumerate(full) if visible[k] >= max(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * m.sum())
     ]
     owner.fill(-1)
     for slot, k in enumerate(keep):
@@ -185,7 +185,10 @@ def compose(objects: list[Placed], background: np.ndarray, rng: np.random.Genera
 
 
 def render_scene(
-    seed: int, image_size: int = 192, leaves: list[str] | None = None, crowd: bool | None = None,
+    seed: int,
+    image_size: int = 192,
+    leaves: list[str] | None = None,
+    crowd: bool | None = None,
     crowd_share: float = 0.15,
 ) -> Scene:
     """Render one scene, fully determined by `seed`. `crowd=None` draws a crowd with `crowd_share`."""

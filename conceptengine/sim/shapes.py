@@ -20,7 +20,9 @@ def _poly(points: list[tuple[float, float]]) -> np.ndarray:
     return np.asarray(points, dtype=np.float64)
 
 
-def _ngon(n: int, radius: float = 1.0, phase: float = np.pi / 2, cx: float = 0.0, cy: float = 0.0) -> np.ndarray:
+def _ngon(
+    n: int, radius: float = 1.0, phase: float = np.pi / 2, cx: float = 0.0, cy: float = 0.0
+) -> np.ndarray:
     t = phase + 2 * np.pi * np.arange(n) / n
     return np.stack([cx + radius * np.cos(t), cy + radius * np.sin(t)], axis=1)
 
@@ -117,7 +119,20 @@ def star(rng: np.random.Generator) -> list[Part]:
 
 def cross(rng: np.random.Generator) -> list[Part]:
     a = rng.uniform(0.3, 0.4)
-    pts = [(a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a), (-a, -1), (a, -1), (a, -a), (1, -a), (1, a)]
+    pts = [
+        (a, a),
+        (a, 1),
+        (-a, 1),
+        (-a, a),
+        (-1, a),
+        (-1, -a),
+        (-a, -a),
+        (-a, -1),
+        (a, -1),
+        (a, -a),
+        (1, -a),
+        (1, a),
+    ]
     return [(_poly(pts), True)]
 
 

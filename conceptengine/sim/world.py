@@ -173,8 +173,12 @@ def build_world(
     crowd_share: float = 0.15,
 ) -> World:
     """Render a world into `out_dir` (created if needed) and return it loaded. Idempotent per seed."""
-    for name, value, low in (("n_train", n_train, 0), ("n_gold", n_gold, 0), ("n_corrupt", n_corrupt, 0),
-                             ("image_size", image_size, 32)):
+    for name, value, low in (
+        ("n_train", n_train, 0),
+        ("n_gold", n_gold, 0),
+        ("n_corrupt", n_corrupt, 0),
+        ("image_size", image_size, 32),
+    ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"build_world: {name} must be an integer >= {low}, got {value!r}")
     if not 0.0 <= crowd_share <= 1.0:
@@ -189,7 +193,9 @@ def build_world(
     first_png = b""
     for split, count in (("train", n_train), ("gold", n_gold)):
         for i in range(count):
-            scene = render_scene(ids.stable_seed(seed, split, str(i)), image_size, leaves, crowd_share=crowd_share)
+            scene = render_scene(
+                ids.stable_seed(seed, split, str(i)), image_size, leaves, crowd_share=crowd_share
+            )
             data = png_bytes(scene.image)
             first_png = first_png or data
             name = f"{split}-{i:06d}.png"
