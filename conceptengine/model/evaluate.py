@@ -1,0 +1,36 @@
+"""Score a detector on a gold split (ANNOTATIONS rows): the number that decides whether a retrained SAM 3 is
+promoted. Each gold image is decoded and encoded once, then queried with all its NPs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pyarrow as pa
+
+from conceptengine.model.image_io import load_rgb
+from conceptengine.model.metrics import SCORE_THRESHOLD, Metrics, PairGT, PairPred, saco_metrics
+from conceptengine.model.sam3_backend import Sam3Detector
+
+
+def evaluate_detector(detector: Sam3Detector, gold: pa.Table) -> Metrics:
+    """cgF1 / IL_MCC / pmF1 of `detector` on `gold`. A gold image that cannot be read is an error: a gold
+    set with holes would silently change what the metric measures."""
+    rows = gold.to_pylist()
+    by_media: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_media[r["media_id"]].append(r)
+    gts: list[PairGT] = []
+    preds: list[PairPred] = []
+    for media_id in sorted(by_media):
+        group = by_media[media_id]
+        image = load_rgb(group[0]["uri"])
+        h, w = image.shape[:2]
+        dets = detector.detect(image, [r["noun_phrase"] for r in group], score_threshold=SCORE_THRESHOLD)
+        for r, det in zip(group, dets):
+            if (r["height"], r["width"]) != (h, w):
+                raise ValueError(f"gold pair {r['pair_id']}: {r['uri']} is {w}x{h}, the row says "
+                                 f"{r['width']}x{r['height']}")
+            masks = [] if r["is_negative"] else [m["rle"] for m in r["masks"] or []]
+            gts.append(PairGT(r["pair_id"], h, w, masks, concept=r["noun_phrase"]))
+            preds.append(PairPred(r["pair_id"], h, w, list(det.masks), list(det.scores)))
+    return saco_metrics(gts, preds)
