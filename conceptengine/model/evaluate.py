@@ -28,8 +28,10 @@ def evaluate_detector(detector: Sam3Detector, gold: pa.Table) -> Metrics:
         dets = detector.detect(image, [r["noun_phrase"] for r in group], score_threshold=SCORE_THRESHOLD)
         for r, det in zip(group, dets):
             if (r["height"], r["width"]) != (h, w):
-                raise ValueError(f"gold pair {r['pair_id']}: {r['uri']} is {w}x{h}, the row says "
-                                 f"{r['width']}x{r['height']}")
+                raise ValueError(
+                    f"gold pair {r['pair_id']}: {r['uri']} is {w}x{h}, the row says "
+                    f"{r['width']}x{r['height']}"
+                )
             masks = [] if r["is_negative"] else [m["rle"] for m in r["masks"] or []]
             gts.append(PairGT(r["pair_id"], h, w, masks, concept=r["noun_phrase"]))
             preds.append(PairPred(r["pair_id"], h, w, list(det.masks), list(det.scores)))

@@ -28,5 +28,8 @@ def load_rgb(uri: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # force a full decode: truncated files only fail here
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        # PIL's message embeds a buffer address; keep the reason stable so reruns give identical rows.
+        raise CorruptMediaError(uri, "not a recognised image format") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise CorruptMediaError(uri, f"{type(exc).__name__}: {exc}") from exc

@@ -57,8 +57,13 @@ class Metrics:
     counts: dict[str, int]  # pairs, positive/negative pairs, IL confusion, TP/FP/FN at 0.5
 
     def as_dict(self) -> dict:
-        return {"cgF1": self.cgF1, "IL_MCC": self.IL_MCC, "pmF1": self.pmF1,
-                "f1_at": {f"{t:.2f}": v for t, v in self.f1_at.items()}, "counts": dict(self.counts)}
+        return {
+            "cgF1": self.cgF1,
+            "IL_MCC": self.IL_MCC,
+            "pmF1": self.pmF1,
+            "f1_at": {f"{t:.2f}": v for t, v in self.f1_at.items()},
+            "counts": dict(self.counts),
+        }
 
 
 def hungarian_ious(iou: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from conceptengine.model.tiny import MAX_TEXT_LEN
 def torchvision_usable() -> bool:
     try:
         import torchvision  # noqa: F401
-    except Exception:  # a CUDA torchvision next to a CPU torch fails at import with RuntimeError
+    except Exception:  # noqa: BLE001 - a CUDA torchvision next to a CPU torch fails at import with RuntimeError
         return False
     return True
 
@@ -42,7 +42,9 @@ class Sam3PixelProcessor:
         self.mean = torch.tensor(cfg.get("image_mean", [0.5, 0.5, 0.5]), dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("image_std", [0.5, 0.5, 0.5]), dtype=torch.float32).view(1, 3, 1, 1)
         if int(cfg.get("resample", 2)) != 2:
-            raise ValueError(f"Sam3PixelProcessor supports bilinear resampling only; config has {cfg['resample']}")
+            raise ValueError(
+                f"Sam3PixelProcessor supports bilinear resampling only; config has {cfg['resample']}"
+            )
 
     def __call__(self, images: np.ndarray | list[np.ndarray], return_tensors: str = "pt") -> dict[str, Any]:
         batch = images if isinstance(images, list) else [images]
@@ -52,10 +54,13 @@ class Sam3PixelProcessor:
             if self.do_resize and tuple(t.shape[-2:]) != self.size:
                 t = F.interpolate(t, size=self.size, mode="bilinear", antialias=True, align_corners=False)
             x = t.to(torch.float32)
-            if self.do_rescale:
-                x = x * self.rescale_factor
             if self.do_normalize:
-                x = (x - self.mean) / self.std
+                # Fused like the torchvision backend: (x - mean / r) / (std / r), not (x * r - mean) / std,
+                # which rounds differently in float32.
+                scale = self.rescale_factor if self.do_rescale else 1.0
+                x = (x - self.mean * (1.0 / scale)) / (self.std * (1.0 / scale))
+            elif self.do_rescale:
+                x = x * self.rescale_factor
             out.append(x)
         return {"pixel_values": torch.cat(out), "original_sizes": [list(img.shape[:2]) for img in batch]}
 
@@ -92,4 +97,6 @@ def load_sam3_inputs(path: str) -> Sam3Inputs:
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} is missing: {path} is not a saved Sam3Processor directory")
     cfg = json.loads(cfg_path.read_text())
-    return Sam3Inputs(Sam3PixelProcessor(cfg.get("image_processor", {})), AutoTokenizer.from_pretrained(path), "fallback")
+    return Sam3Inputs(
+        Sam3PixelProcessor(cfg.get("image_processor", {})), AutoTokenizer.from_pretrained(path), "fallback"
+    )

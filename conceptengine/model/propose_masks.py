@@ -40,7 +40,9 @@ class ProposeMasks(Stage):
         if params:
             raise ValueError(f"propose_masks: unknown params {sorted(params)}")
         if not model_path:
-            raise ValueError("propose_masks: model_path is required (the SAM 3 checkpoint directory, sam3.model)")
+            raise ValueError(
+                "propose_masks: model_path is required (the SAM 3 checkpoint directory, sam3.model)"
+            )
         if not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(f"propose_masks: score_threshold must be in [0, 1]; got {score_threshold}")
         if int(max_masks) < 1:
@@ -75,7 +77,9 @@ class ProposeMasks(Stage):
         version = self.detector.version
 
         def failed(msg: str) -> list[dict]:
-            return [row | {"presence": None, "masks": [], "model_version": version, "error": msg} for row in rows]
+            return [
+                row | {"presence": None, "masks": [], "model_version": version, "error": msg} for row in rows
+            ]
 
         try:
             image = load_rgb(uri)
@@ -87,7 +91,7 @@ class ProposeMasks(Stage):
             return failed(f"{uri} is {w}x{h} but its pairs say {bad[0]['width']}x{bad[0]['height']}")
         try:
             dets = self.detector.detect(image, [r["noun_phrase"] for r in rows], self.score_threshold)
-        except Exception as exc:  # a model failure on one image must not end the run; the row says why
+        except Exception as exc:  # noqa: BLE001 - a model failure on one image must not end the run; the row says why
             return failed(f"detector failed on {uri}: {type(exc).__name__}: {exc}")
         results = []
         for row, det in zip(rows, dets):
@@ -101,5 +105,7 @@ class ProposeMasks(Stage):
                 }
                 for k in range(n)
             ]
-            results.append(row | {"presence": det.presence, "masks": masks, "model_version": version, "error": None})
+            results.append(
+                row | {"presence": det.presence, "masks": masks, "model_version": version, "error": None}
+            )
         return results

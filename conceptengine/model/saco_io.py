@@ -45,7 +45,9 @@ def _counts(seg: Any, height: int, width: int, where: str) -> str:
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise ValueError(f"{where}: segmentation must be an RLE object {{counts, size}}; got {str(seg)[:80]}")
     if list(seg["size"]) != [height, width]:
-        raise ValueError(f"{where}: segmentation size {seg['size']} differs from the image's [{height}, {width}]")
+        raise ValueError(
+            f"{where}: segmentation size {seg['size']} differs from the image's [{height}, {width}]"
+        )
     counts = seg["counts"]
     try:
         if isinstance(counts, list):
@@ -53,7 +55,7 @@ def _counts(seg: Any, height: int, width: int, where: str) -> str:
         elif not isinstance(counts, str):
             raise TypeError(f"counts is a {type(counts).__name__}")
         mask_utils.area(rle.to_coco(counts, height, width))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pycocotools raises bare errors on garbage
         raise ValueError(f"{where}: segmentation is not a valid RLE ({exc})") from None
     return counts
 
@@ -69,10 +71,10 @@ def _field(entry: dict, key: str, kind: type | tuple[type, ...], where: str) -> 
 def _parse_gold(path: str) -> tuple[list[dict], dict[Any, list[str]]]:
     doc = _load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise ValueError(f"{path}: not an SA-Co/Gold file (no 'images' list at the top level)")
+        raise ValueError(f"{path}: not an SA-Co/Gold file (no 'images' list at the top level)")  # noqa: TRY004 - a malformed file, reported as ValueError like every other
     annotations = doc.get("annotations", [])
     if not isinstance(annotations, list):
-        raise ValueError(f"{path}: 'annotations' must be a list")
+        raise ValueError(f"{path}: 'annotations' must be a list")  # noqa: TRY004 - a malformed file, reported as ValueError like every other
     images: dict[Any, dict] = {}
     for i, im in enumerate(doc["images"]):
         where = f"{path}: images[{i}]"
@@ -91,15 +93,22 @@ def _parse_gold(path: str) -> tuple[list[dict], dict[Any, list[str]]]:
         if im_id not in images:
             raise ValueError(f"{where}: image_id {im_id!r} is not in images[]")
         im = images[im_id]
-        masks[im_id].append(_counts(_field(ann, "segmentation", dict, where), im["height"], im["width"], where))
+        masks[im_id].append(
+            _counts(_field(ann, "segmentation", dict, where), im["height"], im["width"], where)
+        )
     return list(images.values()), masks
 
 
 def read_saco_gold(path: str) -> list[PairGT]:
     images, masks = _parse_gold(path)
     return [
-        PairGT(key=str(im["id"]), height=im["height"], width=im["width"], masks=masks.get(im["id"], []),
-               concept=ids.normalize_np(im["text_input"]))
+        PairGT(
+            key=str(im["id"]),
+            height=im["height"],
+            width=im["width"],
+            masks=masks.get(im["id"], []),
+            concept=ids.normalize_np(im["text_input"]),
+        )
         for im in images
     ]
 
@@ -109,7 +118,7 @@ def read_coco_results(path: str) -> list[PairPred]:
     if isinstance(doc, dict) and "annotations" in doc:  # tolerate a COCO file with an annotations list
         doc = doc["annotations"]
     if not isinstance(doc, list):
-        raise ValueError(f"{path}: a COCO-results file must be a JSON list of predictions")
+        raise ValueError(f"{path}: a COCO-results file must be a JSON list of predictions")  # noqa: TRY004 - a malformed file, reported as ValueError like every other
     by_key: dict[str, PairPred] = {}
     for i, p in enumerate(doc):
         where = f"{path}: [{i}]"
@@ -150,25 +159,44 @@ def read_saco_gold_annotations(path: str, images_root: str | None = None) -> pa.
     rows = []
     for i, im in enumerate(images):
         file_name = _field(im, "file_name", str, f"{path}: images[{i}]")
-        uri = file_name if "://" in file_name or file_name.startswith("/") else posixpath.join(root, file_name)
+        uri = (
+            file_name if "://" in file_name or file_name.startswith("/") else posixpath.join(root, file_name)
+        )
         if uri not in media_ids:
             try:
                 with fsspec.open(uri, "rb") as f:
                     media_ids[uri] = ids.media_id_for_bytes(f.read())
             except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: images[{i}] file_name {file_name!r} not found at {uri}") from None
+                raise FileNotFoundError(
+                    f"{path}: images[{i}] file_name {file_name!r} not found at {uri}"
+                ) from None
         media_id = media_ids[uri]
         pair = ids.pair_id(media_id, im["text_input"])
         h, w = im["height"], im["width"]
         gt = masks.get(im["id"], [])
-        rows.append({
-            "pair_id": pair, "media_id": media_id, "uri": uri, "width": w, "height": h,
-            "noun_phrase": ids.normalize_np(im["text_input"]),
-            "masks": [{"instance_id": ids.instance_id(pair, k), "rle": c, "box_xyxy": rle.box_xyxy(c, h, w),
-                       "score": 1.0} for k, c in enumerate(gt)],
-            "is_exhaustive": bool(im.get("is_instance_exhaustive", True)),
-            "is_negative": not gt, "provenance": "gold", "round": 0,
-        })
+        rows.append(
+            {
+                "pair_id": pair,
+                "media_id": media_id,
+                "uri": uri,
+                "width": w,
+                "height": h,
+                "noun_phrase": ids.normalize_np(im["text_input"]),
+                "masks": [
+                    {
+                        "instance_id": ids.instance_id(pair, k),
+                        "rle": c,
+                        "box_xyxy": rle.box_xyxy(c, h, w),
+                        "score": 1.0,
+                    }
+                    for k, c in enumerate(gt)
+                ],
+                "is_exhaustive": bool(im.get("is_instance_exhaustive", True)),
+                "is_negative": not gt,
+                "provenance": "gold",
+                "round": 0,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=ANNOTATIONS)
 
 
@@ -177,8 +205,11 @@ def write_saco_gold(annotations: pa.Table, path: str) -> dict[str, int]:
 
     Image ids follow pair_id order, so the same annotations always give the same file.
     """
-    missing = [c for c in ("pair_id", "uri", "width", "height", "noun_phrase", "masks", "is_exhaustive",
-                           "is_negative") if c not in annotations.column_names]
+    missing = [
+        c
+        for c in ("pair_id", "uri", "width", "height", "noun_phrase", "masks", "is_exhaustive", "is_negative")
+        if c not in annotations.column_names
+    ]
     if missing:
         raise ValueError(f"write_saco_gold: annotations lack columns {missing}")
     rows = sorted(annotations.to_pylist(), key=lambda r: r["pair_id"])
@@ -188,18 +219,32 @@ def write_saco_gold(annotations: pa.Table, path: str) -> dict[str, int]:
             raise ValueError(f"write_saco_gold: pair {r['pair_id']} appears twice")
         image_id_by_pair[r["pair_id"]] = image_id
         h, w = int(r["height"]), int(r["width"])
-        images.append({
-            "id": image_id, "file_name": r["uri"], "text_input": r["noun_phrase"], "height": h, "width": w,
-            "is_instance_exhaustive": bool(r["is_exhaustive"]), "is_pixel_exhaustive": bool(r["is_exhaustive"]),
-            "pair_id": r["pair_id"], "media_id": r.get("media_id"),
-        })
+        images.append(
+            {
+                "id": image_id,
+                "file_name": r["uri"],
+                "text_input": r["noun_phrase"],
+                "height": h,
+                "width": w,
+                "is_instance_exhaustive": bool(r["is_exhaustive"]),
+                "is_pixel_exhaustive": bool(r["is_exhaustive"]),
+                "pair_id": r["pair_id"],
+                "media_id": r.get("media_id"),
+            }
+        )
         for m in [] if r["is_negative"] else (r["masks"] or []):
             x, y, bw, bh = mask_utils.toBbox(rle.to_coco(m["rle"], h, w)).tolist()
-            anns.append({
-                "id": len(anns) + 1, "image_id": image_id, "bbox": [x / w, y / h, bw / w, bh / h],
-                "area": rle.area(m["rle"], h, w), "segmentation": {"counts": m["rle"], "size": [h, w]},
-                "category_id": 1, "iscrowd": 0,
-            })
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "bbox": [x / w, y / h, bw / w, bh / h],
+                    "area": rle.area(m["rle"], h, w),
+                    "segmentation": {"counts": m["rle"], "size": [h, w]},
+                    "category_id": 1,
+                    "iscrowd": 0,
+                }
+            )
     _dump_json({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}, path)
     return image_id_by_pair
 
@@ -217,9 +262,13 @@ def write_coco_results(rows: pa.Table | list[dict], path: str, image_id_by_pair:
         if r.get("error"):
             continue
         for m in r["masks"] or []:
-            out.append({
-                "image_id": image_id_by_pair[r["pair_id"]], "category_id": 1, "score": float(m["score"]),
-                "segmentation": {"counts": m["rle"], "size": [int(r["height"]), int(r["width"])]},
-            })
+            out.append(
+                {
+                    "image_id": image_id_by_pair[r["pair_id"]],
+                    "category_id": 1,
+                    "score": float(m["score"]),
+                    "segmentation": {"counts": m["rle"], "size": [int(r["height"]), int(r["width"])]},
+                }
+            )
     _dump_json(out, path)
     return len(out)

@@ -67,8 +67,9 @@ def checkpoint_version(path: str) -> str:
 
 
 class Sam3Detector:
-    def __init__(self, model: Sam3Model, inputs: Sam3Inputs, version: str, device: str = "cpu",
-                 np_batch_size: int = 16):
+    def __init__(
+        self, model: Sam3Model, inputs: Sam3Inputs, version: str, device: str = "cpu", np_batch_size: int = 16
+    ):
         self.model = model.eval()
         self.inputs = inputs
         self.version = version
@@ -78,8 +79,9 @@ class Sam3Detector:
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str = "cpu", dtype: str | None = None,
-                        np_batch_size: int = 16) -> Sam3Detector:
+    def from_pretrained(
+        cls, path: str, device: str = "cpu", dtype: str | None = None, np_batch_size: int = 16
+    ) -> Sam3Detector:
         if not Path(path, "config.json").exists():
             raise FileNotFoundError(f"no SAM 3 checkpoint at {path} (config.json missing); check sam3.model")
         if dtype is not None and dtype not in _DTYPES:
@@ -132,10 +134,14 @@ class Sam3Detector:
                 attention_mask=mask,
             )
             parts.append(RawOutputs(out.pred_logits, out.presence_logits, out.pred_boxes, out.pred_masks))
-        return RawOutputs(*(torch.cat([getattr(p, f) for p in parts]) for f in RawOutputs.__dataclass_fields__))
+        return RawOutputs(
+            *(torch.cat([getattr(p, f) for p in parts]) for f in RawOutputs.__dataclass_fields__)
+        )
 
     # -- detections -------------------------------------------------------------------------------------
-    def detect(self, image: np.ndarray, noun_phrases: list[str], score_threshold: float = 0.5) -> list[Detection]:
+    def detect(
+        self, image: np.ndarray, noun_phrases: list[str], score_threshold: float = 0.5
+    ) -> list[Detection]:
         """One Detection per NP, in order. Instance score = sigmoid(logit) * sigmoid(presence), as in SAM 3."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"detect expects an (H, W, 3) uint8 image; got {image.shape} {image.dtype}")
@@ -144,8 +150,10 @@ class Sam3Detector:
         if not noun_phrases:
             return []
         raw = self.forward_nps(image, noun_phrases)
-        return [self._to_detection(raw, i, image.shape[0], image.shape[1], score_threshold)
-                for i in range(len(noun_phrases))]
+        return [
+            self._to_detection(raw, i, image.shape[0], image.shape[1], score_threshold)
+            for i in range(len(noun_phrases))
+        ]
 
     @torch.inference_mode()
     def _to_detection(self, raw: RawOutputs, i: int, height: int, width: int, threshold: float) -> Detection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -21,9 +22,29 @@ from conceptengine.engine.ids import normalize_np
 MAX_TEXT_LEN = 32  # Sam3Processor pads every prompt to 32 tokens; the text encoder's positions must match
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # CLIPTokenizer's own normalizer / pre-tokenizer, so the trained merges apply exactly as they will at load time.
-_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_CLIP_SPLIT = (
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
 # Generic words so that prompts outside the ontology still tokenize into whole words where possible.
-_BASE_WORDS = "a an the of and with on in object thing shape colour color pattern small large big".split()
+_BASE_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "and",
+    "with",
+    "on",
+    "in",
+    "object",
+    "thing",
+    "shape",
+    "colour",
+    "color",
+    "pattern",
+    "small",
+    "large",
+    "big",
+]
 
 
 def _clip_pretokenizer() -> Tokenizer:
@@ -56,7 +77,7 @@ def learn_bpe_merges(texts: list[str], max_merges: int = 2000) -> list[tuple[str
     while len(merges) < max_merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for w, syms in words.items():
-            for a, b in zip(syms, syms[1:]):
+            for a, b in pairwise(syms):
                 pairs[(a, b)] += freq[w]
         if not pairs:
             break
@@ -90,54 +111,72 @@ def train_clip_tokenizer(vocabulary: list[str], max_merges: int = 2000) -> CLIPT
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TEXT_LEN)
 
 
-def tiny_sam3_config(vocab_size: int, image_size: int = 224, tokenizer: CLIPTokenizer | None = None) -> Sam3Config:
+def tiny_sam3_config(
+    vocab_size: int, image_size: int = 224, tokenizer: CLIPTokenizer | None = None
+) -> Sam3Config:
     """~1.1M parameters: 2-layer ViT (hidden 64, patch 14), 2-layer DETR encoder/decoder, 2-layer CLIP text."""
     patch = 14
     if image_size % patch or image_size // patch < 8:
-        raise ValueError(f"image_size must be a multiple of {patch} and at least {8 * patch}; got {image_size}")
+        raise ValueError(
+            f"image_size must be a multiple of {patch} and at least {8 * patch}; got {image_size}"
+        )
     grid = image_size // patch
     hidden = 64
     special = {}
     if tokenizer is not None:
-        special = dict(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        special = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
     return Sam3Config(
-        vision_config=dict(
-            backbone_config=dict(
-                model_type="sam3_vit_model",
-                hidden_size=hidden,
-                intermediate_size=2 * hidden,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=image_size,
-                patch_size=patch,
-                window_size=8,
-                global_attn_indexes=[1],
-                pretrain_image_size=image_size,
-            ),
-            fpn_hidden_size=hidden,
-            backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
-        ),
-        text_config=dict(
-            model_type="clip_text_model",
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            projection_dim=hidden,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=MAX_TEXT_LEN,
+        vision_config={
+            "backbone_config": {
+                "model_type": "sam3_vit_model",
+                "hidden_size": hidden,
+                "intermediate_size": 2 * hidden,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": image_size,
+                "patch_size": patch,
+                "window_size": 8,
+                "global_attn_indexes": [1],
+                "pretrain_image_size": image_size,
+            },
+            "fpn_hidden_size": hidden,
+            "backbone_feature_sizes": [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
+        },
+        text_config={
+            "model_type": "clip_text_model",
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "projection_dim": hidden,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": MAX_TEXT_LEN,
             **special,
-        ),
-        geometry_encoder_config=dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=2 * hidden),
-        detr_encoder_config=dict(hidden_size=hidden, num_layers=2, num_attention_heads=2, intermediate_size=2 * hidden),
-        detr_decoder_config=dict(
-            hidden_size=hidden, num_layers=2, num_queries=32, num_attention_heads=2, intermediate_size=2 * hidden
-        ),
-        mask_decoder_config=dict(hidden_size=hidden, num_upsampling_stages=3, num_attention_heads=2),
+        },
+        geometry_encoder_config={
+            "hidden_size": hidden,
+            "num_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 2 * hidden,
+        },
+        detr_encoder_config={
+            "hidden_size": hidden,
+            "num_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 2 * hidden,
+        },
+        detr_decoder_config={
+            "hidden_size": hidden,
+            "num_layers": 2,
+            "num_queries": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 2 * hidden,
+        },
+        mask_decoder_config={"hidden_size": hidden, "num_upsampling_stages": 3, "num_attention_heads": 2},
     )
 
 

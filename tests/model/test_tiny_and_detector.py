@@ -67,7 +67,8 @@ def test_feature_reuse_matches_full_forward_per_pair(detector):
     with torch.inference_mode():
         for i in range(len(nps)):
             ref = detector.model(
-                pixel_values=pixels, input_ids=tok["input_ids"][i : i + 1],
+                pixel_values=pixels,
+                input_ids=tok["input_ids"][i : i + 1],
                 attention_mask=tok["attention_mask"][i : i + 1],
             )
             assert torch.allclose(ref.pred_logits, raw.pred_logits[i : i + 1], atol=1e-5)
@@ -108,4 +109,6 @@ def test_sam3processor_loads_checkpoint_and_matches_fallback(tiny_sam3):
     cfg = json.loads(Path(tiny_sam3, "processor_config.json").read_text())["image_processor"]
     mine = Sam3PixelProcessor(cfg)(image)["pixel_values"]
     assert torch.equal(ref["pixel_values"], mine)
-    assert torch.equal(ref["input_ids"], load_sam3_inputs(tiny_sam3).tokens(["red square", "blue triangle"])["input_ids"])
+    assert torch.equal(
+        ref["input_ids"], load_sam3_inputs(tiny_sam3).tokens(["red square", "blue triangle"])["input_ids"]
+    )
