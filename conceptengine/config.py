@@ -54,6 +54,8 @@ class MediaConfig(_Strict):
 
 class OntologyConfig(_Strict):
     path: str | None = None  # YAML concept graph; the sim world writes its own
+    # Real pools: captions precomputed by your captioner, {"media_id": ["np", ...]} (the demo uses an oracle).
+    captions_path: str | None = None
     captioner_recall: float = Field(0.8, ge=0, le=1)
     captioner_noise: float = Field(0.1, ge=0, le=1)
     negative_share: float = Field(0.85, ge=0, lt=1)

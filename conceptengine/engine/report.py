@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -14,26 +15,35 @@ RENDERED_NOTICE = (
     "and its measurements; it is not a real photo dataset."
 )
 
+# (header, summary key); headers are short so the table fits an 80-column terminal.
 COLUMNS = [
-    ("round", "round"),
-    ("pairs +", "pairs_positive"),
-    ("pairs −", "pairs_negative"),
+    ("rnd", "round"),
+    ("NP+", "pairs_positive"),
+    ("NP−", "pairs_negative"),
     ("masks", "masks_proposed"),
-    ("auto ✓", "auto_accepted"),
-    ("auto ✗", "auto_rejected"),
-    ("to humans", "to_human"),
+    ("auto✓", "auto_accepted"),
+    ("auto✗", "auto_rejected"),
+    ("human", "to_human"),
     ("human s", "human_seconds"),
-    ("committed", "committed_pairs"),
-    ("gold cgF1", "gold_cgF1"),
-    ("precision", "precision"),
+    ("commit", "committed_pairs"),
+    ("cgF1", "gold_cgF1"),
+    ("prec", "precision"),
     ("recall", "recall"),
 ]
+LEGEND = (
+    "NP+/NP− image-NP pairs proposed (positive candidates / negatives) · masks: SAM 3 proposals · "
+    "auto✓/auto✗/human: verifier routing of masks (MV) and pairs (EV) · human s: simulated reviewer "
+    "seconds · commit: pairs committed · cgF1: gold cgF1 of the model · prec/recall: committed masks "
+    "vs. ground truth"
+)
 
 
 def round_table(summaries: list[dict]) -> Table:
-    table = Table(title="conceptengine rounds", show_lines=False)
+    table = Table(
+        title="conceptengine rounds", caption=LEGEND, box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True
+    )
     for title, _ in COLUMNS:
-        table.add_column(title, justify="right")
+        table.add_column(title, justify="right", no_wrap=True, min_width=len(title) + 1)
     for s in summaries:
         table.add_row(*(_fmt(s.get(key)) for _, key in COLUMNS))
     return table
@@ -43,7 +53,7 @@ def _fmt(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}"
     return str(v)
 
 

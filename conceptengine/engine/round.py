@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from conceptengine.engine.context import RunContext
+from conceptengine.engine.context import RunContext, resolve
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
@@ -45,6 +45,7 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     params = dict(
         ontology_path=ctx.ontology_path,
         world_dir=ctx.world_dir if ctx.has_oracle else None,
+        captions_path=resolve(ctx.workspace, cfg.captions_path) if cfg.captions_path else None,
         captioner_recall=cfg.captioner_recall,
         captioner_noise=cfg.captioner_noise,
         negative_share=cfg.negative_share,

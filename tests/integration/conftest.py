@@ -19,6 +19,10 @@ SMALL = [
     "ontology.max_nps_per_image=6",
     "runner=local",
     "review.simulated_reviewers=2",
+    # The built SAM 3 is untrained: a low threshold makes it propose masks, so MV, shards and exports
+    # carry real masks through the loop.
+    "sam3.score_threshold=0.2",
+    "sam3.max_masks=3",
 ]
 
 
