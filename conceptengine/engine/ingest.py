@@ -6,28 +6,12 @@ and is reported instead of crashing a GPU actor later.
 
 from __future__ import annotations
 
-import io
-
-import fsspec
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from conceptengine.engine.ids import media_id_for_bytes
+from conceptengine.engine.media import CorruptMediaError, decode_rgb, read_bytes
 from conceptengine.engine.stage import Stage, register
 from conceptengine.engine.tables import MEDIA
-
-
-def probe_image(data: bytes) -> tuple[int, int]:
-    """(width, height) of an image that fully decodes; raises ValueError naming why not."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # verify() misses truncated pixel data; a full load does not
-            return im.size
-    except UnidentifiedImageError:
-        # PIL's own message embeds an object address; keep errors stable across runs and machines.
-        raise ValueError("not a decodable image: unknown or corrupt image format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a decodable image: {exc}") from exc
 
 
 @register
@@ -43,15 +27,14 @@ class IngestStage(Stage):
             width = height = 0
             error = None
             try:
-                with fsspec.open(uri, "rb") as f:
-                    data = f.read()
+                data = read_bytes(uri)
             except OSError as exc:
-                data, error = uri.encode(), f"cannot read {uri}: {exc}"
+                data, error = uri.encode(), f"cannot read {uri}: {type(exc).__name__}"
             if error is None:
                 try:
-                    width, height = probe_image(data)
-                except ValueError as exc:
-                    error = f"{uri}: {exc}"
+                    height, width = decode_rgb(data, uri).shape[:2]
+                except CorruptMediaError as exc:
+                    error = str(exc)
             rows.append(
                 dict(
                     media_id=media_id_for_bytes(data),

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from conceptengine.model.image_io import load_rgb
+from conceptengine.engine.media import load_rgb
 from conceptengine.model.metrics import SCORE_THRESHOLD, Metrics, PairGT, PairPred, saco_metrics
 from conceptengine.model.sam3_backend import Sam3Detector
 

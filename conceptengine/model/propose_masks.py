@@ -15,7 +15,7 @@ import pyarrow as pa
 from conceptengine.engine.ids import instance_id
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
-from conceptengine.model.image_io import CorruptMediaError, load_rgb
+from conceptengine.engine.media import CorruptMediaError, load_rgb
 
 
 @register

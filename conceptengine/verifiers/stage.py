@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
-from conceptengine.verifiers.images import check_size, load_rgb
+from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.verifiers.verify import ExhaustivityVerifier, MaskVerifier, Request
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))
@@ -81,8 +81,10 @@ class AIVerifyStage(Stage):
         if uri not in images:  # decode each image once, however many NPs it carries
             try:
                 images[uri] = load_rgb(uri)
-            except ValueError as exc:
+            except ValueError as exc:  # CorruptMediaError
                 images[uri] = exc
+            except OSError as exc:  # missing or unreadable file
+                images[uri] = ValueError(f"cannot read image {uri}: {type(exc).__name__}")
         image = images[uri]
         if isinstance(image, ValueError):
             raise image

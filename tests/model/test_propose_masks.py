@@ -6,7 +6,7 @@ from PIL import Image
 from conceptengine.engine import ids, rle
 from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.engine.tables import PAIRS, PROPOSALS
-from conceptengine.model.image_io import CorruptMediaError, load_rgb
+from conceptengine.engine.media import CorruptMediaError, load_rgb
 from conceptengine.model.propose_masks import ProposeMasks
 
 from .conftest import rgb

@@ -174,7 +174,7 @@ def test_evaluate_detector_agrees_with_the_file_path(tmp_path, detector):
     image_ids = write_saco_gold(ann, gold_path)
     rows = []
     for r in ann.to_pylist():
-        from conceptengine.model.image_io import load_rgb
+        from conceptengine.engine.media import load_rgb
 
         det = detector.detect(load_rgb(r["uri"]), [r["noun_phrase"]], score_threshold=0.5)[0]
         rows.append(

@@ -86,7 +86,7 @@ def test_ai_verify_stage_on_a_small_table(proposals: pa.Table, tiny_verifier_pat
     assert {k: rows[3][k] for k in PROPOSALS.names} == proposals.slice(3, 1).to_pylist()[0]
     assert rows[3]["mv_probs"] is None and rows[3]["ev_probs"] is None and rows[3]["verifier_version"] is None
 
-    assert "does not decode" in rows[4]["error"] and "corrupt.png" in rows[4]["error"]
+    assert "corrupt media" in rows[4]["error"] and "corrupt.png" in rows[4]["error"]
     assert "cannot read image" in rows[5]["error"] and "missing.png" in rows[5]["error"]
     assert "81x60" in rows[6]["error"]
     assert "rle must be a COCO RLE counts string" in rows[7]["error"]
