@@ -12,7 +12,7 @@ from rich.console import Console
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
-from conceptengine.engine.report import RENDERED_NOTICE, STEPS_PER_ROUND, StepProgress, round_table
+from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -27,12 +27,13 @@ def _fail(msg: str) -> None:
 
 def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
     from conceptengine.engine.driver import run_all, start_run
-    from conceptengine.pipelines.image import run_round
+    from conceptengine.pipelines.image import run_round, steps_per_round
 
     ctx = start_run(cfg, run_dir, workspace, resume)
     summaries: list[dict] = []
+    total = 3 + sum(steps_per_round(ctx, r) for r in range(1, cfg.rounds.count + 1))
     try:
-        with StepProgress(console, 2 + STEPS_PER_ROUND * cfg.rounds.count) as progress:
+        with StepProgress(console, total) as progress:
             ctx.on_step = progress
 
             def show(summary: dict) -> None:

@@ -93,6 +93,28 @@ class ReviewConfig(_Strict):
 class GoldConfig(_Strict):
     nps_per_image: int = Field(8, ge=1)
     negative_share: float = Field(0.5, ge=0, lt=1)
+    # Concepts (ontology node names) reported as their own gold group, e.g. ones held out of pre-training.
+    report_concepts: list[str] = []
+
+
+class RetrainConfig(_Strict):
+    """Fine-tune SAM 3 on everything committed so far, on a cadence; promote only if gold cgF1 improves."""
+
+    enabled: bool = True
+    every_rounds: int | None = Field(1, ge=1)  # retrain after every k-th round ...
+    min_new_pairs: int | None = Field(None, ge=1)  # ... or once this many pairs were committed since the last
+    steps: int = Field(150, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    freeze_vision: bool = True  # keeps in-loop fine-tuning within minutes on a CPU
+    num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
+    use_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> RetrainConfig:
+        if self.enabled and self.every_rounds is None and self.min_new_pairs is None:
+            raise ValueError("retrain needs a cadence: set retrain.every_rounds or retrain.min_new_pairs")
+        return self
 
 
 class RoundsConfig(_Strict):
@@ -114,6 +136,7 @@ class EngineConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     review: ReviewConfig = ReviewConfig()
     gold: GoldConfig = GoldConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()

@@ -8,6 +8,8 @@ from pathlib import Path
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
 from conceptengine.engine.context import RunContext, RunError
+from conceptengine.engine.evaluate import evaluate_round
+from conceptengine.engine.registry import initial_version
 from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore
@@ -24,11 +26,6 @@ def check_models(ctx: RunContext) -> None:
 
 def _looks_like_hub_id(path: str) -> bool:
     return path.count("/") == 1 and not path.startswith((".", "/"))
-
-
-def model_version(ctx: RunContext) -> str:
-    """The promoted SAM 3 version; until retraining lands (a later issue) it is the configured checkpoint."""
-    return Path(ctx.sam3_path).name or ctx.sam3_path
 
 
 def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) -> RunContext:
@@ -51,19 +48,25 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
     return ctx
 
 
-RoundFn = Callable[[RunContext, int, StepResult, StepResult, str], dict]
+RoundFn = Callable[[RunContext, int, StepResult, StepResult], dict]
 
 
 def run_all(ctx: RunContext, run_round: RoundFn, on_round: Callable[[dict], None] | None = None) -> list[dict]:
     """`run_round` is a pipeline's composition of steps (pipelines/image.py for image runs)."""
     media = ingest(ctx)
     gold_set = gold(ctx, media)
-    summaries = []
-    for r in range(1, ctx.cfg.rounds.count + 1):
-        summary = run_round(ctx, r, media, gold_set, model_version(ctx))
-        summary["quarantined"] = media.manifest.get("extra", {}).get("quarantined", 0)
+    quarantined = media.manifest.get("extra", {}).get("quarantined", 0)
+    summaries: list[dict] = []
+
+    def finish(summary: dict) -> None:
+        summary["quarantined"] = quarantined
+        ctx.store.write_json(f"round-{summary['round']:04d}/summary.json", summary)
         summaries.append(summary)
-        ctx.store.write_json(f"round-{r:04d}/summary.json", summary)
         if on_round:
             on_round(summary)
+
+    start = evaluate_round(ctx, 0, gold_set, None, initial_version(ctx))
+    finish({"round": 0} | {k: v for k, v in start.manifest["extra"].items() if k != "seconds"})
+    for r in range(1, ctx.cfg.rounds.count + 1):
+        finish(run_round(ctx, r, media, gold_set))
     return summaries

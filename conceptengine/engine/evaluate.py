@@ -12,6 +12,8 @@ from scipy.optimize import linear_sum_assignment
 
 from conceptengine.engine import rle
 from conceptengine.engine.context import RunContext
+from conceptengine.engine.gold_eval import gold_metrics
+from conceptengine.engine.registry import ModelVersion
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 
@@ -47,27 +49,20 @@ def committed_quality(annotations: pa.Table, oracle) -> dict:
     }
 
 
-def gold_metrics(ctx: RunContext, gold: pa.Table) -> dict:
-    from conceptengine.model.evaluate import evaluate_detector
-    from conceptengine.model.sam3_backend import Sam3Detector
-
-    detector = Sam3Detector.from_pretrained(ctx.sam3_path, device=ctx.cfg.sam3.device)
-    m = evaluate_detector(detector, gold)
-    return {"gold_cgF1": round(m.cgF1, 2), "gold_IL_MCC": round(m.IL_MCC, 4), "gold_pmF1": round(m.pmF1, 4)}
-
-
 def evaluate_round(
-    ctx: RunContext, r: int, gold: StepResult, committed: StepResult, model_version: str
+    ctx: RunContext, r: int, gold: StepResult, committed: StepResult | None, version: ModelVersion
 ) -> StepResult:
+    """Gold metrics of `version` (the one promoted at the end of round r) and, with ground truth, the
+    quality of what round r committed. Round 0 evaluates the starting checkpoint only."""
+
     def compute():
-        extra = gold_metrics(ctx, gold["gold"])
-        if ctx.has_oracle:
+        extra = {"model_version": version.name} | gold_metrics(ctx, version, gold)
+        if committed is not None and ctx.has_oracle:
             from conceptengine.sim.oracle import Oracle
 
             extra |= committed_quality(committed["annotations"], Oracle(ctx.world_dir))
-        table = pa.Table.from_pylist([{"round": r, "model_version": model_version, **extra}])
+        table = pa.Table.from_pylist([{"round": r, **extra}])
         return {"metrics": table}, extra
 
-    return run_step(
-        ctx, StepRef(r, "evaluate"), [gold.fingerprint, committed.fingerprint, model_version], ["metrics"], compute
-    )
+    inputs = [gold.fingerprint, committed.fingerprint if committed else "", version.key, version.path]
+    return run_step(ctx, StepRef(r, "evaluate"), inputs, ["metrics"], compute)

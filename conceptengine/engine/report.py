@@ -7,7 +7,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-STEPS_PER_ROUND = 7  # propose_nps, propose_masks, ai_verify, route, human_review, commit, evaluate
 
 RENDERED_NOTICE = (
     "[bold yellow]This demo runs on a RENDERED domain:[/] procedural images of shapes with exact ground "
@@ -15,26 +14,40 @@ RENDERED_NOTICE = (
     "and its measurements; it is not a real photo dataset."
 )
 
-# (header, summary key); headers are short so the table fits an 80-column terminal.
+# (header, how to read it from a round summary); short headers so the table fits 80 columns.
 COLUMNS = [
-    ("rnd", "round"),
-    ("NP+", "pairs_positive"),
-    ("NP−", "pairs_negative"),
-    ("masks", "masks_proposed"),
-    ("auto✓", "auto_accepted"),
-    ("auto✗", "auto_rejected"),
-    ("human", "to_human"),
-    ("human s", "human_seconds"),
-    ("commit", "committed_pairs"),
-    ("cgF1", "gold_cgF1"),
-    ("prec", "precision"),
-    ("recall", "recall"),
+    ("rnd", lambda s: s.get("round")),
+    ("pairs +/−", lambda s: _pair(s.get("pairs_positive"), s.get("pairs_negative"))),
+    ("masks", lambda s: s.get("masks_proposed")),
+    ("auto✓", lambda s: s.get("auto_accepted")),
+    ("auto✗", lambda s: s.get("auto_rejected")),
+    ("human", lambda s: s.get("to_human")),
+    ("human s", lambda s: s.get("human_seconds")),
+    ("commit", lambda s: s.get("committed_pairs")),
+    ("model", lambda s: _model(s)),
+    ("cgF1", lambda s: s.get("gold_cgF1")),
+    ("held-out", lambda s: s.get("reported_cgF1")),
+    ("prec", lambda s: s.get("precision")),
+    ("recall", lambda s: s.get("recall")),
 ]
+
+
+def _pair(pos, neg) -> str | None:
+    return None if pos is None else f"{pos}/{neg}"
+
+
+def _model(s: dict) -> str | None:
+    name = s.get("model_version")
+    if name is None:
+        return None
+    return f"{name}*" if s.get("promoted") else name
+
+
 LEGEND = (
-    "NP+/NP− image-NP pairs proposed (positive candidates / negatives) · masks: SAM 3 proposals · "
+    "pairs: image-NP pairs proposed (positive candidates / negatives) · masks: SAM 3 proposals · "
     "auto✓/auto✗/human: verifier routing of masks (MV) and pairs (EV) · human s: simulated reviewer "
-    "seconds · commit: pairs committed · cgF1: gold cgF1 of the model · prec/recall: committed masks "
-    "vs. ground truth"
+    "seconds · commit: pairs committed · model: SAM 3 version after the round (* = promoted) · cgF1: its "
+    "gold cgF1 · held-out: gold cgF1 on gold.report_concepts · prec/recall: committed masks vs. ground truth"
 )
 
 
@@ -45,7 +58,7 @@ def round_table(summaries: list[dict]) -> Table:
     for title, _ in COLUMNS:
         table.add_column(title, justify="right", no_wrap=True, min_width=len(title) + 1)
     for s in summaries:
-        table.add_row(*(_fmt(s.get(key)) for _, key in COLUMNS))
+        table.add_row(*(_fmt(read(s)) for _, read in COLUMNS))
     return table
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conceptengine.engine.context import RunContext, resolve
+from conceptengine.engine.registry import ModelVersion
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
@@ -64,10 +65,10 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     return run_step(ctx, StepRef(r, "propose_nps"), [media.fingerprint], ["pairs"], compute)
 
 
-def propose_masks(ctx: RunContext, r: int, pairs: StepResult, model_version: str) -> StepResult:
+def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVersion) -> StepResult:
     cfg = ctx.cfg.sam3
     params = dict(
-        model_path=ctx.sam3_path, score_threshold=cfg.score_threshold, device=cfg.device, max_masks=cfg.max_masks
+        model_path=version.path, score_threshold=cfg.score_threshold, device=cfg.device, max_masks=cfg.max_masks
     )
 
     def compute():
@@ -77,7 +78,7 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, model_version: str
         return {"proposals": out, "quarantine": _errors(out)}, {"errors": _errors(out).num_rows}
 
     return run_step(
-        ctx, StepRef(r, "propose_masks"), [pairs.fingerprint, model_version], ["proposals", "quarantine"], compute
+        ctx, StepRef(r, "propose_masks"), [pairs.fingerprint, version.key, version.path], ["proposals", "quarantine"], compute
     )
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from conceptengine.engine.context import RunError
 from conceptengine.engine.store import RunStore, StepRef
 
-ROUND_STEPS = ("propose_nps", "propose_masks", "ai_verify", "route", "human_review", "commit", "evaluate")
+# In order; retrain and promote run only on the retraining cadence.
+ROUND_STEPS = (
+    "propose_nps", "propose_masks", "ai_verify", "route", "human_review", "commit", "retrain", "promote", "evaluate",
+)
+OPTIONAL = ("retrain", "promote")
 
 
 def run_status(run_url: str) -> dict:
@@ -22,10 +26,16 @@ def run_status(run_url: str) -> dict:
             bad = store.read_step(StepRef(0, "ingest"), "quarantine")
             lines += [f"  quarantined: {e}" for e in bad["error"].to_pylist()]
     summaries = []
+    start = store.read_json("round-0000/summary.json")
+    if start:
+        summaries.append(start)
     for r in range(1, snapshot["config"]["rounds"]["count"] + 1):
         done = [s for s in ROUND_STEPS if store.manifest(StepRef(r, s))]
-        nxt = next((s for s in ROUND_STEPS if s not in done), None)
-        lines.append(f"round {r}: {len(done)}/{len(ROUND_STEPS)} steps done" + (f", next: {nxt}" if nxt else ""))
+        if "evaluate" in done:
+            lines.append(f"round {r}: complete ({', '.join(done)})")
+        else:
+            nxt = next(s for s in ROUND_STEPS if s not in done and s not in OPTIONAL)
+            lines.append(f"round {r}: {len(done)} steps done, next: {nxt}")
         summary = store.read_json(f"round-{r:04d}/summary.json")
         if summary:
             summaries.append(summary)

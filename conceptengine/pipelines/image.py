@@ -1,6 +1,7 @@
 """The image pipeline: which steps a round runs, in what order. Composition only; logic lives in engine/.
 
-PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW → COMMIT → EVALUATE
+PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN → PROMOTE, on
+cadence) → EVALUATE
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from conceptengine.engine.commit import commit_round
 from conceptengine.engine.context import RunContext
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.human_review import human_review
+from conceptengine.engine.registry import promoted_at_start_of, write_registry_view
+from conceptengine.engine.retrain import promote, retrain, retrain_due
 from conceptengine.engine.round import ai_verify, propose_masks, propose_nps, route
 from conceptengine.engine.steps import StepResult
 
@@ -25,25 +28,41 @@ SUMMARY_KEYS = (
     "committed_pairs",
     "committed_negative",
     "committed_masks",
+    "model_version",
+    "promoted",
+    "candidate_cgF1",
     "gold_cgF1",
     "gold_IL_MCC",
     "gold_pmF1",
+    "reported_cgF1",
+    "reported_IL_MCC",
+    "reported_pmF1",
     "precision",
     "recall",
     "negative_precision",
 )
 
 
-def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult, model_version: str) -> dict:
+def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> dict:
     """Runs (or resumes) round r and returns its summary row."""
+    version = promoted_at_start_of(ctx, r)
     pairs = propose_nps(ctx, r, media)
-    proposals = propose_masks(ctx, r, pairs, model_version)
+    proposals = propose_masks(ctx, r, pairs, version)
     verified = ai_verify(ctx, r, proposals)
     routed = route(ctx, r, verified)
     review = human_review(ctx, r, routed)
     committed = commit_round(ctx, r, routed, review)
-    evaluation = evaluate_round(ctx, r, gold, committed, model_version)
-    return summarize(r, [pairs, proposals, routed, review, committed, evaluation])
+    steps = [pairs, proposals, routed, review, committed]
+    if retrain_due(ctx, r):
+        trained = retrain(ctx, r, version, committed)
+        steps.append(promote(ctx, r, version, trained, gold))
+    steps.append(evaluate_round(ctx, r, gold, committed, promoted_at_start_of(ctx, r + 1)))
+    write_registry_view(ctx, r)
+    return summarize(r, steps)
+
+
+def steps_per_round(ctx: RunContext, r: int) -> int:
+    return 7 + (2 if retrain_due(ctx, r) else 0)
 
 
 def summarize(r: int, steps: list[StepResult]) -> dict:

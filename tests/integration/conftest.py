@@ -23,6 +23,7 @@ SMALL = [
     # carry real masks through the loop.
     "sam3.score_threshold=0.2",
     "sam3.max_masks=3",
+    "retrain.enabled=false",  # retraining has its own test (test_retrain.py)
 ]
 
 

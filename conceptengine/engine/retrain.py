@@ -1,0 +1,91 @@
+"""RETRAIN and PROMOTE: fine-tune SAM 3 on everything committed so far, keep it only if gold cgF1 improves.
+
+The candidate trained after round r lives in RUN/models/sam3/vRRRR (a deterministic name, so a crash
+mid-training resumes from the trainer's own checkpoints there). Promotion is decided on the gold split
+only, never on the data the candidate was trained on.
+"""
+
+from __future__ import annotations
+
+from conceptengine.engine.context import RunContext
+from conceptengine.engine.gold_eval import gold_metrics
+from conceptengine.engine.registry import ModelVersion, candidate_dir
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef
+
+
+def retrain_due(ctx: RunContext, r: int) -> bool:
+    cfg = ctx.cfg.retrain
+    if not cfg.enabled:
+        return False
+    if cfg.every_rounds is not None and r % cfg.every_rounds == 0:
+        return True
+    if cfg.min_new_pairs is not None:
+        return _pairs_since_last_retrain(ctx, r) >= cfg.min_new_pairs
+    return False
+
+
+def _pairs_since_last_retrain(ctx: RunContext, r: int) -> int:
+    total = 0
+    for past in range(r, 0, -1):
+        if past < r and ctx.store.manifest(StepRef(past, "retrain")):
+            break
+        commit = ctx.store.manifest(StepRef(past, "commit")) or {}
+        total += commit.get("extra", {}).get("committed_pairs", 0)
+    return total
+
+
+def committed_shards(ctx: RunContext, r: int) -> list[str]:
+    shards = []
+    for past in range(1, r + 1):
+        commit = ctx.store.manifest(StepRef(past, "commit")) or {}
+        shards += [ctx.store.path(rel) for rel in commit.get("extra", {}).get("shards", [])]
+    return shards
+
+
+def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) -> StepResult:
+    from conceptengine.model.train import TrainSam3Config
+    from conceptengine.model.train_ray import train_sam3_ray
+
+    cfg = ctx.cfg.retrain
+    out_dir = candidate_dir(ctx, r)
+    shards = committed_shards(ctx, r)
+
+    def compute():
+        train_cfg = TrainSam3Config(
+            init_checkpoint=base.path,
+            output_dir=out_dir,
+            shards=shards,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            freeze_vision=cfg.freeze_vision,
+            seed=ctx.cfg.seed + r,
+            device=ctx.cfg.sam3.device,
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+        )
+        train_sam3_ray(train_cfg)
+        return {}, {"candidate": f"v{r:04d}", "candidate_path": out_dir, "base": base.name, "shards": len(shards)}
+
+    return run_step(ctx, StepRef(r, "retrain"), [committed.fingerprint, base.key], [], compute)
+
+
+def promote(ctx: RunContext, r: int, base: ModelVersion, trained: StepResult, gold: StepResult) -> StepResult:
+    e = trained.manifest["extra"]
+    candidate = ModelVersion(e["candidate"], e["candidate_path"], r, parent=base.name)
+
+    def compute():
+        before = gold_metrics(ctx, base, gold)
+        after = gold_metrics(ctx, candidate, gold)
+        promoted = after["gold_cgF1"] > before["gold_cgF1"]
+        return {}, {
+            "candidate": candidate.name,
+            "candidate_path": candidate.path,
+            "base": base.name,
+            "candidate_cgF1": after["gold_cgF1"],
+            "base_cgF1": before["gold_cgF1"],
+            "promoted": promoted,
+        }
+
+    return run_step(ctx, StepRef(r, "promote"), [trained.fingerprint, gold.fingerprint], [], compute)
