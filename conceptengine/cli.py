@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
@@ -128,17 +130,58 @@ def export_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    gold: Annotated[Path, typer.Option("--gold", help="SA-Co/Gold-format JSON")],
-    pred: Annotated[Path, typer.Option("--pred", help="COCO-results JSON (image_id, segmentation, score)")],
+    gold: Annotated[str, typer.Option("--gold", help="SA-Co/Gold JSON, or a run directory (its gold split)")],
+    pred: Annotated[Path | None, typer.Option("--pred", help="COCO-results JSON to score")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="a SAM 3 checkpoint dir to run on the gold set")] = None,
+    ontology: Annotated[Path | None, typer.Option(help="concept graph YAML for the per-concept table")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
-    """Score predictions against a gold set: cgF1, IL_MCC and pmF1 as SA-Co defines them."""
+    """Score predictions (--pred) or a checkpoint (--model) against a gold set: cgF1, IL_MCC, pmF1."""
     from conceptengine.model.saco_io import evaluate_files
 
+    if (pred is None) == (model is None):
+        _fail("give exactly one of --pred (a predictions file) or --model (a checkpoint to run)")
     try:
-        m = evaluate_files(str(gold), str(pred))
-    except (ValueError, FileNotFoundError) as exc:
+        if pred is not None:
+            m = evaluate_files(gold, str(pred))
+        else:
+            from conceptengine.engine.model_eval import evaluate_checkpoint
+
+            m, per_concept = evaluate_checkpoint(model, gold, str(ontology) if ontology else None, device)
+            console.print(concept_table(per_concept))
+    except (ValueError, FileNotFoundError, RunError) as exc:
         _fail(str(exc))
     console.print(json.dumps({"cgF1": round(m.cgF1, 2), "IL_MCC": round(m.IL_MCC, 4), "pmF1": round(m.pmF1, 4)}))
+
+
+def concept_table(per_concept: dict) -> Table:
+    table = Table(title="per concept", box=box.SIMPLE_HEAD)
+    for col in ("concept", "pairs", "positive", "cgF1", "IL_MCC", "pmF1"):
+        table.add_column(col, justify="left" if col == "concept" else "right")
+    for name, m in per_concept.items():
+        table.add_row(
+            name, str(m.counts.get("pairs", "")), str(m.counts.get("positive_pairs", "")),
+            f"{m.cgF1:.1f}", f"{m.IL_MCC:.3f}", f"{m.pmF1:.3f}",
+        )
+    return table
+
+
+@app.command()
+def train(
+    what: Annotated[str, typer.Argument(help="sam3")],
+    config: Annotated[Path, typer.Argument(help="training YAML (see configs/train-sam3.yaml)")],
+    overrides: SetOpt = None,
+) -> None:
+    """Fine-tune a model: `conceptengine train sam3 CONFIG` (Ray Train; resumes from its last checkpoint)."""
+    if what != "sam3":
+        _fail(f"cannot train {what!r}: only 'sam3' (the verifiers' trainer comes with their issue)")
+    from conceptengine.model.train_ray import train_sam3_from_yaml
+
+    try:
+        out = train_sam3_from_yaml(str(config), overrides or [])
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"saved fine-tuned SAM 3 to {out}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ def test_demo_then_status_and_exports(tmp_path):
     bad = runner.invoke(app, ["export", str(ws / "run"), "--format", "yolo"])
     assert bad.exit_code == 2 and "saco, coco, webdataset" in bad.output
 
+    # A checkpoint on the run's gold split: overall numbers and a per-concept table.
+    res = runner.invoke(app, ["eval", "--model", str(ws / "models" / "sam3"), "--gold", str(ws / "run")])
+    assert res.exit_code == 0, res.output
+    assert "per concept" in res.output
+    scores = json.loads(res.output.strip().splitlines()[-1])
+    assert set(scores) == {"cgF1", "IL_MCC", "pmF1"}
+
 
 def test_eval_scores_a_perfect_prediction_at_100(tmp_path):
     world = tmp_path / "world"

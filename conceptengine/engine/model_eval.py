@@ -1,0 +1,54 @@
+"""`conceptengine eval --model DIR --gold RUN_OR_JSON`: run a checkpoint on a gold set, per concept too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from conceptengine.engine.context import RunError, resolve
+from conceptengine.engine.store import RunStore, StepRef
+
+
+def load_gold(gold: str) -> tuple[pa.Table, str | None]:
+    """(gold ANNOTATIONS table, the run's ontology path or None) from a run dir or an SA-Co/Gold JSON."""
+    if gold.endswith(".json"):
+        from conceptengine.model.saco_io import read_saco_gold_annotations
+
+        return read_saco_gold_annotations(gold), None
+    store = RunStore(gold)
+    snapshot = store.read_json("run.json")
+    if snapshot is None or not store.manifest(StepRef(0, "gold")):
+        raise RunError(f"--gold {gold}: neither an SA-Co/Gold .json file nor a run with a gold split")
+    cfg, workspace = snapshot["config"], Path(snapshot["workspace"])
+    if cfg["ontology"].get("path"):
+        ontology = resolve(workspace, cfg["ontology"]["path"])
+    elif cfg["media"]["source"] == "sim":
+        ontology = str(Path(resolve(workspace, cfg["media"]["world_dir"])) / "ontology.yaml")
+    else:
+        ontology = None
+    return store.read_step(StepRef(0, "gold"), "gold"), ontology
+
+
+def concept_of(ontology: str | None):
+    """NP -> its ontology concept's name (so 'red square' and 'square' count together), else the NP."""
+    if ontology is None:
+        return lambda np_: np_
+    from conceptengine.ontology.graph import ConceptGraph
+
+    graph = ConceptGraph.from_yaml(ontology)
+
+    def group(np_: str) -> str:
+        parsed = graph.resolve(np_)
+        return graph.node(parsed.node_id).name if parsed else np_
+
+    return group
+
+
+def evaluate_checkpoint(model: str, gold: str, ontology: str | None = None, device: str = "cpu"):
+    from conceptengine.model.evaluate import evaluate_by_group
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    table, run_ontology = load_gold(gold)
+    detector = Sam3Detector.from_pretrained(model, device=device)
+    return evaluate_by_group(detector, table, concept_of(ontology or run_ontology))
