@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from conceptengine.engine.context import RunContext, RunError, resolve
 from conceptengine.engine.ingest import IngestStage
+from conceptengine.engine.runner import run_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef, fingerprint_of
 from conceptengine.engine.tables import MEDIA
@@ -49,9 +50,7 @@ def ingest(ctx: RunContext) -> StepResult:
     listing_fp = fingerprint_of(listing.column("uri").to_pylist())
 
     def compute():
-        media = ctx.runner.run(
-            IngestStage, ctx.cfg.ontology.stage, {}, listing, sort_key="uri", output_schema=MEDIA
-        )
+        media = run_stage(ctx.runner, IngestStage, ctx.cfg.ontology.stage, {}, listing, "uri", MEDIA)
         bad = media.filter(pc.invert(pc.is_null(media["error"])))
         return {"media": media, "quarantine": bad}, {"quarantined": bad.num_rows}
 

@@ -57,9 +57,7 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     )
 
     def compute():
-        pairs = ctx.runner.run(
-            get_stage("propose_nps"), cfg.stage, params, chosen, sort_key="pair_id", output_schema=PAIRS
-        )
+        pairs = run_stage(ctx.runner, get_stage("propose_nps"), cfg.stage, params, chosen, "pair_id", PAIRS)
         return {"pairs": pairs}, {"images": chosen.num_rows}
 
     return run_step(ctx, StepRef(r, "propose_nps"), [media.fingerprint], ["pairs"], compute)
@@ -88,7 +86,7 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
 
     def compute():
         healthy = _healthy(proposals["proposals"])
-        out = ctx.runner.run(get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", output_schema=VERIFIED)
+        out = run_stage(ctx.runner, get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", VERIFIED)
         return {"verified": out}, {}
 
     return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint], ["verified"], compute)

@@ -1,11 +1,14 @@
-"""Runners execute one stage over a table: in-process (tests, one-box runs) or on Ray actor pools.
+"""Runners execute a chain of stages over a table: in-process (tests, one-box runs) or on Ray actor pools.
 
-Both give the same rows; the Ray runner's output is sorted by the stage's key so that results never
-depend on the order Ray's actors finish in.
+A chain lets a CPU stage feed a GPU stage without a round trip through storage: on Ray each link is its
+own `map_batches` with its own actor pool and resources, and blocks stream from one pool to the next
+(so image decoding runs on CPU actors while the GPU actors only compute). Both runners give the same
+rows; the output is sorted by a key so results never depend on the order Ray's actors finish in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -13,48 +16,35 @@ import pyarrow as pa
 from conceptengine.engine.stage import Stage, StageConfig
 
 
+@dataclass(frozen=True)
+class Link:
+    """One stage of a chain, with its resources (cfg) and constructor params."""
+
+    stage_cls: type[Stage]
+    cfg: StageConfig
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 class Runner(Protocol):
-    def run(
-        self,
-        stage_cls: type[Stage],
-        cfg: StageConfig,
-        params: dict[str, Any],
-        table: pa.Table,
-        sort_key: str,
-        output_schema: pa.Schema,
-    ) -> pa.Table: ...
+    def run_chain(self, chain: list[Link], table: pa.Table, sort_key: str, output_schema: pa.Schema) -> pa.Table: ...
 
     def shutdown(self) -> None: ...
 
 
+def run_stage(
+    runner: Runner,
+    stage_cls: type[Stage],
+    cfg: StageConfig,
+    params: dict[str, Any],
+    table: pa.Table,
+    sort_key: str,
+    output_schema: pa.Schema,
+) -> pa.Table:
+    return runner.run_chain([Link(stage_cls, cfg, params)], table, sort_key, output_schema)
+
+
 def _sorted(table: pa.Table, key: str) -> pa.Table:
     return table.sort_by([(key, "ascending")]) if table.num_rows else table
-
-
-class LocalRunner:
-    """Calls setup() once per stage instance and feeds batches of cfg.batch_size in order."""
-
-    def __init__(self) -> None:
-        self._instances: dict[tuple[str, str], Stage] = {}
-
-    def _instance(self, stage_cls: type[Stage], cfg: StageConfig, params: dict[str, Any]) -> Stage:
-        # Reuse a stage across rounds when its params are unchanged: model weights load once per run.
-        key = (stage_cls.name, repr(sorted(params.items())) + cfg.model_dump_json())
-        if key not in self._instances:
-            stage = stage_cls(cfg, **params)
-            stage.setup()
-            self._instances[key] = stage
-        return self._instances[key]
-
-    def run(self, stage_cls, cfg, params, table, sort_key, output_schema):
-        if table.num_rows == 0:
-            return output_schema.empty_table()
-        stage = self._instance(stage_cls, cfg, params)
-        outs = [stage(batch) for batch in _batches(table, cfg.batch_size)]
-        return _sorted(pa.concat_tables(outs, promote_options="default"), sort_key)
-
-    def shutdown(self) -> None:
-        self._instances.clear()
 
 
 def _batches(table: pa.Table, size: int):
@@ -62,8 +52,36 @@ def _batches(table: pa.Table, size: int):
         yield table.slice(start, size)
 
 
+class LocalRunner:
+    """Calls setup() once per stage instance and feeds each link batches of its own batch_size."""
+
+    def __init__(self) -> None:
+        self._instances: dict[tuple[str, str], Stage] = {}
+
+    def _instance(self, link: Link) -> Stage:
+        # Reuse a stage across rounds while its params are unchanged: model weights load once per run.
+        key = (link.stage_cls.name, repr(sorted(link.params.items())) + link.cfg.model_dump_json())
+        if key not in self._instances:
+            stage = link.stage_cls(link.cfg, **link.params)
+            stage.setup()
+            self._instances[key] = stage
+        return self._instances[key]
+
+    def run_chain(self, chain, table, sort_key, output_schema):
+        if table.num_rows == 0:
+            return output_schema.empty_table()
+        for link in chain:
+            stage = self._instance(link)
+            outs = [stage(batch) for batch in _batches(table, link.cfg.batch_size)]
+            table = pa.concat_tables(outs, promote_options="default")
+        return _sorted(table, sort_key)
+
+    def shutdown(self) -> None:
+        self._instances.clear()
+
+
 class RayRunner:
-    """Maps a stage over a Ray Dataset with an actor pool; model stages get their GPU share from cfg."""
+    """Maps each link over a Ray Dataset with an actor pool; model stages get their GPU share from cfg."""
 
     def __init__(self, num_cpus: int | None = None) -> None:
         import ray
@@ -72,27 +90,26 @@ class RayRunner:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         self._ray = ray
 
-    def run(self, stage_cls, cfg, params, table, sort_key, output_schema):
+    def run_chain(self, chain, table, sort_key, output_schema):
         import ray.data
 
         if table.num_rows == 0:
             return output_schema.empty_table()
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        n_blocks = max(1, min(cfg.concurrency * 2, -(-table.num_rows // cfg.batch_size)))
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        first = chain[0].cfg
+        n_blocks = max(1, min(first.concurrency * 2, -(-table.num_rows // first.batch_size)))
         ds = ray.data.from_arrow(table).repartition(n_blocks)
-        out = ds.map_batches(
-            _RayStageAdapter,
-            fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "params": params},
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
-            num_cpus=cfg.num_cpus,
-            num_gpus=cfg.num_gpus or None,
-        )
-        result = pa.concat_tables(
-            [self._ray.get(ref) for ref in out.to_arrow_refs()], promote_options="default"
-        )
+        for link in chain:
+            ds = ds.map_batches(
+                _RayStageAdapter,
+                fn_constructor_kwargs={"stage_cls": link.stage_cls, "cfg": link.cfg, "params": link.params},
+                batch_size=link.cfg.batch_size,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=link.cfg.concurrency),
+                num_cpus=link.cfg.num_cpus,
+                num_gpus=link.cfg.num_gpus or None,
+            )
+        result = pa.concat_tables([self._ray.get(ref) for ref in ds.to_arrow_refs()], promote_options="default")
         return _sorted(result, sort_key)
 
     def shutdown(self) -> None:

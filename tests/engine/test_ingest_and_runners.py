@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from conceptengine.engine.ingest import IngestStage
-from conceptengine.engine.runner import LocalRunner, RayRunner
+from conceptengine.engine.runner import LocalRunner, RayRunner, run_stage
 from conceptengine.engine.stage import StageConfig
 from conceptengine.engine.tables import MEDIA
 
@@ -38,18 +38,18 @@ def _check(media):
 
 
 def test_ingest_quarantines_corrupt_files_in_process(pool):
-    media = LocalRunner().run(IngestStage, StageConfig(batch_size=3), {}, pool, "uri", MEDIA)
+    media = run_stage(LocalRunner(), IngestStage, StageConfig(batch_size=3), {}, pool, "uri", MEDIA)
     _check(media)
 
 
 def test_ray_runner_gives_the_same_rows_on_an_actor_pool(pool, ray_session):
     cfg = StageConfig(batch_size=2, concurrency=2, num_cpus=0.5)
-    via_ray = RayRunner().run(IngestStage, cfg, {}, pool, "uri", MEDIA)
+    via_ray = run_stage(RayRunner(), IngestStage, cfg, {}, pool, "uri", MEDIA)
     _check(via_ray)
-    local = LocalRunner().run(IngestStage, StageConfig(batch_size=3), {}, pool, "uri", MEDIA)
+    local = run_stage(LocalRunner(), IngestStage, StageConfig(batch_size=3), {}, pool, "uri", MEDIA)
     assert via_ray.equals(local)
 
 
 def test_empty_input_gives_the_output_schema():
-    out = LocalRunner().run(IngestStage, StageConfig(), {}, pa.table({"uri": pa.array([], pa.string())}), "uri", MEDIA)
+    out = run_stage(LocalRunner(), IngestStage, StageConfig(), {}, pa.table({"uri": pa.array([], pa.string())}), "uri", MEDIA)
     assert out.num_rows == 0 and out.schema.equals(MEDIA)
