@@ -1,0 +1,270 @@
+"""SAM 3's detector losses, DETR-style, applied to every decoder layer.
+
+Why each term (SAM 3 paper, DETR, Deformable DETR):
+- Hungarian matching + sigmoid focal loss on ALL queries: matched queries learn "this is an instance",
+  the rest "no object"; focal keeps the many easy negatives from drowning the few positives.
+- Presence-head BCE: 1 iff the pair has any instance. Negative pairs (most of SA-Co) teach "absent"
+  through this head, which decouples recognition from localization (final score = query * presence).
+- L1 + GIoU on matched boxes; dice + sigmoid focal on matched masks.
+- Auxiliary losses on every decoder layer: without them a small DETR barely trains in CPU budgets.
+- Dense supervision of `semantic_seg` with the union of a pair's GT masks: a per-pixel signal from the
+  first step that trains the pixel decoder long before the matching stabilises.
+
+`Sam3Model.forward` returns only the last decoder layer; `detector_outputs` runs that same forward and
+captures every layer's logits (from `dot_product_scoring`) and boxes (recomputed with the decoder's own
+`box_head` from its intermediate hidden states), so training and inference share one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Sam3Model
+
+from conceptengine.model.matcher import (
+    HungarianMatcher,
+    MatcherWeights,
+    box_cxcywh_to_xyxy,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+)
+
+
+@dataclass
+class DetectorOutputs:
+    """Predictions of every decoder layer for N image-NP pairs (layer -1 is what inference uses)."""
+
+    logits: torch.Tensor  # (L, N, Q) query logits
+    boxes: torch.Tensor  # (L, N, Q, 4) normalized xyxy
+    presence: torch.Tensor  # (L, N) presence logits
+    masks: torch.Tensor  # (N, Q, h, w) mask logits of the last layer (the mask head runs once)
+    semantic: torch.Tensor | None = None  # (N, 1, h, w) semantic logits
+
+
+@dataclass
+class PairTargets:
+    """Ground truth of N pairs: per pair (M_i, 4) normalized cxcywh boxes and (M_i, h, w) masks in [0, 1]."""
+
+    boxes: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    is_negative: torch.Tensor = field(default=None)  # (N,) bool; derived from the boxes when omitted
+
+    def __post_init__(self) -> None:
+        if len(self.boxes) != len(self.masks):
+            raise ValueError(f"PairTargets: {len(self.boxes)} box sets but {len(self.masks)} mask sets")
+        if self.is_negative is None:
+            self.is_negative = torch.tensor([b.shape[0] == 0 for b in self.boxes], dtype=torch.bool)
+
+    def to(self, device: torch.device | str) -> PairTargets:
+        return PairTargets(
+            [b.to(device) for b in self.boxes],
+            [m.to(device) for m in self.masks],
+            self.is_negative.to(device),
+        )
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Term weights. Box and class weights follow Deformable DETR; mask focal:dice follows SAM (20:1-ish)."""
+
+    cls: float = 2.0
+    bbox: float = 5.0
+    giou: float = 2.0
+    mask_focal: float = 20.0
+    mask_dice: float = 2.0
+    presence: float = 2.0
+    semantic_bce: float = 2.0
+    semantic_dice: float = 1.0
+    aux: bool = True  # the same class / box / presence losses on every earlier decoder layer
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Element-wise focal loss (RetinaNet); alpha < 0 disables the class balancing."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss
+
+
+def dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-mask dice loss (K, h, w) -> (K,); +1 smoothing so an empty target with an empty prediction is 0."""
+    p = mask_logits.sigmoid().flatten(1)
+    t = targets.flatten(1)
+    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+
+
+class Sam3Criterion:
+    """The full training loss: `criterion(outputs, targets)` -> dict of named terms plus their sum, `loss`."""
+
+    def __init__(self, weights: LossWeights | None = None, matcher: HungarianMatcher | None = None):
+        self.w = weights or LossWeights()
+        self.matcher = matcher or HungarianMatcher(
+            MatcherWeights(focal_alpha=self.w.focal_alpha, focal_gamma=self.w.focal_gamma)
+        )
+
+    # -- per-layer terms --------------------------------------------------------------------------------
+    def _class_box_presence(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        presence: torch.Tensor,
+        targets: PairTargets,
+        matches: list[tuple[torch.Tensor, torch.Tensor]],
+        num_boxes: float,
+    ) -> dict[str, torch.Tensor]:
+        w = self.w
+        cls_target = torch.zeros_like(logits)
+        src_boxes, tgt_boxes = [], []
+        for i, (q, t) in enumerate(matches):
+            cls_target[i, q] = 1.0
+            src_boxes.append(boxes[i, q])
+            tgt_boxes.append(targets.boxes[i][t].to(boxes.dtype))
+        loss_cls = sigmoid_focal_loss(logits, cls_target, w.focal_alpha, w.focal_gamma).sum() / num_boxes
+        present = (~targets.is_negative).to(presence.dtype)
+        loss_presence = F.binary_cross_entropy_with_logits(presence, present)
+        if sum(len(q) for q, _ in matches):
+            src = torch.cat(src_boxes)
+            tgt = torch.cat(tgt_boxes)
+            loss_bbox = F.l1_loss(box_xyxy_to_cxcywh(src), tgt, reduction="sum") / num_boxes
+            giou = torch.diag(generalized_box_iou(src, box_cxcywh_to_xyxy(tgt)))
+            loss_giou = (1 - giou).sum() / num_boxes
+        else:  # an all-negative batch: no box to regress, but keep the graph (and DDP) consistent
+            loss_bbox = boxes.sum() * 0.0
+            loss_giou = boxes.sum() * 0.0
+        return {"cls": loss_cls, "bbox": loss_bbox, "giou": loss_giou, "presence": loss_presence}
+
+    def _masks(
+        self,
+        masks: torch.Tensor,
+        targets: PairTargets,
+        matches: list[tuple[torch.Tensor, torch.Tensor]],
+        num_boxes: float,
+    ) -> dict[str, torch.Tensor]:
+        src = [masks[i, q] for i, (q, _) in enumerate(matches) if len(q)]
+        if not src:
+            zero = masks.sum() * 0.0
+            return {"mask_focal": zero, "mask_dice": zero}
+        tgt = [targets.masks[i][t] for i, (q, t) in enumerate(matches) if len(q)]
+        src_m = torch.cat(src)
+        tgt_m = torch.cat(tgt).to(src_m.dtype)
+        if tgt_m.shape[-2:] != src_m.shape[-2:]:
+            raise ValueError(
+                f"target masks are {tuple(tgt_m.shape[-2:])}, predicted masks {tuple(src_m.shape[-2:])}; "
+                "build targets at the model's mask resolution"
+            )
+        focal = sigmoid_focal_loss(src_m, tgt_m, self.w.focal_alpha, self.w.focal_gamma).flatten(1).mean(-1)
+        return {"mask_focal": focal.sum() / num_boxes, "mask_dice": dice_loss(src_m, tgt_m).sum() / num_boxes}
+
+    def _semantic(self, semantic: torch.Tensor, targets: PairTargets) -> dict[str, torch.Tensor]:
+        h, w = semantic.shape[-2:]
+        union = torch.stack(
+            [
+                m.amax(0) if m.shape[0] else torch.zeros(h, w, device=semantic.device, dtype=semantic.dtype)
+                for m in targets.masks
+            ]
+        ).to(semantic.dtype)
+        if union.shape[-2:] != (h, w):
+            union = F.interpolate(union[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        logits = semantic[:, 0]
+        bce = F.binary_cross_entropy_with_logits(logits, union)
+        pos = ~targets.is_negative.to(logits.device)
+        dice = dice_loss(logits[pos], union[pos]).mean() if pos.any() else logits.sum() * 0.0
+        return {"semantic_bce": bce, "semantic_dice": dice}
+
+    # -- total ------------------------------------------------------------------------------------------
+    def __call__(self, outputs: DetectorOutputs, targets: PairTargets) -> dict[str, torch.Tensor]:
+        w = self.w
+        n_layers = outputs.logits.shape[0]
+        if outputs.logits.shape[1] != len(targets.boxes):
+            raise ValueError(
+                f"criterion: {outputs.logits.shape[1]} predictions, {len(targets.boxes)} targets"
+            )
+        num_boxes = float(max(sum(int(b.shape[0]) for b in targets.boxes), 1))
+        terms: dict[str, torch.Tensor] = {}
+        layers = range(n_layers) if w.aux else [n_layers - 1]
+        total = outputs.logits.new_zeros(())
+        for layer in layers:
+            last = layer == n_layers - 1
+            mask_logits = outputs.masks if last and self.matcher.w.cost_mask else None
+            matches = self.matcher(
+                outputs.logits[layer],
+                outputs.boxes[layer],
+                targets.boxes,
+                mask_logits,
+                targets.masks if mask_logits is not None else None,
+            )
+            layer_terms = self._class_box_presence(
+                outputs.logits[layer],
+                outputs.boxes[layer],
+                outputs.presence[layer],
+                targets,
+                matches,
+                num_boxes,
+            )
+            if last:
+                layer_terms.update(self._masks(outputs.masks, targets, matches, num_boxes))
+                if outputs.semantic is not None:
+                    layer_terms.update(self._semantic(outputs.semantic, targets))
+            suffix = "" if last else f"_aux{layer}"
+            for name, value in layer_terms.items():
+                terms[name + suffix] = value
+                total = total + getattr(w, name) * value
+        terms["loss"] = total
+        return terms
+
+
+def detector_outputs(
+    model: Sam3Model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    vision_embeds=None,
+) -> DetectorOutputs:
+    """Run `model`'s own forward once and keep every decoder layer's predictions.
+
+    Hooks read the DETR decoder's per-layer states and the query scores of all layers, which the forward
+    computes and then drops; only the per-layer boxes are recomputed (one small MLP).
+    """
+    captured: dict[str, object] = {}
+
+    def keep(name: str):
+        def hook(_module, _inputs, output):
+            captured[name] = output
+
+        return hook
+
+    handles = [
+        model.detr_decoder.register_forward_hook(keep("decoder")),
+        model.dot_product_scoring.register_forward_hook(keep("scores")),
+    ]
+    try:
+        out = model(
+            pixel_values=pixel_values,
+            vision_embeds=vision_embeds,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    dec = captured["decoder"]
+    inter = dec.intermediate_hidden_states  # (L, N, Q, D), already layer-normed
+    ref = dec.reference_boxes.clamp(0, 1)  # (L, N, Q, 4) cxcywh, before each layer's refinement
+    ref_logit = torch.log(ref.clamp(min=1e-3) / (1 - ref).clamp(min=1e-3))  # transformers' inverse_sigmoid
+    boxes = box_cxcywh_to_xyxy((ref_logit + model.detr_decoder.box_head(inter)).sigmoid())
+    return DetectorOutputs(
+        logits=captured["scores"].squeeze(-1),
+        boxes=boxes,
+        presence=dec.presence_logits.squeeze(-1),
+        masks=out.pred_masks,
+        semantic=out.semantic_seg,
+    )
