@@ -1,8 +1,11 @@
 """Stage `propose_masks`: SAM 3 instance masks for every image-NP pair of a batch.
 
-Rows are grouped by media so each image is read, decoded and encoded by the backbone once, whatever the
-number of its NPs. A media that cannot be read or whose detection fails marks its rows' `error` and the
-batch goes on; the runner reports and quarantines those rows.
+Rows are grouped by media so each image is encoded by the backbone once, whatever the number of its NPs,
+and all of its NPs go through the detector together. When `decode_images` ran ahead of this stage the rows
+carry the resized uint8 image (`pixels`), and this actor only normalizes and computes; without that column
+it reads and resizes the image itself, with the same arithmetic, so both paths give identical rows.
+A media that cannot be read or whose detection fails marks its rows' `error` and the batch goes on; the
+runner reports and quarantines those rows. An `error` set upstream is passed through unchanged.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from collections import defaultdict
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import torch
 
 from conceptengine.engine.ids import instance_id
+from conceptengine.engine.media import CorruptMediaError
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
-from conceptengine.engine.media import CorruptMediaError, load_rgb
+from conceptengine.model.preprocess import PIXELS, PIXELS_SHAPE, decode_for_model, pixels_tensor, read_error
 
 
 @register
 class ProposeMasks(Stage):
-    """Params: model_path (required), score_threshold (0.5), device ("cpu"), max_masks (100), dtype (None)."""
+    """Params: model_path (required), score_threshold (0.5), device ("cpu"), max_masks (100),
+    dtype (None: bfloat16 on cuda, float32 on cpu), np_batch_size (32), text_cache_size (4096)."""
 
     name: ClassVar[str] = "propose_masks"
     input_columns: ClassVar[tuple[str, ...]] = tuple(PAIRS.names)
@@ -34,6 +40,8 @@ class ProposeMasks(Stage):
         device: str = "cpu",
         max_masks: int = 100,
         dtype: str | None = None,
+        np_batch_size: int = 32,
+        text_cache_size: int = 4096,
         **params: Any,
     ):
         super().__init__(cfg, **params)
@@ -47,55 +55,94 @@ class ProposeMasks(Stage):
             raise ValueError(f"propose_masks: score_threshold must be in [0, 1]; got {score_threshold}")
         if int(max_masks) < 1:
             raise ValueError(f"propose_masks: max_masks must be >= 1; got {max_masks}")
+        if int(np_batch_size) < 1:
+            raise ValueError(f"propose_masks: np_batch_size must be >= 1; got {np_batch_size}")
+        if int(text_cache_size) < 1:
+            raise ValueError(f"propose_masks: text_cache_size must be >= 1; got {text_cache_size}")
         self.model_path = model_path
         self.score_threshold = float(score_threshold)
         self.device = device
         self.max_masks = int(max_masks)
         self.dtype = dtype
+        self.np_batch_size = int(np_batch_size)
+        self.text_cache_size = int(text_cache_size)
         self.detector = None
 
     def setup(self) -> None:
         from conceptengine.model.sam3_backend import Sam3Detector
 
-        self.detector = Sam3Detector.from_pretrained(self.model_path, device=self.device, dtype=self.dtype)
+        self.detector = Sam3Detector.from_pretrained(
+            self.model_path,
+            device=self.device,
+            dtype=self.dtype,
+            np_batch_size=self.np_batch_size,
+            text_cache_size=self.text_cache_size,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.check_input(batch)
         if self.detector is None:
             self.setup()
         rows = batch.select(list(PAIRS.names)).to_pylist()
-        by_media: dict[str, list[int]] = defaultdict(list)
+        decoded = PIXELS in batch.column_names
+        pixels = batch.column(PIXELS) if decoded else None
+        shapes = batch.column(PIXELS_SHAPE).to_pylist() if decoded else [None] * len(rows)
+        upstream = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * len(rows)
+        by_media: dict[tuple, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
-            by_media[row["media_id"]].append(i)
+            by_media[(row["media_id"], row["uri"], row["width"], row["height"])].append(i)
         out: list[dict | None] = [None] * len(rows)
         for idx in by_media.values():
-            for i, result in zip(idx, self._media(rows[idx[0]]["uri"], [rows[i] for i in idx])):
+            results = self._media(rows, idx, pixels, shapes, upstream)
+            for i, result in zip(idx, results):
                 out[i] = result
         return pa.Table.from_pylist(out, schema=PROPOSALS)
 
-    def _media(self, uri: str, rows: list[dict]) -> list[dict]:
+    def _media(
+        self,
+        rows: list[dict],
+        idx: list[int],
+        pixels: pa.ChunkedArray | None,
+        shapes: list,
+        upstream: list[str | None],
+    ) -> list[dict]:
         version = self.detector.version
+        first = rows[idx[0]]
+        uri, height, width = first["uri"], first["height"], first["width"]
 
         def failed(msg: str) -> list[dict]:
             return [
-                row | {"presence": None, "masks": [], "model_version": version, "error": msg} for row in rows
+                rows[i]
+                | {"presence": None, "masks": [], "model_version": version, "error": upstream[i] or msg}
+                for i in idx
             ]
 
+        if any(upstream[i] for i in idx):
+            return failed(next(upstream[i] for i in idx if upstream[i]))
+        # Pixels from decode_images when any row of this media has them; otherwise decode here.
+        have = next((i for i in idx if shapes[i] is not None), None)
         try:
-            image = load_rgb(uri)
-        except (CorruptMediaError, OSError) as exc:
-            return failed(str(exc) if isinstance(exc, CorruptMediaError) else f"cannot read {uri}: {exc}")
-        h, w = image.shape[:2]
-        bad = [r for r in rows if (r["height"], r["width"]) != (h, w)]
-        if bad:
-            return failed(f"{uri} is {w}x{h} but its pairs say {bad[0]['width']}x{bad[0]['height']}")
+            if have is not None:
+                resized = pixels_tensor(pixels[have].as_py(), shapes[have])
+            else:
+                image = decode_for_model(self.detector.pixel_spec, uri, width, height)
+                resized = torch.from_numpy(image)[None]
+        except (CorruptMediaError, OSError, ValueError) as exc:
+            return failed(read_error(uri, exc))
         try:
-            dets = self.detector.detect(image, [r["noun_phrase"] for r in rows], self.score_threshold)
+            dets = self.detector.detect_resized(
+                resized,
+                height,
+                width,
+                [rows[i]["noun_phrase"] for i in idx],
+                self.score_threshold,
+                max_instances=self.max_masks,
+            )
         except Exception as exc:  # noqa: BLE001 - a model failure on one image must not end the run; the row says why
             return failed(f"detector failed on {uri}: {type(exc).__name__}: {exc}")
         results = []
-        for row, det in zip(rows, dets):
-            n = min(len(det.masks), self.max_masks)
+        for i, det in zip(idx, dets):
+            row = rows[i]
             masks = [
                 {
                     "instance_id": instance_id(row["pair_id"], k),
@@ -103,7 +150,7 @@ class ProposeMasks(Stage):
                     "box_xyxy": det.boxes_xyxy[k],
                     "score": det.scores[k],
                 }
-                for k in range(n)
+                for k in range(len(det.masks))
             ]
             results.append(
                 row | {"presence": det.presence, "masks": masks, "model_version": version, "error": None}

@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 
 from conceptengine.engine import ids, rle
+from conceptengine.engine.media import CorruptMediaError, load_rgb
 from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.engine.tables import PAIRS, PROPOSALS
-from conceptengine.engine.media import CorruptMediaError, load_rgb
 from conceptengine.model.propose_masks import ProposeMasks
 
 from .conftest import rgb
@@ -114,3 +114,71 @@ def test_load_rgb(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(CorruptMediaError, match="empty"):
         load_rgb(str(tmp_path / "empty.png"))
+
+
+def test_decoded_pixels_give_identical_rows_and_errors_pass_through(tmp_path, tiny_sam3):
+    from conceptengine.model.preprocess import DecodeImages
+
+    a, a_id = _media(tmp_path, "a.png", 60, 80, 1)
+    b, b_id = _media(tmp_path, "b.png", 50, 50, 2)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"<html>404</html>")
+    batch = _pairs(
+        [
+            (a, a_id, 60, 80, "red square"),
+            (b, b_id, 50, 50, "polygon"),
+            (str(bad), "bad", 10, 10, "polygon"),
+            (a, a_id, 60, 80, "green star"),
+            (b, b_id, 50, 50, "striped circle"),
+        ]
+    )
+    stage = ProposeMasks(StageConfig(), model_path=tiny_sam3, score_threshold=0.2, max_masks=5)
+    decode = DecodeImages(StageConfig(), model_path=tiny_sam3)
+    decoded = decode(batch)
+    direct = stage(batch)
+    via = stage(decoded)
+    assert via.schema.equals(PROPOSALS)
+    for c in PROPOSALS.names:
+        assert via.column(c).equals(direct.column(c)), c
+    assert sum(len(m) for m in via.column("masks").to_pylist()) > 0  # the comparison covers real masks
+    assert "corrupt media" in via.column("error")[2].as_py()
+    # Batches cut through an image's rows (Ray re-batching) give the same rows up to float rounding: the
+    # NPs then share a forward with different neighbours, and batched kernels may round differently.
+    pieces = pa.concat_tables([stage(decoded.slice(0, 2)), stage(decoded.slice(2))]).to_pylist()
+    for p, d in zip(pieces, direct.to_pylist()):
+        assert p["error"] == d["error"] and len(p["masks"]) == len(d["masks"])
+        assert p["presence"] == pytest.approx(d["presence"], abs=1e-5)
+        for pm, dm in zip(p["masks"], d["masks"]):
+            assert pm["score"] == pytest.approx(dm["score"], abs=1e-5)
+            iou = rle.iou_matrix([pm["rle"]], [dm["rle"]], p["height"], p["width"])[0, 0]
+            assert iou > 0.98
+    # An error set upstream is kept verbatim, and its pixels are never used.
+    marked = decoded.set_column(
+        decoded.schema.get_field_index("error"),
+        "error",
+        pa.array([None, "upstream says no", None, None, None]),
+    )
+    rows = stage(marked).to_pylist()
+    assert rows[1]["error"] == "upstream says no" and rows[4]["error"] == "upstream says no"
+    assert rows[0]["error"] is None and rows[0]["masks"] == direct.to_pylist()[0]["masks"]
+
+
+def test_text_cache_is_shared_across_batches_and_bounded(tmp_path, tiny_sam3):
+    a, a_id = _media(tmp_path, "a.png", 40, 40, 4)
+    b, b_id = _media(tmp_path, "b.png", 40, 40, 5)
+    stage = ProposeMasks(StageConfig(), model_path=tiny_sam3, text_cache_size=2)
+    stage(_pairs([(a, a_id, 40, 40, "red square"), (a, a_id, 40, 40, "polygon")]))
+    info = stage.detector.cache_info()
+    assert (info["misses"], info["hits"], info["size"]) == (2, 0, 2)
+    # The same NPs on another image, one spelled differently: all hits, nothing encoded again.
+    stage(_pairs([(b, b_id, 40, 40, "Red  Square"), (b, b_id, 40, 40, "polygon")]))
+    info = stage.detector.cache_info()
+    assert (info["misses"], info["hits"]) == (2, 2)
+    # A third NP evicts the least recently used one ("red square" was used before "polygon").
+    stage(_pairs([(b, b_id, 40, 40, "polygon"), (b, b_id, 40, 40, "green star")]))
+    assert list(stage.detector._text_cache) == ["polygon", "green star"]
+    assert stage.detector.cache_info()["size"] == 2
+    with pytest.raises(ValueError, match="text_cache_size"):
+        ProposeMasks(StageConfig(), model_path=tiny_sam3, text_cache_size=0)
+    with pytest.raises(ValueError, match="np_batch_size"):
+        ProposeMasks(StageConfig(), model_path=tiny_sam3, np_batch_size=0)

@@ -112,3 +112,49 @@ def test_sam3processor_loads_checkpoint_and_matches_fallback(tiny_sam3):
     assert torch.equal(
         ref["input_ids"], load_sam3_inputs(tiny_sam3).tokens(["red square", "blue triangle"])["input_ids"]
     )
+
+
+def test_masks_only_for_kept_instances_match_the_full_forward(detector):
+
+    image = rgb(64, 80, seed=9)
+    nps = ["red square", "blue triangle", "polygon", "green star"]
+    full = detector.forward_nps(image, nps)
+    scores = torch.sigmoid(full.pred_logits) * torch.sigmoid(full.presence_logits).reshape(-1, 1)
+    threshold = float(scores.max(dim=1).values.median())  # some NPs above, some below
+    raw = detector.forward_scored(detector.vision_features(image), nps, threshold)
+    wanted = (scores >= threshold).any(dim=1).tolist()
+    assert any(wanted) and not all(wanted)
+    assert [r >= 0 for r in raw.mask_rows] == wanted  # the mask decoder ran only where masks are kept
+    assert torch.allclose(raw.pred_logits, full.pred_logits, atol=1e-5)
+    assert torch.allclose(raw.presence_logits, full.presence_logits, atol=1e-5)
+    assert torch.allclose(raw.pred_boxes, full.pred_boxes, atol=1e-5)
+    for i, r in enumerate(raw.mask_rows):
+        if r >= 0:
+            assert torch.allclose(raw.pred_masks[r], full.pred_masks[i], atol=1e-4)
+    # The detections equal post-processing of the full forward, and max_instances caps each NP.
+    fast = detector.detect(image, nps, threshold)
+    slow = detector.postprocess(full, 64, 80, threshold)
+    assert [len(d.masks) for d in fast] == [len(d.masks) for d in slow]
+    for f, s in zip(fast, slow):
+        assert f.scores == pytest.approx(s.scores, abs=1e-5)
+    capped = detector.detect(image, nps, 0.0, max_instances=2)
+    assert all(len(d.masks) == 2 for d in capped)
+    assert capped[0].masks == detector.detect(image, nps, 0.0)[0].masks[:2]
+    with pytest.raises(ValueError, match="max_instances"):
+        detector.detect(image, nps, 0.5, max_instances=0)
+
+
+def test_resized_path_and_default_dtype(detector):
+    from conceptengine.model.sam3_backend import default_dtype
+
+    image = rgb(90, 70, seed=11)
+    resized = torch.from_numpy(detector.pixel_spec.resize(image))[None]
+    a = detector.detect(image, ["polygon", "red square"], 0.1)
+    b = detector.detect_resized(resized, 90, 70, ["polygon", "red square"], 0.1)
+    assert [(d.presence, d.masks, d.boxes_xyxy, d.scores) for d in a] == [
+        (d.presence, d.masks, d.boxes_xyxy, d.scores) for d in b
+    ]
+    assert default_dtype("cuda") == default_dtype("cuda:1") == "bfloat16"
+    assert default_dtype("cpu") == "float32" and detector.dtype == torch.float32
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect_resized(resized.float(), 90, 70, ["x"])
