@@ -69,6 +69,7 @@ class Sam3Config(_Strict):
     device: str = "cpu"
     score_threshold: float = Field(0.5, ge=0, le=1)
     max_masks: int = Field(30, ge=1)
+    decode_stage: StageConfig = StageConfig(batch_size=32)  # CPU: decode + resize ahead of the model
     stage: StageConfig = StageConfig(batch_size=32)
 
 

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from conceptengine.engine.context import RunContext, resolve
 from conceptengine.engine.registry import ModelVersion
+from conceptengine.engine.runner import Link, run_stage
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
@@ -69,10 +70,14 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
         model_path=version.path, score_threshold=cfg.score_threshold, device=cfg.device, max_masks=cfg.max_masks
     )
 
+    # Decoding and resizing run on CPU actors ahead of the (GPU) SAM 3 actors, which only compute.
+    chain = [
+        Link(get_stage("decode_images"), cfg.decode_stage, {"model_path": version.path}),
+        Link(get_stage("propose_masks"), cfg.stage, params),
+    ]
+
     def compute():
-        out = ctx.runner.run(
-            get_stage("propose_masks"), cfg.stage, params, pairs["pairs"], "pair_id", output_schema=PROPOSALS
-        )
+        out = ctx.runner.run_chain(chain, pairs["pairs"], "pair_id", PROPOSALS)
         return {"proposals": out, "quarantine": _errors(out)}, {"errors": _errors(out).num_rows}
 
     return run_step(

@@ -7,6 +7,7 @@ cadence) → EVALUATE
 from __future__ import annotations
 
 # Importing the stage modules registers them under the names the steps look up.
+import conceptengine.model.preprocess  # noqa: F401
 import conceptengine.model.propose_masks  # noqa: F401
 import conceptengine.ontology.np_proposal  # noqa: F401
 import conceptengine.verifiers.stage  # noqa: F401
