@@ -1,0 +1,332 @@
+"""Fine-tune SAM 3 on the engine's data: config, the training loop, resumable checkpoints, the final save.
+
+The loop is one function, `run_training`, used both in-process (`train_sam3`) and by every Ray Train worker
+(`train_ray.py`); with more than one worker it averages gradients over `torch.distributed` itself, which
+avoids DDP's unused-parameter bookkeeping (the geometry encoder never runs on text prompts).
+
+What makes a small DETR train on a CPU budget: aux losses on every decoder layer and dense semantic
+supervision (`losses.py`), linear warm-up then cosine decay, gradient clipping, several images per step with
+all their NPs sharing one backbone pass, and (for in-loop fine-tuning) a frozen vision backbone.
+The output directory loads exactly like the input one: `save_pretrained` plus the processor/tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from transformers import Sam3Model
+
+from conceptengine.engine.ids import stable_seed
+from conceptengine.model.losses import DetectorOutputs, LossWeights, Sam3Criterion, detector_outputs
+from conceptengine.model.processing import load_sam3_inputs
+from conceptengine.model.train_data import Sam3TrainDataset, StepBatchSampler, TrainBatch, collate
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.pt"
+_WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json")
+
+
+class TrainSam3Config(BaseModel):
+    """Everything one fine-tuning run needs; unknown keys are rejected so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    init_checkpoint: str  # a save_pretrained directory: the promoted model, or the shipped demo checkpoint
+    output_dir: str
+    shards: list[str] = []  # WebDataset shard URLs (RUN/shards/train-*.tar) ...
+    annotations: str | None = None  # ... and/or an ANNOTATIONS Parquet file or directory
+    steps: int = Field(200, ge=0)
+    batch_size: int = Field(4, ge=1)  # images per step and worker; all their sampled NPs go in together
+    max_nps_per_image: int = Field(12, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(0.1, ge=0)  # DETR's max-norm; 0 disables
+    freeze_vision: bool = False
+    hflip: bool = True
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    loader_workers: int = Field(0, ge=0)  # torch DataLoader processes per training worker
+    num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 runs the loop in this process (Ray local mode)
+    use_gpu: bool = False
+    loss_weights: dict[str, float | bool] = {}  # overrides of LossWeights fields, e.g. {presence: 4.0}
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {v!r}")
+        return v
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _weights(cls, v: dict) -> dict:
+        known = set(LossWeights.__dataclass_fields__)
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown loss weight(s) {bad}; valid: {sorted(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _data_and_paths(self) -> TrainSam3Config:
+        if not self.shards and not self.annotations:
+            raise ValueError("no training data: set shards (WebDataset URLs) or annotations (a Parquet path)")
+        if Path(self.init_checkpoint).resolve() == Path(self.output_dir).resolve():
+            raise ValueError(
+                "output_dir must differ from init_checkpoint (the init weights would be overwritten)"
+            )
+        return self
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def resolve_device(cfg: TrainSam3Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available; set device: cpu")
+    return torch.device(cfg.device)
+
+
+def lr_lambda(cfg: TrainSam3Config) -> Callable[[int], float]:
+    """Linear warm-up from 1% then cosine decay to `min_lr_ratio`: DETR's attention is fragile early on."""
+
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return 0.01 + 0.99 * step / cfg.warmup_steps
+        span = max(cfg.steps - cfg.warmup_steps, 1)
+        t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def load_training_records(cfg: TrainSam3Config):
+    from conceptengine.model.train_data import read_shards, records_from_annotations
+
+    records = []
+    if cfg.shards:
+        records += read_shards(cfg.shards)
+    if cfg.annotations:
+        path = Path(cfg.annotations)
+        if not path.exists():
+            raise FileNotFoundError(f"annotations path {path} does not exist (set annotations in the config)")
+        records += records_from_annotations(pq.read_table(path))
+    return records
+
+
+def model_mask_size(model: Sam3Model) -> int:
+    """Side of `pred_masks`: the finest FPN level (4x the ViT grid)."""
+    return int(model.config.vision_config.backbone_feature_sizes[0][0])
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on norms, biases and embeddings-as-vectors (the usual AdamW practice)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def checkpoint_dirs(output_dir: str) -> list[Path]:
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    done = [
+        d for d in root.iterdir() if d.is_dir() and d.name.startswith("step-") and (d / STATE_FILE).is_file()
+    ]
+    return sorted(done, key=lambda d: int(d.name.split("-")[1]))
+
+
+def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, keep: int) -> Path:
+    """Write to a temporary directory, then rename: a crash mid-write never leaves a checkpoint that looks done."""
+    root = Path(output_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in checkpoint_dirs(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_final(model: Sam3Model, cfg: TrainSam3Config, summary: dict) -> None:
+    """`save_pretrained` + every processor/tokenizer file of the init checkpoint, so the output loads with
+    `Sam3Detector.from_pretrained` / `Sam3Processor.from_pretrained` exactly like the input."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for f in Path(cfg.init_checkpoint).iterdir():
+        if f.is_file() and f.name not in _WEIGHT_FILES and not f.name.endswith(".safetensors"):
+            shutil.copy2(f, out / f.name)
+    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def expand_vision(vision, counts: list[int]):
+    """Repeat each image's backbone features once per NP of that image (gradients flow back to one copy)."""
+    idx = torch.repeat_interleave(
+        torch.arange(len(counts), device=vision.fpn_hidden_states[0].device),
+        torch.tensor(counts, device=vision.fpn_hidden_states[0].device),
+    )
+    return type(vision)(
+        last_hidden_state=vision.last_hidden_state[idx],
+        fpn_hidden_states=tuple(x[idx] for x in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(x[idx] for x in vision.fpn_position_encoding),
+    )
+
+
+def forward_batch(
+    model: Sam3Model, batch: TrainBatch, device: torch.device, freeze_vision: bool
+) -> DetectorOutputs:
+    pixels = batch.pixel_values.to(device)
+    if freeze_vision:
+        with torch.no_grad():
+            vision = model.get_vision_features(pixel_values=pixels)
+    else:
+        vision = model.get_vision_features(pixel_values=pixels)
+    return detector_outputs(
+        model,
+        batch.input_ids.to(device),
+        batch.attention_mask.to(device),
+        vision_embeds=expand_vision(vision, batch.nps_per_image),
+    )
+
+
+def _all_reduce_grads(model: torch.nn.Module, world_size: int) -> None:
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
+
+
+# -- the loop --------------------------------------------------------------------------------------------
+def run_training(
+    cfg: TrainSam3Config,
+    rank: int = 0,
+    world_size: int = 1,
+    report: Callable[[dict], None] | None = None,
+) -> str:
+    """Train (resuming from the newest checkpoint in `output_dir`), save the final model; returns output_dir."""
+    if not Path(cfg.init_checkpoint, "config.json").is_file():
+        raise FileNotFoundError(
+            f"init_checkpoint {cfg.init_checkpoint} is not a SAM 3 checkpoint (no config.json)"
+        )
+    device = resolve_device(cfg)
+    model = Sam3Model.from_pretrained(cfg.init_checkpoint).to(device)
+    model.train()
+    if cfg.freeze_vision:
+        model.vision_encoder.requires_grad_(False)
+        model.vision_encoder.eval()
+    inputs = load_sam3_inputs(cfg.init_checkpoint)
+    dataset = Sam3TrainDataset(
+        load_training_records(cfg),
+        inputs,
+        model_mask_size(model),
+        max_nps_per_image=cfg.max_nps_per_image,
+        seed=cfg.seed,
+        hflip=cfg.hflip,
+    )
+    weights = LossWeights(**cfg.loss_weights)
+    criterion = Sam3Criterion(weights)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    start = 0
+    existing = checkpoint_dirs(cfg.output_dir)
+    if existing:
+        state = torch.load(existing[-1] / STATE_FILE, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        if rank == 0:
+            log.info("resuming from %s at step %d", existing[-1], start)
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.loader_workers
+    )
+    log_path = Path(cfg.output_dir) / "train_log.jsonl"
+    if rank == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    step = start
+    last: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for batch in loader:
+        if batch is None:
+            log.warning("step %d: no readable image in the batch; skipped", step)
+        else:
+            # Dropout draws from a per-step seed: a resumed run repeats the uninterrupted run exactly.
+            torch.manual_seed(stable_seed(cfg.seed, "step", str(step), str(rank)))
+            terms = criterion(
+                forward_batch(model, batch, device, cfg.freeze_vision), batch.targets.to(device)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if world_size > 1:
+                _all_reduce_grads(model, world_size)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            last = {k: float(v.detach()) for k, v in terms.items() if "_aux" not in k}
+        scheduler.step()
+        step += 1
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            rec = {
+                "step": step,
+                "lr": scheduler.get_last_lr()[0],
+                "sec": round(time.perf_counter() - t0, 2),
+                **last,
+            }
+            with log_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            log.info("step %d loss %.4f", step, last.get("loss", float("nan")))
+            if report is not None:
+                report(rec)
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            save_checkpoint(cfg.output_dir, step, model, optimizer, scheduler, cfg.keep_checkpoints)
+    if rank == 0:
+        save_final(
+            model,
+            cfg,
+            {
+                "steps": cfg.steps,
+                "resumed_from": start,
+                "init_checkpoint": cfg.init_checkpoint,
+                "last": last,
+                "config": cfg.model_dump(mode="json"),
+            },
+        )
+    return cfg.output_dir
+
+
+def train_sam3(cfg: TrainSam3Config) -> str:
+    """Fine-tune in this process (no Ray); see `train_ray.train_sam3_ray` for Ray Train."""
+    return run_training(cfg)

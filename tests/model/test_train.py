@@ -1,0 +1,223 @@
+"""The SAM 3 trainer: data from shards and tables, overfitting one image, exact resume, reload, Ray local mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import webdataset as wds
+from safetensors.torch import load_file
+
+from conceptengine.config import ConfigError
+from conceptengine.model.processing import load_sam3_inputs
+from conceptengine.model.train import TrainSam3Config, checkpoint_dirs, run_training, train_sam3
+from conceptengine.model.train_data import Sam3TrainDataset, StepBatchSampler, collate
+from conceptengine.model.train_ray import load_train_config, train_sam3_from_yaml
+
+IMAGE = 112
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 3-image rendered world, its oracle pairs as a Parquet table, and a tiny SAM 3 over its vocabulary."""
+    from conceptengine.model.tiny import build_tiny_sam3
+    from conceptengine.pipelines.demo import ontology_vocabulary
+    from conceptengine.sim.oracle import Oracle
+    from conceptengine.sim.world import build_world
+
+    root = tmp_path_factory.mktemp("train")
+    w = build_world(root / "world", n_train=3, n_gold=0, seed=11, image_size=IMAGE, crowd_share=0.0)
+    table = Oracle(root / "world").gold_annotations(split="train", nps_per_image=6, negative_share=0.5)
+    pq.write_table(table, root / "ann.parquet")
+    init = build_tiny_sam3(str(root / "init"), ontology_vocabulary(w.graph), image_size=IMAGE, seed=0)
+    return {"root": root, "table": table, "init": init}
+
+
+def write_shard(table, path: Path) -> None:
+    """The engine's shard layout (engine/commit.py): one sample per image, its pairs in the json."""
+    by_media: dict[str, list[dict]] = {}
+    for r in table.to_pylist():
+        by_media.setdefault(r["media_id"], []).append(r)
+    with wds.TarWriter(str(path)) as sink:
+        for media_id, rows in sorted(by_media.items()):
+            meta = {
+                "media_id": media_id,
+                "width": rows[0]["width"],
+                "height": rows[0]["height"],
+                "pairs": [
+                    {
+                        "pair_id": r["pair_id"],
+                        "noun_phrase": r["noun_phrase"],
+                        "is_negative": r["is_negative"],
+                        "is_exhaustive": True,
+                        "masks": [{"rle": m["rle"], "box_xyxy": list(m["box_xyxy"])} for m in r["masks"]],
+                    }
+                    for r in rows
+                ],
+            }
+            sink.write(
+                {"__key__": media_id, "png": Path(rows[0]["uri"]).read_bytes(), "json": json.dumps(meta)}
+            )
+
+
+def cfg(world, out: Path, **kw) -> TrainSam3Config:
+    base = {
+        "init_checkpoint": world["init"],
+        "output_dir": str(out),
+        "annotations": str(world["root"] / "ann.parquet"),
+        "steps": 4,
+        "batch_size": 2,
+        "max_nps_per_image": 4,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "hflip": True,
+    }
+    base.update(kw)
+    return TrainSam3Config(**base)
+
+
+def test_shards_and_annotation_tables_give_identical_items(world, tmp_path):
+    shard = tmp_path / "train-000000.tar"
+    write_shard(world["table"], shard)
+    inputs = load_sam3_inputs(world["init"])
+    a = Sam3TrainDataset.from_shards([str(shard)], inputs, mask_size=32, max_nps_per_image=4, seed=3)
+    b = Sam3TrainDataset.from_annotations(world["table"], inputs, mask_size=32, max_nps_per_image=4, seed=3)
+    assert len(a) == len(b) == 3
+    for i in range(3):
+        x, y = a[(i, 1)], b[(i, 1)]
+        assert torch.equal(x.pixel_values, y.pixel_values) and torch.equal(x.input_ids, y.input_ids)
+        assert all(torch.equal(p, q) for p, q in zip(x.boxes, y.boxes, strict=True))
+        assert all(torch.equal(p, q) for p, q in zip(x.masks, y.masks, strict=True))
+    item = b[(0, 0)]
+    assert item.input_ids.shape[0] <= 4 and item.is_negative.any() and (~item.is_negative).any()
+    for boxes, masks, neg in zip(item.boxes, item.masks, item.is_negative, strict=True):
+        assert boxes.shape[0] == masks.shape[0] and bool(neg) == (boxes.shape[0] == 0)
+        assert ((boxes >= 0) & (boxes <= 1)).all() and masks.shape[-2:] == (32, 32)
+    batch = collate([b[(0, 0)], None, b[(1, 0)]])
+    assert batch.pixel_values.shape[0] == 2 and batch.num_pairs == sum(batch.nps_per_image)
+
+
+def test_flip_moves_boxes_and_masks_with_the_image(world):
+    inputs = load_sam3_inputs(world["init"])
+    plain = Sam3TrainDataset.from_annotations(world["table"], inputs, 32, max_nps_per_image=50, hflip=False)
+    flips = Sam3TrainDataset.from_annotations(world["table"], inputs, 32, max_nps_per_image=50, hflip=True)
+    for epoch in range(8):  # some epoch flips image 0
+        x, y = plain[(0, epoch)], flips[(0, epoch)]
+        if not torch.equal(x.pixel_values, y.pixel_values):
+            assert torch.allclose(x.pixel_values.flip(-1), y.pixel_values)
+            k = next(i for i, b in enumerate(x.boxes) if len(b))
+            assert torch.allclose(1 - x.boxes[k][:, 0], y.boxes[k][:, 0], atol=1 / IMAGE)
+            assert torch.equal(x.masks[k].flip(-1), y.masks[k])
+            return
+    pytest.fail("no epoch flipped the image")
+
+
+def test_batches_depend_only_on_seed_step_and_rank():
+    full = StepBatchSampler(10, 4, seed=1, start_step=0, total_steps=7)
+    tail = StepBatchSampler(10, 4, seed=1, start_step=3, total_steps=7)
+    assert list(full)[3:] == list(tail)
+    r0 = StepBatchSampler(10, 2, seed=1, start_step=0, total_steps=5, rank=0, world_size=2)
+    r1 = StepBatchSampler(10, 2, seed=1, start_step=0, total_steps=5, rank=1, world_size=2)
+    first_epoch = [k for s in range(3) for k in r0.batch(s) + r1.batch(s)][:10]
+    assert sorted(i for i, e in first_epoch if e == 0) == list(range(10)), (
+        "ranks split an epoch without overlap"
+    )
+
+
+def test_tiny_run_overfits_one_image(world, tmp_path):
+    # The same 6 pairs every step (no flip, no NP subsampling): a pure memorisation task.
+    media = world["table"]["media_id"].to_pylist()
+    one = world["table"].filter(np.array([m == media[0] for m in media]))
+    pq.write_table(one, tmp_path / "one.parquet")
+    c = cfg(
+        world, tmp_path / "out", annotations=str(tmp_path / "one.parquet"), steps=25, batch_size=1,
+        max_nps_per_image=6, lr=2e-3, warmup_steps=3, hflip=False, grad_clip=1.0, checkpoint_every=25,
+    )  # fmt: skip
+    train_sam3(c)
+    log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    assert last["loss"] < 0.5 * first["loss"], (first["loss"], last["loss"])
+    for term in ("cls", "bbox", "giou", "mask_focal", "semantic_bce"):
+        assert last[term] < first[term], term
+
+
+def test_resume_continues_at_the_saved_step_and_equals_an_uninterrupted_run(world, tmp_path):
+    straight = cfg(world, tmp_path / "straight")
+    train_sam3(straight)
+
+    resumed = cfg(world, tmp_path / "resumed")
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_after_step_3(metrics: dict) -> None:
+        if metrics["step"] == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_training(resumed, report=crash_after_step_3)
+    assert [d.name for d in checkpoint_dirs(resumed.output_dir)] == ["step-0000002"]
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train_sam3(resumed)
+    summary = json.loads((tmp_path / "resumed" / "training.json").read_text())
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    init = load_file(Path(world["init"]) / "model.safetensors")
+    assert any(not torch.equal(a[k], init[k]) for k in a), "training changed nothing"
+    assert [d.name for d in checkpoint_dirs(resumed.output_dir)] == ["step-0000002", "step-0000004"]
+
+
+def test_output_dir_reloads_like_the_input_and_frozen_vision_stays_fixed(world, tmp_path):
+    from conceptengine.engine.media import load_rgb
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    out = train_sam3(cfg(world, tmp_path / "out", steps=2, freeze_vision=True))
+    for f in Path(world["init"]).iterdir():
+        assert (Path(out) / f.name).exists(), f.name
+    det = Sam3Detector.from_pretrained(out)
+    row = world["table"].to_pylist()[0]
+    dets = det.detect(load_rgb(row["uri"]), [row["noun_phrase"], "blue circle"])
+    assert len(dets) == 2 and all(0.0 <= d.presence <= 1.0 for d in dets)
+    a = load_file(Path(out) / "model.safetensors")
+    init = load_file(Path(world["init"]) / "model.safetensors")
+    vision = [k for k in a if k.startswith("vision_encoder.")]
+    assert vision and all(torch.equal(a[k], init[k]) for k in vision)
+    assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_decoder."))
+
+
+def test_ray_local_mode_from_yaml_with_overrides(world, tmp_path):
+    path = tmp_path / "train.yaml"
+    c = cfg(world, tmp_path / "ray-out", steps=2)
+    path.write_text(json.dumps(c.model_dump(mode="json")))
+    out = train_sam3_from_yaml(path, ["steps=1", "num_workers=0"])
+    summary = json.loads((Path(out) / "training.json").read_text())
+    assert summary["steps"] == 1 and (Path(out) / "model.safetensors").exists()
+
+
+def test_config_errors_name_the_key(world, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({**cfg(world, tmp_path / "o").model_dump(mode="json"), "stepz": 3}))
+    with pytest.raises(ConfigError, match="stepz"):
+        load_train_config(path)
+    with pytest.raises(ConfigError, match="lr"):
+        load_train_config(_write(tmp_path, world, lr=-1))
+    with pytest.raises(ValueError, match="no training data"):
+        TrainSam3Config(init_checkpoint=world["init"], output_dir=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="unknown loss weight"):
+        cfg(world, tmp_path / "o", loss_weights={"presnce": 1.0})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_sam3(cfg(world, tmp_path / "o", annotations=str(tmp_path / "missing.parquet")))
+
+
+def _write(tmp_path: Path, world, **kw) -> Path:
+    data = {**cfg(world, tmp_path / "o").model_dump(mode="json"), **kw}
+    p = tmp_path / "kw.yaml"
+    p.write_text(json.dumps(data))
+    return p
