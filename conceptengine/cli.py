@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,12 @@ from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
+from conceptengine.engine.runner import ResourceConfigError
 from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+# Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")]
 
@@ -74,7 +77,7 @@ def demo(
         shutil.rmtree(run_dir)
     try:
         _execute(cfg, str(run_dir), config_path.parent.resolve(), resume)
-    except (RunError, ConfigError) as exc:
+    except (RunError, ConfigError, ResourceConfigError) as exc:
         _fail(str(exc))
     console.print(f"dataset: {run_dir}/annotations  shards: {run_dir}/shards  config: {config_path}")
 
@@ -91,7 +94,7 @@ def run(
         cfg = load_config(config, overrides)
         workspace = config.parent.resolve()
         _execute(cfg, run_dir or str(workspace / "run"), workspace, resume)
-    except (RunError, ConfigError) as exc:
+    except (RunError, ConfigError, ResourceConfigError) as exc:
         _fail(str(exc))
 
 

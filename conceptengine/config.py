@@ -69,8 +69,10 @@ class Sam3Config(_Strict):
     device: str = "cpu"
     score_threshold: float = Field(0.5, ge=0, le=1)
     max_masks: int = Field(30, ge=1)
-    decode_stage: StageConfig = StageConfig(batch_size=32)  # CPU: decode + resize ahead of the model
-    stage: StageConfig = StageConfig(batch_size=32)
+    # CPU: decode + resize ahead of the model. Its actors and the model's must leave a CPU share free for
+    # Ray Data's own tasks, or two chained pools on a 2-core box wait on each other forever.
+    decode_stage: StageConfig = StageConfig(batch_size=32, num_cpus=0.25)
+    stage: StageConfig = StageConfig(batch_size=32, num_cpus=0.75)
 
 
 class VerifierConfig(_Strict):

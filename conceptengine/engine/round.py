@@ -77,7 +77,9 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
     ]
 
     def compute():
-        out = ctx.runner.run_chain(chain, pairs["pairs"], "pair_id", PROPOSALS)
+        # An image's NPs in one batch: its vision features are computed once (pair_id breaks ties).
+        by_media = pairs["pairs"].sort_by([("media_id", "ascending"), ("pair_id", "ascending")])
+        out = ctx.runner.run_chain(chain, by_media, "pair_id", PROPOSALS)
         return {"proposals": out, "quarantine": _errors(out)}, {"errors": _errors(out).num_rows}
 
     return run_step(

@@ -16,6 +16,10 @@ import pyarrow as pa
 from conceptengine.engine.stage import Stage, StageConfig
 
 
+class ResourceConfigError(ValueError):
+    """Stage resources in the config cannot run on this cluster; the message names the stages."""
+
+
 @dataclass(frozen=True)
 class Link:
     """One stage of a chain, with its resources (cfg) and constructor params."""
@@ -95,6 +99,7 @@ class RayRunner:
 
         if table.num_rows == 0:
             return output_schema.empty_table()
+        self._check_chain_fits(chain)
         ray.data.DataContext.get_current().enable_progress_bars = False
         first = chain[0].cfg
         n_blocks = max(1, min(first.concurrency * 2, -(-table.num_rows // first.batch_size)))
@@ -111,6 +116,21 @@ class RayRunner:
             )
         result = pa.concat_tables([self._ray.get(ref) for ref in ds.to_arrow_refs()], promote_options="default")
         return _sorted(result, sort_key)
+
+    def _check_chain_fits(self, chain: list[Link]) -> None:
+        """Chained actor pools that claim more than half the cluster's CPUs leave Ray Data's scheduler no
+        budget to move blocks between them, and the dataset waits forever (seen with 0.5 + 1 CPU on a
+        2-CPU box). Fail fast with the numbers instead."""
+        if len(chain) < 2:
+            return
+        total = self._ray.cluster_resources().get("CPU", 0.0)
+        claimed = sum(link.cfg.num_cpus * link.cfg.concurrency for link in chain)
+        if claimed > total / 2:
+            names = " + ".join(f"{link.stage_cls.name} ({link.cfg.num_cpus} x {link.cfg.concurrency})" for link in chain)
+            raise ResourceConfigError(
+                f"chained stages {names} claim {claimed:g} of the cluster's {total:g} CPUs; chains may claim at "
+                "most half (Ray Data needs the rest to move blocks): lower their stage.num_cpus or concurrency"
+            )
 
     def shutdown(self) -> None:
         if self._ray.is_initialized():

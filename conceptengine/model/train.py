@@ -298,17 +298,18 @@ def run_training(
             last = {k: float(v.detach()) for k, v in terms.items() if "_aux" not in k}
         scheduler.step()
         step += 1
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+        if step % cfg.log_every == 0 or step == cfg.steps:
             rec = {
                 "step": step,
                 "lr": scheduler.get_last_lr()[0],
                 "sec": round(time.perf_counter() - t0, 2),
                 **last,
             }
-            with log_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            log.info("step %d loss %.4f", step, last.get("loss", float("nan")))
-            if report is not None:
+            if rank == 0:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                log.info("step %d loss %.4f", step, last.get("loss", float("nan")))
+            if report is not None:  # every rank: Ray Train's report is a barrier across workers
                 report(rec)
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(cfg.output_dir, step, model, optimizer, scheduler, cfg.keep_checkpoints)

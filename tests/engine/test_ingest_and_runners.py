@@ -53,3 +53,11 @@ def test_ray_runner_gives_the_same_rows_on_an_actor_pool(pool, ray_session):
 def test_empty_input_gives_the_output_schema():
     out = run_stage(LocalRunner(), IngestStage, StageConfig(), {}, pa.table({"uri": pa.array([], pa.string())}), "uri", MEDIA)
     assert out.num_rows == 0 and out.schema.equals(MEDIA)
+
+
+def test_a_chain_that_would_starve_ray_data_fails_fast(pool, ray_session):
+    from conceptengine.engine.runner import Link
+
+    heavy = [Link(IngestStage, StageConfig(num_cpus=1)), Link(IngestStage, StageConfig(num_cpus=0.5))]
+    with pytest.raises(ValueError, match="claim 1.5 of the cluster's 2 CPUs"):
+        RayRunner().run_chain(heavy, pool, "uri", MEDIA)
