@@ -1,0 +1,47 @@
+"""Retraining in the loop: a candidate per round, promotion decided on gold cgF1, the next round uses it."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from conceptengine.config import load_config
+from conceptengine.engine.driver import run_all, start_run
+from conceptengine.engine.registry import promoted_at_start_of
+from conceptengine.engine.store import StepRef
+from conceptengine.pipelines.image import run_round
+from tests.integration.conftest import SMALL
+
+
+def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(small_workspace, tmp_path):
+    cfg = load_config(
+        None, SMALL + ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"]
+    )
+    run_dir = tmp_path / "run"
+    ctx = start_run(cfg, str(run_dir), small_workspace, resume=False)
+    summaries = run_all(ctx, run_round)
+
+    for r in (1, 2):
+        promo = ctx.store.manifest(StepRef(r, "promote"))["extra"]
+        cand = run_dir / "models" / "sam3" / f"v{r:04d}"
+        assert (cand / "config.json").exists() and promo["candidate"] == f"v{r:04d}"
+        assert promo["promoted"] == (promo["candidate_cgF1"] > promo["base_cgF1"])
+        assert summaries[r]["promoted"] == promo["promoted"]
+
+    # Round 2 proposed with whatever was promoted after round 1, and every mask says which version.
+    expected = promoted_at_start_of(ctx, 2)
+    proposals = pq.read_table(run_dir / "round-0002" / "propose_masks" / "proposals.parquet")
+    versions = {v for v in proposals["model_version"].to_pylist() if v is not None}
+    assert versions and all(v.startswith(Path(expected.path).name + "@") for v in versions)
+    registry = json.loads((run_dir / "models" / "registry.json").read_text())
+    assert registry["sam3"]["promoted"] == promoted_at_start_of(ctx, 3).name
+    assert [v["name"] for v in registry["sam3"]["versions"]] == ["v0000", "v0001", "v0002"]
+    assert summaries[2]["model_version"] == promoted_at_start_of(ctx, 3).name
+
+
+def test_cadence_by_new_pairs(small_workspace, tmp_path):
+    from conceptengine.engine.retrain import retrain_due
+
+    cfg = load_config(None, SMALL + ["retrain.enabled=true", "retrain.every_rounds=null", "retrain.min_new_pairs=1000000000"])
+    ctx = start_run(cfg, str(tmp_path / "run"), small_workspace, resume=False)
+    assert not retrain_due(ctx, 1)
