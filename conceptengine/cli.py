@@ -64,11 +64,13 @@ def demo(
     resume: Annotated[bool, typer.Option(help="continue the demo's run instead of starting it afresh")] = False,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (2 rounds)."""
-    from conceptengine.pipelines.demo import prepare_demo_workspace
+    from conceptengine.pipelines.demo import prepare_demo_workspace, shipped_held_out
 
     console.print(RENDERED_NOTICE)
     try:
-        cfg = load_config(None, overrides)
+        # Report the concepts the shipped checkpoint never saw as their own gold group, unless told otherwise.
+        defaults = [f"gold.report_concepts={json.dumps(shipped_held_out())}"]
+        cfg = load_config(None, defaults + list(overrides or []))
         config_path = prepare_demo_workspace(workspace, cfg, console)
     except ConfigError as exc:
         _fail(str(exc))

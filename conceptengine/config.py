@@ -121,7 +121,7 @@ class RetrainConfig(_Strict):
 
 
 class RoundsConfig(_Strict):
-    count: int = Field(2, ge=1)
+    count: int = Field(3, ge=1)
     images_per_round: int = Field(40, ge=1)
 
 

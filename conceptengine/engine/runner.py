@@ -8,6 +8,7 @@ rows; the output is sorted by a key so results never depend on the order Ray's a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,6 +93,8 @@ class RayRunner:
 
         if not ray.is_initialized():
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # Ray Data logs every dataset's plan at INFO; the engine reports progress itself.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         self._ray = ray
 
     def run_chain(self, chain, table, sort_key, output_schema):

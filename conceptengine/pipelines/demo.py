@@ -6,6 +6,8 @@ that already exists is never rebuilt (delete it to start over).
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -25,6 +27,16 @@ def ontology_vocabulary(graph: ConceptGraph) -> list[str]:
     return sorted(words)
 
 
+# The small SAM 3 trained on the rendered domain by scripts/train_demo_sam3.py, shipped with the package.
+SHIPPED_SAM3 = Path(__file__).resolve().parents[1] / "assets" / "sam3-demo"
+
+
+def shipped_held_out() -> list[str]:
+    """Concepts kept out of the shipped checkpoint's training: the domain the demo's loop expands into."""
+    path = SHIPPED_SAM3 / "held_out.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.world import World, build_world
@@ -40,8 +52,11 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     vocabulary = ontology_vocabulary(world.graph)
     sam3_dir, verifier_dir = workspace / cfg.sam3.model, workspace / cfg.verifier.model
     if not sam3_dir.exists():
-        with console.status("building the small SAM 3 checkpoint"):
-            build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
+        if (SHIPPED_SAM3 / "model.safetensors").exists():
+            shutil.copytree(SHIPPED_SAM3, sam3_dir, ignore=shutil.ignore_patterns("train_log.jsonl"))
+        else:  # a checkout without the shipped weights: an untrained model of the same architecture
+            with console.status("building the small SAM 3 checkpoint"):
+                build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
     if not verifier_dir.exists():
         with console.status("building the small verifier checkpoint"):
             build_tiny_verifier(str(verifier_dir), vocabulary, seed=cfg.seed)

@@ -62,3 +62,10 @@ def test_files_source_needs_uri():
 def test_config_hash_changes_with_content():
     assert EngineConfig().config_hash() == EngineConfig().config_hash()
     assert EngineConfig().config_hash() != load_config(None, ["seed=1"]).config_hash()
+
+
+def test_training_template_validates():
+    from conceptengine.model.train_ray import load_train_config
+
+    cfg = load_train_config(ROOT / "configs" / "train-sam3.yaml", ["steps=5"])
+    assert cfg.steps == 5 and cfg.freeze_vision and len(cfg.shards) == 3
