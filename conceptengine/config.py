@@ -106,8 +106,10 @@ class RetrainConfig(_Strict):
     enabled: bool = True
     every_rounds: int | None = Field(1, ge=1)  # retrain after every k-th round ...
     min_new_pairs: int | None = Field(None, ge=1)  # ... or once this many pairs were committed since the last
-    steps: int = Field(150, ge=1)
-    batch_size: int = Field(8, ge=1)
+    # Defaults keep the demo's three retrains within its 10-minute budget on 2 CPU cores.
+    steps: int = Field(40, ge=1)
+    batch_size: int = Field(4, ge=1)
+    max_nps_per_image: int = Field(6, ge=1)
     lr: float = Field(1e-4, gt=0)
     freeze_vision: bool = True  # keeps in-loop fine-tuning within minutes on a CPU
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process

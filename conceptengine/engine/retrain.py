@@ -58,6 +58,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             shards=shards,
             steps=cfg.steps,
             batch_size=cfg.batch_size,
+            max_nps_per_image=cfg.max_nps_per_image,
             lr=cfg.lr,
             freeze_vision=cfg.freeze_vision,
             seed=ctx.cfg.seed + r,
