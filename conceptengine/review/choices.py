@@ -10,16 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from conceptengine.engine import rle
+from conceptengine.verifiers.choices import EV, MV
 
-MV_CHOICES: tuple[str, ...] = ("Accept", "Accept as text", "Flag label", "Whole image", "Reject")
-EV_CHOICES: tuple[str, ...] = (
-    "Accept",
-    "Reject",
-    "Reject but unseparated",
-    "Flag label",
-    "Whole image",
-    "Ungroundable-vague-unsure",
-)
+# One definition of the paper's answer sets, shared with the AI verifiers that answer the same questions.
+MV_CHOICES: tuple[str, ...] = MV.names
+EV_CHOICES: tuple[str, ...] = EV.names
 CORRECTION_CHOICES: tuple[str, ...] = ("Done",)
 
 CHOICES: dict[str, tuple[str, ...]] = {"mv": MV_CHOICES, "ev": EV_CHOICES, "correction": CORRECTION_CHOICES}
