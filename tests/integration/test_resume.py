@@ -53,6 +53,7 @@ def _mid_review(run_dir: Path):
 
 
 def _second_round_commit(run_dir: Path):
+    # Round 2's annotations are being written; its commit manifest may or may not exist yet.
     return lambda: (run_dir / "annotations" / "round=0002").exists()
 
 
@@ -65,8 +66,7 @@ def test_kill_minus_9_then_resume_commits_the_same_annotations(reference, tmp_pa
         ready = lambda: time.monotonic() >= at  # noqa: E731
     else:
         ready = {"mid_review": _mid_review, "second_round_commit": _second_round_commit}[kill_point](run_dir)
-    _kill_when(config, run_dir, ready)
-    assert not (run_dir / "round-0002" / "evaluate" / "_SUCCESS.json").exists()
+    _kill_when(config, run_dir, ready)  # asserts the driver was still running when it was killed
     _run_to_end(config, run_dir, resume=True)
     got = committed_annotations(RunStore(str(run_dir)))
     assert got.num_rows > 0
