@@ -15,8 +15,8 @@ from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
-from conceptengine.engine.runner import ResourceConfigError
 from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table
+from conceptengine.engine.runner import ResourceConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.

@@ -7,7 +7,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-
 RENDERED_NOTICE = (
     "[bold yellow]This demo runs on a RENDERED domain:[/] procedural images of shapes with exact ground "
     "truth, small models the project builds itself, and simulated reviewers. It shows the engine's loop "

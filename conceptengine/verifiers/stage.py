@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
-from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.verifiers.verify import ExhaustivityVerifier, MaskVerifier, Request
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))

@@ -63,7 +63,7 @@ def test_kill_minus_9_then_resume_commits_the_same_annotations(reference, tmp_pa
     run_dir = tmp_path / "run"
     if kill_point == "random":
         at = time.monotonic() + random.Random(7).uniform(0.3, 0.9) * seconds
-        ready = lambda: time.monotonic() >= at  # noqa: E731
+        ready = lambda: time.monotonic() >= at
     else:
         ready = {"mid_review": _mid_review, "second_round_commit": _second_round_commit}[kill_point](run_dir)
     _kill_when(config, run_dir, ready)  # asserts the driver was still running when it was killed

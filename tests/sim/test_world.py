@@ -59,9 +59,8 @@ def test_corrupt_files_really_fail_to_decode(world: World) -> None:
     corrupt = world.corrupt_paths()
     assert len(corrupt) == 3
     for path in corrupt:
-        with pytest.raises((OSError, SyntaxError, ValueError)):
-            with Image.open(path) as img:
-                img.load()
+        with pytest.raises((OSError, SyntaxError, ValueError)), Image.open(path) as img:
+            img.load()
 
 
 def test_load_round_trip_and_media_table(world: World) -> None:
