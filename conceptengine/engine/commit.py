@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import webdataset as wds
 
 from conceptengine.engine.context import RunContext
+from conceptengine.engine.media import read_bytes
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
@@ -98,8 +98,7 @@ def write_shards(ctx: RunContext, annotations: pa.Table, r: int) -> list[str]:
 
 def _sample(media_id: str, rows: list[dict]) -> dict:
     first = rows[0]
-    with fsspec.open(first["uri"], "rb") as f:
-        image = f.read()
+    image = read_bytes(first["uri"])
     ext = first["uri"].rsplit(".", 1)[-1].lower() if "." in first["uri"] else "png"
     meta = {
         "media_id": media_id,

@@ -6,27 +6,16 @@ the audit shares of a later issue take its place.
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
-from scipy.optimize import linear_sum_assignment
 
-from conceptengine.engine import rle
 from conceptengine.engine.context import RunContext
 from conceptengine.engine.gold_eval import gold_metrics
 from conceptengine.engine.registry import ModelVersion
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
+from conceptengine.review.matching import match
 
 MATCH_IOU = 0.5
-
-
-def matched_count(pred: list[str], gt: list[str], h: int, w: int, thr: float = MATCH_IOU) -> int:
-    """Hungarian matching on mask IoU; a match counts when its IoU reaches thr."""
-    if not pred or not gt:
-        return 0
-    iou = rle.iou_matrix(pred, gt, h, w)
-    rows, cols = linear_sum_assignment(-iou)
-    return int(np.sum(iou[rows, cols] >= thr))
 
 
 def committed_quality(annotations: pa.Table, oracle) -> dict:
@@ -36,7 +25,8 @@ def committed_quality(annotations: pa.Table, oracle) -> dict:
     for row in annotations.to_pylist():
         gt = oracle.instances(row["media_id"], row["noun_phrase"])
         pred = [m["rle"] for m in row["masks"]]
-        tp += matched_count(pred, gt, row["height"], row["width"])
+        # The same one-to-one matching the simulated reviewers judge masks by.
+        tp += len(match(pred, gt, row["height"], row["width"], MATCH_IOU))
         n_pred += len(pred)
         n_gt += len(gt)
         if row["is_negative"]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from conceptengine.engine import ids, rle
 from conceptengine.engine.context import RunContext
 from conceptengine.engine.reviewers import drain
 from conceptengine.engine.steps import StepResult, run_step
@@ -112,8 +113,6 @@ def _correction_phase(ctx: RunContext, queue: ReviewQueue, r: int, states: list[
 
 def apply_correction(row: dict, masks: list[dict], edit: dict) -> list[dict]:
     """Remove masks by instance id or index, then append the added RLEs as new instances."""
-    from conceptengine.engine import ids, rle
-
     removed = set()
     for item in edit.get("remove", []):
         removed |= {i for i, m in enumerate(masks) if item == i or item == m["instance_id"]}
