@@ -34,6 +34,9 @@ class SimWorldConfig(_Strict):
     n_gold: int = Field(24, ge=1)
     image_size: int = Field(192, ge=32)
     n_corrupt: int = Field(1, ge=0)
+    # Scene difficulty (sim/render.py STYLES): "demo" is what the shipped CPU-trained checkpoint learned;
+    # "full" has more, smaller objects, more crowds and clutter.
+    style: Literal["demo", "full"] = "demo"
 
 
 class MediaConfig(_Strict):

@@ -35,6 +35,7 @@ from conceptengine.engine import ids
 from conceptengine.engine.rle import box_xyxy
 from conceptengine.engine.tables import ANNOTATIONS
 from conceptengine.model.train_data import DEMO_HELD_OUT
+from conceptengine.sim.render import STYLES
 
 log = logging.getLogger("train_demo_sam3")
 WORLD_SEED = 20250
@@ -135,10 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-nps", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--style", choices=sorted(STYLES), default="demo", help="scene difficulty of the world")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--vit-layers", type=int, default=2)
+    ap.add_argument("--decoder-layers", type=int, default=2)
+    ap.add_argument("--queries", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from conceptengine.model.tiny import build_tiny_sam3
+    from conceptengine.model.tiny import TinySize, build_tiny_sam3
     from conceptengine.model.train import TrainSam3Config
     from conceptengine.model.train_ray import train_sam3_ray
     from conceptengine.pipelines.demo import ontology_vocabulary
@@ -147,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     work = Path(args.work)
-    world = build_world(work / "world", args.n_train, args.n_gold, seed=WORLD_SEED, image_size=192)
+    world = build_world(
+        work / "world", args.n_train, args.n_gold, seed=WORLD_SEED, image_size=192, style=STYLES[args.style]
+    )
     oracle = Oracle(work / "world")
     train = training_pairs(oracle, nps_per_image=16, seed=args.seed)
     leaked = held_out_nps(world.graph) & {ids.normalize_np(n) for n in train["noun_phrase"].to_pylist()}
@@ -158,7 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         "world rendered, %d training pairs (%d negative) in %.0fs", train.num_rows, n_neg, time.time() - t0
     )
 
-    init = build_tiny_sam3(str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed)
+    size = TinySize(
+        hidden=args.hidden,
+        vit_layers=args.vit_layers,
+        detr_decoder_layers=args.decoder_layers,
+        num_queries=args.queries,
+    )
+    init = build_tiny_sam3(
+        str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
+    )
     cfg = TrainSam3Config(
         init_checkpoint=init,
         output_dir=str(work / "trained"),
@@ -189,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         "trained": evaluate(cfg.output_dir, gold),
         "untrained_init": evaluate(init, gold),
         "held_out_concepts": list(DEMO_HELD_OUT),
-        "world": {"seed": WORLD_SEED, "n_train": args.n_train, "n_gold": args.n_gold, "image_size": 192},
+        "world": {
+            "seed": WORLD_SEED, "n_train": args.n_train, "n_gold": args.n_gold, "image_size": 192, "style": args.style
+        },
+        "architecture": vars(size),
         "training": {
             **cfg.model_dump(mode="json", exclude={"init_checkpoint", "output_dir", "annotations"}),
             "pairs": train.num_rows,

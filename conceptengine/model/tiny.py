@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -111,17 +112,35 @@ def train_clip_tokenizer(vocabulary: list[str], max_merges: int = 2000) -> CLIPT
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TEXT_LEN)
 
 
+@dataclass(frozen=True)
+class TinySize:
+    """The knobs of the tiny architecture. The defaults (~1.1M parameters) keep tests fast; the demo
+    checkpoint uses a larger size that learns the rendered domain within a CPU budget."""
+
+    hidden: int = 64
+    vit_layers: int = 2
+    text_layers: int = 2
+    detr_encoder_layers: int = 2
+    detr_decoder_layers: int = 2
+    num_queries: int = 32
+    heads: int = 2
+
+
 def tiny_sam3_config(
-    vocab_size: int, image_size: int = 224, tokenizer: CLIPTokenizer | None = None
+    vocab_size: int,
+    image_size: int = 224,
+    tokenizer: CLIPTokenizer | None = None,
+    size: TinySize = TinySize(),
 ) -> Sam3Config:
-    """~1.1M parameters: 2-layer ViT (hidden 64, patch 14), 2-layer DETR encoder/decoder, 2-layer CLIP text."""
+    """A real Sam3Config at toy scale: ViT (patch 14, one global-attention layer), DETR encoder/decoder,
+    CLIP text encoder, all at `size.hidden`."""
     patch = 14
     if image_size % patch or image_size // patch < 8:
         raise ValueError(
             f"image_size must be a multiple of {patch} and at least {8 * patch}; got {image_size}"
         )
     grid = image_size // patch
-    hidden = 64
+    hidden, heads = size.hidden, size.heads
     special = {}
     if tokenizer is not None:
         special = {
@@ -135,12 +154,12 @@ def tiny_sam3_config(
                 "model_type": "sam3_vit_model",
                 "hidden_size": hidden,
                 "intermediate_size": 2 * hidden,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
+                "num_hidden_layers": size.vit_layers,
+                "num_attention_heads": heads,
                 "image_size": image_size,
                 "patch_size": patch,
                 "window_size": 8,
-                "global_attn_indexes": [1],
+                "global_attn_indexes": [size.vit_layers - 1],
                 "pretrain_image_size": image_size,
             },
             "fpn_hidden_size": hidden,
@@ -152,31 +171,31 @@ def tiny_sam3_config(
             "hidden_size": hidden,
             "intermediate_size": 2 * hidden,
             "projection_dim": hidden,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            "num_hidden_layers": size.text_layers,
+            "num_attention_heads": heads,
             "max_position_embeddings": MAX_TEXT_LEN,
             **special,
         },
         geometry_encoder_config={
             "hidden_size": hidden,
             "num_layers": 1,
-            "num_attention_heads": 2,
+            "num_attention_heads": heads,
             "intermediate_size": 2 * hidden,
         },
         detr_encoder_config={
             "hidden_size": hidden,
-            "num_layers": 2,
-            "num_attention_heads": 2,
+            "num_layers": size.detr_encoder_layers,
+            "num_attention_heads": heads,
             "intermediate_size": 2 * hidden,
         },
         detr_decoder_config={
             "hidden_size": hidden,
-            "num_layers": 2,
-            "num_queries": 32,
-            "num_attention_heads": 2,
+            "num_layers": size.detr_decoder_layers,
+            "num_queries": size.num_queries,
+            "num_attention_heads": heads,
             "intermediate_size": 2 * hidden,
         },
-        mask_decoder_config={"hidden_size": hidden, "num_upsampling_stages": 3, "num_attention_heads": 2},
+        mask_decoder_config={"hidden_size": hidden, "num_upsampling_stages": 3, "num_attention_heads": heads},
     )
 
 
@@ -206,7 +225,9 @@ def processor_config(image_size: int) -> dict:
     }
 
 
-def build_tiny_sam3(out_dir: str, vocabulary: list[str], image_size: int = 224, seed: int = 0) -> str:
+def build_tiny_sam3(
+    out_dir: str, vocabulary: list[str], image_size: int = 224, seed: int = 0, size: TinySize = TinySize()
+) -> str:
     """Write a randomly initialised tiny Sam3Model + Sam3Processor files to `out_dir`; returns `out_dir`.
 
     Deterministic given (vocabulary, image_size, seed): the global torch RNG is forked, not disturbed.
@@ -216,7 +237,7 @@ def build_tiny_sam3(out_dir: str, vocabulary: list[str], image_size: int = 224, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_clip_tokenizer(vocabulary)
-    config = tiny_sam3_config(len(tokenizer), image_size, tokenizer)
+    config = tiny_sam3_config(len(tokenizer), image_size, tokenizer, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam3Model(config).eval()

@@ -39,6 +39,7 @@ def shipped_held_out() -> list[str]:
 
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
     from conceptengine.model.tiny import build_tiny_sam3
+    from conceptengine.sim.render import STYLES
     from conceptengine.sim.world import World, build_world
     from conceptengine.verifiers.tiny import build_tiny_verifier
 
@@ -47,7 +48,10 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     sim = cfg.media.sim
     if not (world_dir / "ground_truth.parquet").exists():
         with console.status("rendering the demo world"):
-            build_world(world_dir, sim.n_train, sim.n_gold, cfg.seed, sim.image_size, sim.n_corrupt)
+            build_world(
+                world_dir, sim.n_train, sim.n_gold, cfg.seed, sim.image_size, sim.n_corrupt,
+                style=STYLES[sim.style],
+            )
     world = World.load(world_dir)
     vocabulary = ontology_vocabulary(world.graph)
     sam3_dir, verifier_dir = workspace / cfg.sam3.model, workspace / cfg.verifier.model

@@ -25,6 +25,41 @@ CROWD_GRID = 7  # crowd scenes place objects on a jittered 7x7 grid: up to 49, a
 
 
 @dataclass(frozen=True)
+class SceneStyle:
+    """How hard the rendered scenes are. The defaults are the full-difficulty domain.
+
+    The demo uses a gentler style (`DEMO_STYLE`): a model small enough to train on a laptop CPU cannot
+    learn shapes a few pixels wide, and the demo's point is to show the loop improving a model, which
+    needs a model that learns. Every kind of hard case stays in it, only rarer or milder.
+    """
+
+    crowd_share: float = 0.15  # share of scenes that are crowds of 34-49 small objects
+    max_objects: int = 12  # a non-crowd scene has 1..max_objects objects before occlusion
+    min_radius: float = 0.03  # object radius range, as a fraction of the image size (log-uniform)
+    max_radius: float = 0.3
+    max_clutter_lines: int = 13  # background clutter: 4..max lines
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.crowd_share <= 1.0:
+            raise ValueError(f"SceneStyle.crowd_share must be in [0, 1], got {self.crowd_share!r}")
+        if self.max_objects < 1:
+            raise ValueError(f"SceneStyle.max_objects must be >= 1, got {self.max_objects!r}")
+        if not 0.0 < self.min_radius <= self.max_radius <= 0.5:
+            raise ValueError(
+                f"SceneStyle radii need 0 < min_radius <= max_radius <= 0.5, got "
+                f"{self.min_radius!r}, {self.max_radius!r}"
+            )
+        if self.max_clutter_lines < 4:
+            raise ValueError(f"SceneStyle.max_clutter_lines must be >= 4, got {self.max_clutter_lines!r}")
+
+
+FULL_STYLE = SceneStyle()
+# Fewer, larger objects, rarer crowds, less clutter: what the demo's CPU-trained model can learn.
+DEMO_STYLE = SceneStyle(crowd_share=0.05, max_objects=6, min_radius=0.08, max_radius=0.3, max_clutter_lines=8)
+STYLES = {"full": FULL_STYLE, "demo": DEMO_STYLE}
+
+
+@dataclass(frozen=True)
 class Placed:
     """One object to draw: what it is, where, how big (circumscribed radius, px), how rotated."""
 
@@ -83,7 +118,9 @@ def _pick_pattern(rng: np.random.Generator) -> str:
     return names[int(rng.choice(len(names), p=probs))]
 
 
-def sample_objects(rng: np.random.Generator, size: int, leaves: list[str], crowd: bool) -> list[Placed]:
+def sample_objects(
+    rng: np.random.Generator, size: int, leaves: list[str], crowd: bool, style: SceneStyle = FULL_STYLE
+) -> list[Placed]:
     """Objects of one scene in drawing order (later ones occlude earlier ones)."""
     colours = list(PALETTE)
     if crowd:
@@ -105,8 +142,8 @@ def sample_objects(rng: np.random.Generator, size: int, leaves: list[str], crowd
         return objects
     if rng.random() < 0.05:
         return []  # empty scenes: every NP is a negative
-    n = int(rng.integers(1, 13))
-    r_min, r_max = max(4.0, 0.03 * size), 0.3 * size
+    n = int(rng.integers(1, style.max_objects + 1))
+    r_min, r_max = max(4.0, style.min_radius * size), max(4.0, style.max_radius * size)
     objects = []
     for _ in range(n):
         r = float(np.exp(rng.uniform(np.log(r_min), np.log(r_max))))  # log-uniform: tiny to large
@@ -117,14 +154,14 @@ def sample_objects(rng: np.random.Generator, size: int, leaves: list[str], crowd
     return objects
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, max_lines: int = 13) -> np.ndarray:
     """Low-saturation mottled texture plus thin clutter lines: never mistakable for a shape."""
     base = rng.uniform(95, 165) + rng.normal(0, 10, 3)
     low = np.clip(128 + rng.normal(0, 14, (6, 6, 3)), 0, 255).astype(np.uint8)
     mottled = np.asarray(Image.fromarray(low).resize((size, size), Image.Resampling.BILINEAR), np.float64)
     img = Image.fromarray(np.clip(base + mottled - 128, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 14))):
+    for _ in range(int(rng.integers(4, max_lines + 1))):
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
         tone = np.clip(base + rng.normal(0, 30) + rng.normal(0, 6, 3), 0, 255).astype(int)
         draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in tone), width=int(rng.integers(1, 3)))
@@ -189,12 +226,12 @@ def render_scene(
     image_size: int = 192,
     leaves: list[str] | None = None,
     crowd: bool | None = None,
-    crowd_share: float = 0.15,
+    style: SceneStyle = FULL_STYLE,
 ) -> Scene:
-    """Render one scene, fully determined by `seed`. `crowd=None` draws a crowd with `crowd_share`."""
+    """Render one scene, fully determined by `seed` and `style`. `crowd=None` draws a crowd at the style's share."""
     rng = np.random.default_rng(seed)
     leaves = sorted(OUTLINES) if leaves is None else leaves
-    is_crowd = bool(rng.random() < crowd_share) if crowd is None else crowd
-    background = _background(rng, image_size)
-    objects = sample_objects(rng, image_size, leaves, is_crowd)
+    is_crowd = bool(rng.random() < style.crowd_share) if crowd is None else crowd
+    background = _background(rng, image_size, style.max_clutter_lines)
+    objects = sample_objects(rng, image_size, leaves, is_crowd, style)
     return compose(objects, background, rng, is_crowd)

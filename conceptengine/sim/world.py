@@ -26,7 +26,7 @@ from PIL import Image
 from conceptengine.engine import ids, rle
 from conceptengine.engine.tables import MEDIA
 from conceptengine.ontology.graph import ConceptGraph
-from conceptengine.sim.render import Scene, render_scene
+from conceptengine.sim.render import FULL_STYLE, Scene, SceneStyle, render_scene
 from conceptengine.sim.taxonomy import shapes_graph
 
 DOMAIN = "rendered-shapes"
@@ -170,7 +170,7 @@ def build_world(
     image_size: int = 192,
     n_corrupt: int = 0,
     *,
-    crowd_share: float = 0.15,
+    style: SceneStyle = FULL_STYLE,
 ) -> World:
     """Render a world into `out_dir` (created if needed) and return it loaded. Idempotent per seed."""
     for name, value, low in (
@@ -181,8 +181,6 @@ def build_world(
     ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"build_world: {name} must be an integer >= {low}, got {value!r}")
-    if not 0.0 <= crowd_share <= 1.0:
-        raise ValueError(f"build_world: crowd_share must be in [0, 1], got {crowd_share!r}")
     root = Path(out_dir)
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -194,7 +192,7 @@ def build_world(
     for split, count in (("train", n_train), ("gold", n_gold)):
         for i in range(count):
             scene = render_scene(
-                ids.stable_seed(seed, split, str(i)), image_size, leaves, crowd_share=crowd_share
+                ids.stable_seed(seed, split, str(i)), image_size, leaves, style=style
             )
             data = png_bytes(scene.image)
             first_png = first_png or data

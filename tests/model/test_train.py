@@ -27,10 +27,12 @@ def world(tmp_path_factory):
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.pipelines.demo import ontology_vocabulary
     from conceptengine.sim.oracle import Oracle
+    from conceptengine.sim.render import SceneStyle
     from conceptengine.sim.world import build_world
 
     root = tmp_path_factory.mktemp("train")
-    w = build_world(root / "world", n_train=3, n_gold=0, seed=11, image_size=IMAGE, crowd_share=0.0)
+    no_crowds = SceneStyle(crowd_share=0.0)
+    w = build_world(root / "world", n_train=3, n_gold=0, seed=11, image_size=IMAGE, style=no_crowds)
     table = Oracle(root / "world").gold_annotations(split="train", nps_per_image=6, negative_share=0.5)
     pq.write_table(table, root / "ann.parquet")
     init = build_tiny_sam3(str(root / "init"), ontology_vocabulary(w.graph), image_size=IMAGE, seed=0)
