@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from conceptengine.engine.stage import StageConfig
 from conceptengine.review.cost import CostModel
+from conceptengine.verifiers.backends import BackendName, OpenAIConfig, VLLMConfig
 from conceptengine.verifiers.routing import RoutingConfig
 
 
@@ -79,10 +80,25 @@ class Sam3Config(_Strict):
 
 
 class VerifierConfig(_Strict):
+    # transformers: in-process; vllm: in-process on a GPU (`conceptengine[vllm]`); openai: any
+    # OpenAI-compatible server with logprobs (`verifier.openai`). stage.num_gpus is each actor's GPU share.
+    backend: BackendName = "transformers"
     model: str = "models/verifier"  # any AutoModelForImageTextToText save_pretrained dir
+    ev_model: str | None = None  # EV's own checkpoint dir; None = `model` for both MV and EV
     device: str = "cpu"
     view_size: int = Field(112, ge=32)
+    openai: OpenAIConfig = OpenAIConfig()
+    vllm: VLLMConfig = VLLMConfig()
     stage: StageConfig = StageConfig(batch_size=16)
+
+    @model_validator(mode="after")
+    def _openai_needs_a_model(self) -> VerifierConfig:
+        if self.backend == "openai" and not self.openai.model:
+            raise ValueError(
+                "verifier.openai.model is required when verifier.backend is 'openai' "
+                "(the served model name; GET <base_url>/models lists them)"
+            )
+        return self
 
 
 class ReviewConfig(_Strict):

@@ -5,20 +5,26 @@ mask, in mask order, columns as `choices.MV`), `ev_probs` (columns as `choices.E
 version. Each image is decoded once per batch however many NPs it has, and the requests of all
 pairs are pooled into full backend batches. A row that cannot be verified (unreadable image, bad
 RLE) gets an `error` instead of stopping the batch; rows that arrive with an error pass through.
+
+The backend (transformers, vLLM or an OpenAI-compatible server) comes from `backends.make_backend`;
+MV and EV may use different checkpoints (`ev_model_path`). Under the Ray runner the stage's actors get
+`num_gpus` from `verifier.stage.num_gpus`, and a vLLM backend sizes its memory to that share.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
+from conceptengine.verifiers.backends import BackendParams, make_backend
 from conceptengine.verifiers.verify import ExhaustivityVerifier, MaskVerifier, Request
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))
@@ -26,18 +32,34 @@ EV_PROBS = pa.list_(pa.float32())
 OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
 VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
 
+if TYPE_CHECKING:
+    from conceptengine.config import VerifierConfig
 
-class AIVerifyParams(BaseModel):
-    """Params of the ai_verify stage (YAML: the stage's params block)."""
+
+class AIVerifyParams(BackendParams):
+    """Params of the ai_verify stage (YAML: the stage's params block); backend fields from BackendParams."""
 
     model_config = ConfigDict(extra="forbid")
 
+    # A checkpoint directory (or hub id) for transformers / vllm; the served model name for openai.
     model_path: str
-    device: str = "cpu"
+    ev_model_path: str | None = None  # EV's own checkpoint / served name; None = model_path for both
     view_size: int = Field(112, ge=8)
-    infer_batch_size: int = Field(16, ge=1)
-    dtype: str = "auto"
-    version: str | None = None  # defaults to the model directory's name
+    version: str | None = None  # the rows' verifier_version; default: the backends' own versions
+
+
+def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:
+    """Stage params for a run's `verifier:` config section. `resolve` turns a config-relative
+    checkpoint path into the path actors load; served model names (openai) are passed through."""
+    if cfg.backend == "openai":
+        model, ev_model = cfg.openai.model, cfg.openai.ev_model
+    else:
+        model = resolve(cfg.model)
+        ev_model = resolve(cfg.ev_model) if cfg.ev_model else None
+    return dict(  # noqa: C408 - keyword form reads like the params model
+        backend=cfg.backend, model_path=model, ev_model_path=ev_model, device=cfg.device,
+        view_size=cfg.view_size, openai=cfg.openai.model_dump(), vllm=cfg.vllm.model_dump(),
+    )  # fmt: skip
 
 
 def parse_params(params: dict[str, Any]) -> AIVerifyParams:
@@ -60,17 +82,16 @@ class AIVerifyStage(Stage):
         self.backend: VerifierBackend | None = None
 
     def setup(self) -> None:
-        from conceptengine.verifiers.transformers_backend import TransformersBackend
-
-        self.backend = TransformersBackend(
-            self.p.model_path,
-            device=self.p.device,
-            dtype=self.p.dtype,
-            batch_size=self.p.infer_batch_size,
-            version=self.p.version,
-        )
+        separate_ev = bool(self.p.ev_model_path) and self.p.ev_model_path != self.p.model_path
+        share = self.cfg.num_gpus / (2 if separate_ev else 1)  # two models in one actor split its GPU share
+        self.backend = make_backend(self.p, self.p.model_path, gpu_share=share)
+        ev_backend = self.backend
+        if separate_ev:
+            ev_backend = make_backend(self.p, self.p.ev_model_path, gpu_share=share)
+        # One column records both: "mv-version+ev-version" when MV and EV are different checkpoints.
+        self.version = self.p.version or "+".join(dict.fromkeys([self.backend.version, ev_backend.version]))
         self.mv = MaskVerifier(self.backend, view_size=self.p.view_size)
-        self.ev = ExhaustivityVerifier(self.backend, view_size=self.p.view_size)
+        self.ev = ExhaustivityVerifier(ev_backend, view_size=self.p.view_size)
 
     # -- per-row work ------------------------------------------------------------------------------
 
@@ -143,7 +164,7 @@ class AIVerifyStage(Stage):
                 continue
             mv_probs[i] = result[0].astype(np.float32).tolist()
             ev_probs[i] = result[1].astype(np.float32).tolist()
-            versions[i] = self.backend.version
+            versions[i] = self.version
 
         # extra columns the runner carries along pass through; a re-run replaces earlier verifier outputs
         out = batch.drop_columns([n for n, _ in OUTPUT_FIELDS if n in batch.column_names])
