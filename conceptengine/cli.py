@@ -189,5 +189,27 @@ def train(
     console.print(f"saved fine-tuned SAM 3 to {out}")
 
 
+verifier_app = typer.Typer(no_args_is_help=True, help="Verifier tools: `conceptengine verifier serve DIR`.")
+app.add_typer(verifier_app, name="verifier")
+
+
+@verifier_app.command("serve")
+def verifier_serve(
+    model_dirs: Annotated[list[str], typer.Argument(help="save_pretrained dir(s), served by dir name")],
+    host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 to serve other machines")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16")] = "auto",
+    max_batch: Annotated[int, typer.Option(help="concurrent requests scored in one forward pass")] = 16,
+) -> None:
+    """Serve verifier checkpoints as an OpenAI-compatible API with logprobs (`verifier.backend: openai`)."""
+    from conceptengine.verifiers.serve import serve
+
+    try:
+        serve(model_dirs, host=host, port=port, device=device, dtype=dtype, max_batch=max_batch)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
 if __name__ == "__main__":
     app()

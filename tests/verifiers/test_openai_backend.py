@@ -162,17 +162,21 @@ def test_overload_is_retried_until_it_succeeds() -> None:
 
 def test_a_refused_request_fails_at_once_with_status_and_body() -> None:
     script = Script([400])
-    with serve_in_thread(script.app) as url:
-        with pytest.raises(ServerError, match=r"HTTP 400 \(not retried.*scripted 400 for scripted"):
-            _client(url, max_retries=3).score([[]], ["q"], ["A", "B"])
+    with (
+        serve_in_thread(script.app) as url,
+        pytest.raises(ServerError, match=r"HTTP 400 \(not retried.*scripted 400 for scripted"),
+    ):
+        _client(url, max_retries=3).score([[]], ["q"], ["A", "B"])
     assert script.attempts == 1
 
 
 def test_persistent_overload_gives_up_after_max_retries() -> None:
     script = Script([500] * 10)
-    with serve_in_thread(script.app) as url:
-        with pytest.raises(ServerError, match=r"failed after 3 attempts; last: HTTP 500"):
-            _client(url, max_retries=2).score([[]], ["q"], ["A", "B"])
+    with (
+        serve_in_thread(script.app) as url,
+        pytest.raises(ServerError, match=r"failed after 3 attempts; last: HTTP 500"),
+    ):
+        _client(url, max_retries=2).score([[]], ["q"], ["A", "B"])
     assert script.attempts == 3
 
 
