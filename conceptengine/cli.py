@@ -196,7 +196,7 @@ app.add_typer(verifier_app, name="verifier")
 @verifier_app.command("serve")
 def verifier_serve(
     model_dirs: Annotated[list[str], typer.Argument(help="save_pretrained dir(s), served by dir name")],
-    host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 to serve other machines")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="bind address; 0.0.0.0 serves other machines")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16")] = "auto",
