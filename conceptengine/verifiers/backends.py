@@ -59,6 +59,14 @@ class BackendParams(BaseModel):
     vllm: VLLMConfig = VLLMConfig()
 
 
+def vllm_memory_share(v: VLLMConfig, gpu_share: float) -> float:
+    """vLLM's gpu_memory_utilization: the configured value, else 90% of the actor's GPU share (whole
+    GPUs or no share at all: vLLM's own 0.9)."""
+    if v.gpu_memory_utilization is not None:
+        return v.gpu_memory_utilization
+    return round(0.9 * min(gpu_share, 1.0), 3) if gpu_share > 0 else 0.9
+
+
 def make_backend(
     params: BackendParams, model: str, version: str | None = None, gpu_share: float = 0.0
 ) -> VerifierBackend:
@@ -78,13 +86,10 @@ def make_backend(
         from conceptengine.verifiers.vllm_backend import VLLMBackend
 
         v = params.vllm
-        memory = v.gpu_memory_utilization
-        if memory is None:
-            memory = round(0.9 * min(gpu_share, 1.0), 3) if gpu_share > 0 else 0.9
         return VLLMBackend(
             model,
             dtype=params.dtype,
-            gpu_memory_utilization=memory,
+            gpu_memory_utilization=vllm_memory_share(v, gpu_share),
             max_model_len=v.max_model_len,
             max_images_per_prompt=v.max_images_per_prompt,
             enforce_eager=v.enforce_eager,

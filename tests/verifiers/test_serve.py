@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +112,43 @@ def test_bad_requests_get_one_clear_error(served, change: dict, status: int, nee
 def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_models([str(tmp_path / "nowhere")])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_verifier_serve_answers_over_http(tiny_verifier_path: str) -> None:
+    """`conceptengine verifier serve DIR` as a user starts it: a separate process, polled until healthy."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "conceptengine.cli",
+        "verifier",
+        "serve",
+        tiny_verifier_path,
+        "--port",
+        str(port),
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "verifier serve did not come up"
+            time.sleep(0.2)
+        body = _request("v0001", [_image(4)], "star", logprobs=True, top_logprobs=3)
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30).json()
+        assert len(answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
