@@ -84,6 +84,10 @@ def test_logprobs_off_gives_none(served) -> None:
     assert answer["choices"][0]["logprobs"] is None and answer["model"] == "ev"
 
 
+def _user(part: dict) -> dict:
+    return {"messages": [{"role": "user", "content": [part]}]}
+
+
 @pytest.mark.parametrize(
     ("change", "status", "needle"),
     [
@@ -93,11 +97,9 @@ def test_logprobs_off_gives_none(served) -> None:
         ({"stream": True}, 400, "stream"),
         ({"messages": []}, 400, "messages"),
         ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]},
-         400, "data:image"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
-         400, "decodable image"),
-        ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400, "content[0].type"),
+        (_user({"type": "image_url", "image_url": {"url": "http://x/a.png"}}), 400, "data:image"),
+        (_user({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}), 400, "decodable image"),
+        (_user({"type": "audio"}), 400, "content[0].type"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_one_clear_error(served, change: dict, status: int, needle: str) -> None:
