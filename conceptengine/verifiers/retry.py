@@ -14,9 +14,10 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # httpx loads with the HTTP backend, not with every import of the stage's errors
+    import httpx
 
 # 408 is the server timing the request out: as retryable as a client-side timeout.
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -24,6 +25,14 @@ RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 
 class ServerError(RuntimeError):
     """The verifier server could not answer; the message names the URL, the status or error, and the body."""
+
+
+class ServerUnusable(ServerError):
+    """No request can succeed: retries ran out, or the server refused the credentials or the model name
+    (401 / 403 / 404). Callers should stop rather than mark every remaining row as failed."""
+
+
+UNUSABLE_STATUS = frozenset({401, 403, 404})
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ async def post_json(
 ) -> dict[str, Any]:
     """POST `payload` and return the JSON answer, retrying what is worth retrying. `what` names the
     server and model in errors, so a failure in a Ray actor's log says which deployment to look at."""
+    import httpx
+
     last = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
@@ -90,7 +101,8 @@ async def post_json(
                             f"{what}: {url} answered 200 with a body that is not JSON: {_body(resp)!r}"
                         )
                 if resp.status_code not in RETRYABLE_STATUS:
-                    raise ServerError(
+                    kind = ServerUnusable if resp.status_code in UNUSABLE_STATUS else ServerError
+                    raise kind(
                         f"{what}: {url} answered HTTP {resp.status_code} (not retried: the request itself "
                         f"was refused): {_body(resp)}"
                     )
@@ -98,4 +110,5 @@ async def post_json(
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))
         if attempt < policy.max_retries:
             await asyncio.sleep(policy.delay(attempt, retry_after, rng))
-    raise ServerError(f"{what}: {url} failed after {policy.max_retries + 1} attempts; last: {last}")
+    n = policy.max_retries + 1
+    raise ServerUnusable(f"{what}: {url} failed after {n} attempt{'s' if n > 1 else ''}; last: {last}")

@@ -25,6 +25,7 @@ from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
 from conceptengine.verifiers.backends import BackendParams, make_backend
+from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.verify import ExhaustivityVerifier, MaskVerifier, Request
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))
@@ -116,15 +117,24 @@ class AIVerifyStage(Stage):
         return mv, ev
 
     def _score(self, mv_reqs: list[list[Request]], ev_reqs: list[Request]) -> list[tuple | Exception]:
-        """Pooled scoring; if the pooled call fails, retry row by row so one bad row fails alone."""
+        """Pooled scoring; if the pooled call fails, retry row by row so one bad row fails alone.
+
+        An unusable verifier server (down after all retries, wrong key or model name) is not a row's
+        fault: it ends the step instead, so `run --resume` scores those rows once the server is back
+        rather than quarantining a whole round.
+        """
         try:
             flat = self.mv.score_requests([r for rs in mv_reqs for r in rs])
             evp = self.ev.score_requests(ev_reqs)
+        except ServerUnusable:
+            raise
         except Exception:  # noqa: BLE001 - isolate the failing row below
             out: list[tuple | Exception] = []
             for rs, e in zip(mv_reqs, ev_reqs, strict=True):
                 try:
                     out.append((self.mv.score_requests(rs), self.ev.score_requests([e])[0]))
+                except ServerUnusable:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - becomes the row's error
                     out.append(exc)
             return out

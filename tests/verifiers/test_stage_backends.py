@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from fastapi import FastAPI
 from PIL import Image
 
 from conceptengine.config import ConfigError, load_config
@@ -18,6 +19,7 @@ from conceptengine.engine.runner import LocalRunner, RayRunner, run_stage
 from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backends import BackendParams, VLLMConfig, make_backend, vllm_memory_share
+from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.serve import create_app, load_models
 from conceptengine.verifiers.stage import VERIFIED, params_from_config
 from conceptengine.verifiers.tiny import build_tiny_verifier
@@ -140,3 +142,17 @@ def test_vllm_memory_follows_the_stage_gpu_share() -> None:
     assert vllm_memory_share(VLLMConfig(), 2.0) == 0.9  # whole GPUs (tensor parallel): vLLM's default
     assert vllm_memory_share(VLLMConfig(), 0.0) == 0.9
     assert vllm_memory_share(VLLMConfig(gpu_memory_utilization=0.3), 0.5) == 0.3
+
+
+def test_an_unusable_server_ends_the_step_instead_of_quarantining_rows(
+    proposals: pa.Table, server_url: str
+) -> None:
+    """Rows are not at fault when the server is down or the model name is wrong: the step fails (and
+    `run --resume` scores them later); a per-row quarantine would drop a whole round's pairs."""
+    fast = {"base_url": server_url, "max_retries": 0, "top_logprobs": 4096}
+    with pytest.raises(ServerUnusable, match=r"HTTP 404.*'nope' is not served here"):
+        _verify(proposals, backend="openai", model_path="nope", openai=fast)
+    with serve_in_thread(FastAPI()) as dead_url:
+        pass  # stopped: nothing listens on its port any more
+    with pytest.raises(ServerUnusable, match="failed after 1 attempt; last: connection failed"):
+        _verify(proposals, backend="openai", model_path="v0001", openai=fast | {"base_url": dead_url})
