@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,26 +15,52 @@ RENDERED_NOTICE = (
     "and its measurements; it is not a real photo dataset."
 )
 
-# (header, how to read it from a round summary); short headers so the table fits 80 columns.
+# (header, how to read it from a round summary); short headers keep the table within 120 columns.
 COLUMNS = [
     ("rnd", lambda s: s.get("round")),
     ("pairs +/−", lambda s: _pair(s.get("pairs_positive"), s.get("pairs_negative"))),
     ("masks", lambda s: s.get("masks_proposed")),
-    ("auto✓", lambda s: s.get("auto_accepted")),
-    ("auto✗", lambda s: s.get("auto_rejected")),
-    ("human", lambda s: s.get("to_human")),
+    ("auto ✓/✗", lambda s: _pair(s.get("auto_accepted"), s.get("auto_rejected"))),
+    ("seen", lambda s: _percent(s.get("human_share"))),
+    ("mv ≥/≤", lambda s: _thresholds(s, "mv")),
+    ("ev ≥/≤", lambda s: _thresholds(s, "ev")),
     ("human s", lambda s: s.get("human_seconds")),
     ("commit", lambda s: s.get("committed_pairs")),
     ("model", lambda s: _model(s)),
     ("cgF1", lambda s: s.get("gold_cgF1")),
-    ("held-out", lambda s: s.get("reported_cgF1")),
+    ("held", lambda s: s.get("reported_cgF1")),
     ("prec", lambda s: s.get("precision")),
+    ("pair✓", lambda s: s.get("pair_precision")),
     ("recall", lambda s: s.get("recall")),
 ]
 
 
-def _pair(pos, neg) -> str | None:
-    return None if pos is None else f"{pos}/{neg}"
+def _pair(a, b) -> str | None:
+    return None if a is None else f"{a}/{b}"
+
+
+def _percent(share: float | None) -> str | None:
+    return None if share is None else f"{100 * share:.0f}%"
+
+
+def _thresholds(s: dict, task: str) -> str | None:
+    """The thresholds routing applied, accept/reject, e.g. `.97/.02`; `–` for a side that decides nothing."""
+    found = (s.get("thresholds") or {}).get(task)
+    if found is None:
+        return None
+    return f"{_short(found.get('accept'))}/{_short(found.get('reject'))}"
+
+
+def _short(t: float | None) -> str:
+    """Grid values in few characters: 0.97 -> .97, 0.999999 -> 1-1e-6, 1e-05 -> 1e-5."""
+    if t is None:
+        return "–"
+    if 0.999 < t < 1:
+        return "1-" + _short(round(1 - t, 9))
+    if 0 < t < 0.001:
+        return f"{t:.0e}".replace("e-0", "e-")
+    text = f"{t:.3g}"
+    return text[1:] if text.startswith("0.") else text
 
 
 def _model(s: dict) -> str | None:
@@ -44,15 +72,23 @@ def _model(s: dict) -> str | None:
 
 LEGEND = (
     "pairs: image-NP pairs proposed (positive candidates / negatives) · masks: SAM 3 proposals · "
-    "auto✓/auto✗/human: verifier routing of masks (MV) and pairs (EV) · human s: simulated reviewer "
-    "seconds · commit: pairs committed · model: SAM 3 version after the round (* = promoted) · cgF1: its "
-    "gold cgF1 · held-out: gold cgF1 on gold.report_concepts · prec/recall: committed masks vs. ground truth"
+    "auto ✓/✗: masks (MV) plus pairs (EV) the verifiers accepted / rejected without a human · seen: "
+    "share of those items humans saw (audits included) · mv, ev ≥/≤: P(Accept) thresholds in force "
+    "(auto-accept at or above / auto-reject at or below; – none), calibrated on earlier rounds' human "
+    "verdicts · human s: simulated reviewer seconds · commit: pairs committed · model: SAM 3 version "
+    "after the round (* = promoted) · cgF1: its gold cgF1 · held: gold cgF1 on gold.report_concepts · "
+    "prec/recall: committed masks vs. ground truth · pair✓: committed pairs exactly right (automatic "
+    "and human decisions alike)"
 )
 
 
 def round_table(summaries: list[dict]) -> Table:
     table = Table(
-        title="conceptengine rounds", caption=LEGEND, box=box.SIMPLE_HEAD, padding=(0, 0), collapse_padding=True
+        title="conceptengine rounds",
+        caption=LEGEND,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        collapse_padding=True,
     )
     for title, _ in COLUMNS:
         table.add_column(title, justify="right", no_wrap=True, min_width=len(title) + 1)
@@ -83,7 +119,7 @@ class StepProgress:
         )
         self.task = self.progress.add_task("starting", total=total_steps)
 
-    def __enter__(self) -> StepProgress:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 

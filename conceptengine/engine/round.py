@@ -1,4 +1,5 @@
-"""The model steps of a round: PROPOSE_NPS, PROPOSE_MASKS, AI_VERIFY, ROUTE (pipelines/ orders them).
+"""The model steps of a round: PROPOSE_NPS, PROPOSE_MASKS, AI_VERIFY, ROUTE (pipelines/ orders them;
+CALIBRATE, which ROUTE reads its thresholds from, is engine/calibrate.py).
 
 Each step is stored with a manifest, so `run --resume` restarts at the first step whose manifest is
 missing, and a re-run of a finished round reads everything back instead of recomputing.
@@ -99,15 +100,21 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
     return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint], ["verified"], compute)
 
 
-def route(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
+def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult) -> StepResult:
+    """Apply the thresholds the calibrate step wrote (or the fixed ones it copied) plus the audit draw."""
+    from conceptengine.engine.calibrate import thresholds_of
+    from conceptengine.verifiers.routing import human_share, route_counts
     from conceptengine.verifiers.routing import route as route_table
-    from conceptengine.verifiers.routing import route_counts
 
     def compute():
-        routed = route_table(verified["verified"], ctx.cfg.routing)
+        cfg = ctx.cfg.routing
+        routed = route_table(verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed)
         per_task = route_counts(routed)
         # Items are masks (MV) plus pairs (EV): the unit the paper's "share humans see" counts.
-        totals = {k: per_task["mv"][k] + per_task["ev"][k] for k in ("auto_accepted", "auto_rejected", "to_human")}
-        return {"routed": routed}, totals | {"routing": per_task}
+        keys = ("auto_accepted", "auto_rejected", "to_human", "audited")
+        totals = {k: per_task["mv"][k] + per_task["ev"][k] for k in keys}
+        return {"routed": routed}, totals | {"human_share": human_share(per_task), "routing": per_task}
 
-    return run_step(ctx, StepRef(r, "route"), [verified.fingerprint], ["routed"], compute)
+    return run_step(
+        ctx, StepRef(r, "route"), [verified.fingerprint, calibrated.fingerprint], ["routed"], compute
+    )

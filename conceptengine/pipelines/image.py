@@ -1,7 +1,7 @@
 """The image pipeline: which steps a round runs, in what order. Composition only; logic lives in engine/.
 
-PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN → PROMOTE, on
-cadence) → EVALUATE
+PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → CALIBRATE → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN →
+PROMOTE, on cadence) → EVALUATE
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import conceptengine.model.preprocess  # noqa: F401
 import conceptengine.model.propose_masks  # noqa: F401
 import conceptengine.ontology.np_proposal  # noqa: F401
 import conceptengine.verifiers.stage  # noqa: F401
+from conceptengine.engine.calibrate import calibrate_round
 from conceptengine.engine.commit import commit_round
 from conceptengine.engine.context import RunContext
 from conceptengine.engine.evaluate import evaluate_round
@@ -21,9 +22,13 @@ from conceptengine.engine.round import ai_verify, propose_masks, propose_nps, ro
 from conceptengine.engine.steps import StepResult
 
 SUMMARY_KEYS = (
+    "thresholds",
+    "calibration_items",
     "auto_accepted",
     "auto_rejected",
     "to_human",
+    "audited",
+    "human_share",
     "human_tasks",
     "human_seconds",
     "committed_pairs",
@@ -39,6 +44,7 @@ SUMMARY_KEYS = (
     "reported_IL_MCC",
     "reported_pmF1",
     "precision",
+    "pair_precision",
     "recall",
     "negative_precision",
 )
@@ -50,10 +56,11 @@ def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> d
     pairs = propose_nps(ctx, r, media)
     proposals = propose_masks(ctx, r, pairs, version)
     verified = ai_verify(ctx, r, proposals)
-    routed = route(ctx, r, verified)
+    calibrated = calibrate_round(ctx, r, verified)
+    routed = route(ctx, r, verified, calibrated)
     review = human_review(ctx, r, routed)
     committed = commit_round(ctx, r, routed, review)
-    steps = [pairs, proposals, routed, review, committed]
+    steps = [pairs, proposals, calibrated, routed, review, committed]
     if retrain_due(ctx, r):
         trained = retrain(ctx, r, version, committed)
         steps.append(promote(ctx, r, version, trained, gold))
@@ -63,7 +70,7 @@ def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> d
 
 
 def steps_per_round(ctx: RunContext, r: int) -> int:
-    return 7 + (2 if retrain_due(ctx, r) else 0)
+    return 8 + (2 if retrain_due(ctx, r) else 0)
 
 
 def summarize(r: int, steps: list[StepResult]) -> dict:

@@ -4,10 +4,19 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from conceptengine.verifiers.routing import RoutingConfig, route, route_counts
+from conceptengine.verifiers.routing import (
+    NO_THRESHOLDS,
+    RoutingConfig,
+    TaskThresholds,
+    audit_draw,
+    fixed_thresholds,
+    human_share,
+    route,
+    route_counts,
+)
 from conceptengine.verifiers.stage import VERIFIED
 
-CFG = RoutingConfig(mv_accept=0.8, mv_reject=0.2, ev_accept=0.7, ev_reject=0.3)
+CFG = fixed_thresholds(RoutingConfig(mv_accept=0.8, mv_reject=0.2, ev_accept=0.7, ev_reject=0.3))
 
 
 def _mv(p: float) -> list[float]:
@@ -63,21 +72,26 @@ def test_every_route_case() -> None:
     }
     assert t.schema.field("mask_routes").type == pa.list_(pa.string())
     assert route_counts(t) == {
-        "mv": {"auto_accepted": 4, "auto_rejected": 3, "to_human": 1, "errored": 1},
-        "ev": {"auto_accepted": 2, "auto_rejected": 2, "to_human": 2, "errored": 1},
+        "mv": {"auto_accepted": 4, "auto_rejected": 3, "to_human": 1, "audited": 0, "errored": 1},
+        "ev": {"auto_accepted": 2, "auto_rejected": 2, "to_human": 2, "audited": 0, "errored": 1},
     }
+    assert human_share(route_counts(t)) == round(3 / 14, 4)  # 1 mask + 2 pairs of 8 masks + 6 pairs
+    # Thresholds exist for both tasks and nothing was drawn: no human review here was score-blind.
+    assert (
+        t["mask_calibration"].to_pylist()[3] == [False, False] and t["ev_calibration"].to_pylist()[3] is False
+    )
 
 
 def test_rerouting_replaces_the_old_decision() -> None:
     t = route(_table(_row("p", [0.5], ev=0.5)), CFG)
-    wide = RoutingConfig(mv_accept=0.5, mv_reject=0.0, ev_accept=0.5, ev_reject=0.0)
+    wide = fixed_thresholds(RoutingConfig(mv_accept=0.5, mv_reject=0.0, ev_accept=0.5, ev_reject=0.0))
     again = route(t, wide)
     assert again.column_names.count("mask_routes") == 1
     assert again["mask_routes"].to_pylist() == [["accept"]] and again["ev_route"].to_pylist() == ["accept"]
 
 
 def test_equal_thresholds_leave_no_human_band() -> None:
-    cfg = RoutingConfig(mv_accept=0.5, mv_reject=0.5, ev_accept=0.5, ev_reject=0.5)
+    cfg = fixed_thresholds(RoutingConfig(mv_accept=0.5, mv_reject=0.5, ev_accept=0.5, ev_reject=0.5))
     t = route(_table(_row("p", [0.5, 0.49], ev=0.51)), cfg)
     assert t["mask_routes"].to_pylist() == [["accept", "reject"]] and t["ev_route"].to_pylist() == ["accept"]
 
@@ -90,6 +104,11 @@ def test_equal_thresholds_leave_no_human_band() -> None:
         ({"ev_accept": 1.5}, "ev_accept"),
         ({"mv_reject": -0.1}, "mv_reject"),
         ({"mv_acept": 0.9}, "mv_acept"),
+        ({"mode": "learned"}, "mode"),
+        ({"audit_share": 1.5}, "audit_share"),
+        ({"target_precision": 1.0}, "target_precision"),
+        ({"confidence": 0.0}, "confidence"),
+        ({"min_calibration_items": 0}, "min_calibration_items"),
     ],
 )
 def test_invalid_thresholds_are_rejected_with_the_field_name(kwargs: dict, field: str) -> None:
@@ -106,3 +125,55 @@ def test_malformed_input_is_named() -> None:
         route(_table(_row("p", [], ev=0.5)).drop_columns(["mv_probs"]), CFG)
     with pytest.raises(KeyError, match="route\\(\\) first"):
         route_counts(_table(_row("p", [], ev=0.5)))
+    with pytest.raises(ValueError, match="exactly \\['mv', 'ev'\\]"):
+        route(_table(_row("p", [], ev=0.5)), {"mv": TaskThresholds()})
+    with pytest.raises(ValueError, match="audit_share"):
+        route(_table(_row("p", [], ev=0.5)), CFG, audit_share=2.0)
+    with pytest.raises(ValueError, match="reject threshold \\(0.6\\) must be <= accept"):
+        TaskThresholds(accept=0.4, reject=0.6)
+
+
+def test_without_thresholds_everything_goes_to_humans_and_is_calibration_data() -> None:
+    t = route(_table(_row("a", [0.99, 0.01], ev=0.99), _row("b", [], ev=0.0)), NO_THRESHOLDS, audit_share=0.5)
+    assert t["mask_routes"].to_pylist() == [["human", "human"], []]
+    assert t["ev_route"].to_pylist() == ["human", "human"]
+    assert t["mask_audit"].to_pylist() == [[None, None], []] and t["ev_audit"].to_pylist() == [None, None]
+    assert t["mask_calibration"].to_pylist() == [[True, True], []]
+    assert t["ev_calibration"].to_pylist() == [True, True]
+
+
+def test_an_audit_share_of_one_sends_every_automatic_decision_to_humans() -> None:
+    t = route(_table(_row("a", [0.95, 0.05], ev=0.9), _row("b", [], ev=0.1)), CFG, audit_share=1.0)
+    assert t["mask_routes"].to_pylist() == [["human", "human"], []]
+    assert t["ev_route"].to_pylist() == ["human", "human"]
+    # Each audit records the decision it checks; pair a's EV went to a human anyway (its masks did).
+    assert t["mask_audit"].to_pylist() == [["accept", "reject"], []]
+    assert t["ev_audit"].to_pylist() == [None, "reject"]
+    assert t["ev_calibration"].to_pylist() == [True, True]
+    assert route_counts(t)["mv"]["audited"] == 2 and route_counts(t)["ev"]["audited"] == 1
+
+
+def test_the_audit_draw_is_a_stable_uniform_share_of_the_automatic_decisions() -> None:
+    rows = [_row(f"pair-{i:04d}", [0.95, 0.5], ev=0.9) for i in range(1500)]
+    t = route(_table(*rows), CFG, audit_share=0.2, seed=3)
+    audits = [a[0] for a in t["mask_audit"].to_pylist()]
+    # Sure masks (0.95) are audited at the share; unsure ones (0.5) go to humans anyway, never as audits.
+    assert abs(sum(a == "accept" for a in audits) / len(rows) - 0.2) < 0.03
+    assert all(a[1] is None for a in t["mask_audit"].to_pylist())
+    # Calibration data: every drawn mask, whatever its score, and nothing else.
+    drawn = [[audit_draw(3, "mv", m["instance_id"]) < 0.2 for m in r["masks"]] for r in rows]
+    assert t["mask_calibration"].to_pylist() == drawn
+    # Same items, any row order, same decisions; another seed draws other items.
+    again = route(_table(*reversed(rows)), CFG, audit_share=0.2, seed=3)
+    assert dict(zip(again["pair_id"].to_pylist(), again["mask_audit"].to_pylist())) == dict(
+        zip(t["pair_id"].to_pylist(), t["mask_audit"].to_pylist())
+    )
+    other = route(_table(*rows), CFG, audit_share=0.2, seed=4)
+    assert other["mask_audit"].to_pylist() != t["mask_audit"].to_pylist()
+
+
+def test_one_sided_thresholds_decide_only_their_side() -> None:
+    only_accept = {"mv": TaskThresholds(accept=0.9), "ev": TaskThresholds(reject=0.2)}
+    t = route(_table(_row("a", [0.95, 0.01], ev=0.1), _row("b", [0.95], ev=0.99)), only_accept)
+    assert t["mask_routes"].to_pylist() == [["accept", "human"], ["accept"]]
+    assert t["ev_route"].to_pylist() == ["human", "human"]  # a: a mask is with a human; b: no accept side
