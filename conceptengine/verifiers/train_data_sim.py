@@ -1,0 +1,201 @@
+"""Demo training examples for the verifiers, made from the RENDERED world's exact ground truth.
+
+The demo's verifiers must imitate the demo's humans, so every label here is the answer a simulated
+reviewer (review/simulated.py) gives with error rate 0 — computed by calling that reviewer, not by a
+second copy of its rule. What the reviewers are shown is made to look like what the engine shows them:
+
+- MV: ground-truth masks, and the mistakes a mask proposer makes — shifted, partial (cut), bloated
+  (dilated), box-shaped and merged masks, a mask of another object (a concept the NP does not name, the
+  typical answer to a hard negative) and whole-image masks. Mild corruptions may still be accepted
+  (IoU >= 0.5 with an instance): the reviewer decides, so the boundary is learned where it really is.
+- EV: pairs with all, some or none of their instances boxed, an extra box of another object, and
+  negative NPs with no box (Accept: nothing to find) or with spurious boxes.
+
+NPs come from the oracle's SA-Co-like pair sampler (positives at every hierarchy level and with attribute
+modifiers, half of the negatives hard), the same distribution the demo's gold split uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from scipy import ndimage
+
+from conceptengine.engine import ids, rle
+from conceptengine.review.cost import CostModel
+from conceptengine.review.simulated import SimulatedReviewer
+from conceptengine.review.types import Task
+from conceptengine.sim.oracle import Oracle
+from conceptengine.verifiers.train_data import EXAMPLES
+
+MIN_PIXELS = 12  # the renderer's smallest visible instance; smaller corruptions are not realistic masks
+
+
+class _Labeller:
+    """A simulated reviewer with error rate 0 over an in-memory queue: it only answers, nothing is queued."""
+
+    def __init__(self, world_dir: str | Path):
+        self.reviewer = SimulatedReviewer("sqlite://", str(world_dir), "sim:label", 0.0, 0, CostModel())
+
+    def __call__(self, kind: str, pair: dict, masks: list[str]) -> str:
+        payload = {k: pair[k] for k in ("media_id", "uri", "height", "width", "noun_phrase")}
+        payload |= {"rle": masks[0]} if kind == "mv" else {"rles": masks}
+        subject = pair["pair_id"]
+        task = Task(
+            ids.task_id(subject, kind, 0),
+            0,
+            kind,
+            subject,
+            pair["pair_id"],
+            payload,
+            "leased",
+            None,
+            None,
+            0,
+            0.0,
+        )
+        return self.reviewer.answer(task)[0]
+
+
+# -- mask corruptions (bool H x W arrays in, bool arrays out) ---------------------------------------------
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
+def shifted(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Moved by 0.2-1.2 of its box size: small shifts stay acceptable, large ones are another place."""
+    y0, x0, y1, x1 = _bbox(mask)
+    frac, angle = rng.uniform(0.2, 1.2), rng.uniform(0, 2 * np.pi)
+    dy, dx = round(frac * (y1 - y0) * np.sin(angle)), round(frac * (x1 - x0) * np.cos(angle))
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    out[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
+    return out
+
+
+def cut(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A part of the instance: the pixels on one side of a random line, keeping 20-70% of it."""
+    ys, xs = np.nonzero(mask)
+    angle = rng.uniform(0, 2 * np.pi)
+    proj = ys * np.sin(angle) + xs * np.cos(angle)
+    keep = proj <= np.quantile(proj, rng.uniform(0.2, 0.7))
+    out = np.zeros_like(mask)
+    out[ys[keep], xs[keep]] = True
+    return out
+
+
+def dilated(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bloated by 2-8 px: a sloppy mask that leaks into the background."""
+    return ndimage.binary_dilation(mask, iterations=int(rng.integers(2, 9)))
+
+
+def box_filled(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The instance's whole bounding box: what a poor mask head returns."""
+    y0, x0, y1, x1 = _bbox(mask)
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "shifted": shifted,
+    "cut": cut,
+    "dilated": dilated,
+    "box": box_filled,
+}
+
+
+# -- examples -------------------------------------------------------------------------------------------
+def _row(pair: dict, task: str, masks: list[str], choice: str, origin: str) -> dict:
+    h, w = pair["height"], pair["width"]
+    return {
+        "task": task,
+        "media_id": pair["media_id"],
+        "uri": pair["uri"],
+        "height": h,
+        "width": w,
+        "noun_phrase": pair["noun_phrase"],
+        "masks": [{"rle": m, "box_xyxy": rle.box_xyxy(m, h, w)} for m in masks],
+        "choice": choice,
+        "annotator": "oracle",
+        "origin": origin,
+        "round": 0,
+    }
+
+
+def _mv_candidates(pair: dict, truth: list[np.ndarray], others: list[np.ndarray], rng) -> list[tuple]:
+    """(origin, mask) candidates for one pair; `others` are the image's instances the NP does not name."""
+    out: list[tuple[str, np.ndarray]] = []
+    if truth:
+        for k in rng.permutation(len(truth))[:2]:
+            out.append(("gt", truth[k]))
+        base = truth[int(rng.integers(len(truth)))]
+        for name in rng.choice(sorted(CORRUPTIONS), size=2, replace=False):
+            out.append((str(name), CORRUPTIONS[str(name)](base, rng)))
+        pool = [m for m in truth + others if m is not base]
+        if pool and rng.random() < 0.5:
+            out.append(("merged", base | pool[int(rng.integers(len(pool)))]))
+    if others:
+        for k in rng.permutation(len(others))[: 1 if truth else 2]:
+            out.append(("other_concept", others[k]))
+    if rng.random() < 0.1:
+        out.append(("whole_image", np.ones((pair["height"], pair["width"]), dtype=bool)))
+    return [(o, m) for o, m in out if m.sum() >= MIN_PIXELS]
+
+
+def _ev_candidates(truth: list[str], others: list[str], rng) -> list[tuple[str, list[str]]]:
+    """(origin, masks shown) candidates for one pair."""
+    if not truth:
+        out = [("none", [])]
+        if others and rng.random() < 0.5:
+            k = int(rng.integers(1, min(3, len(others)) + 1))
+            out.append(("spurious", [others[i] for i in rng.permutation(len(others))[:k]]))
+        return out
+    out = [("all", list(truth))]
+    variant = rng.choice(["some", "none", "extra"], p=[0.45, 0.3, 0.25])
+    if variant == "some":
+        keep = rng.permutation(len(truth))[: int(rng.integers(0, len(truth)))]
+        out.append(("some", [truth[i] for i in sorted(keep)]))
+    elif variant == "none":
+        out.append(("none", []))
+    elif others:
+        out.append(("extra", list(truth) + [others[int(rng.integers(len(others)))]]))
+    return out
+
+
+def oracle_examples(
+    world_dir: str | Path,
+    split: str = "train",
+    seed: int = 0,
+    nps_per_image: int = 8,
+    negative_share: float = 0.5,
+    tasks: tuple[str, ...] = ("mv", "ev"),
+) -> pa.Table:
+    """MV and EV examples for every image of the world's `split`, labelled by an error-free simulated reviewer."""
+    oracle = Oracle(world_dir)
+    label = _Labeller(world_dir)
+    pairs = oracle.gold_annotations(
+        split, nps_per_image=nps_per_image, negative_share=negative_share, seed=seed
+    )
+    rows = []
+    for pair in pairs.to_pylist():
+        h, w = pair["height"], pair["width"]
+        truth_rles = [m["rle"] for m in pair["masks"]]
+        record = oracle.world.record(pair["media_id"])
+        other_rles = [i["rle"] for i in record["instances"] if i["rle"] not in set(truth_rles)]
+        rng = np.random.default_rng(ids.stable_seed(seed, "verifier-examples", pair["pair_id"]))
+        if "mv" in tasks:
+            truth = [rle.decode(c, h, w) for c in truth_rles]
+            others = [rle.decode(c, h, w) for c in other_rles]
+            for origin, mask in _mv_candidates(pair, truth, others, rng):
+                counts = rle.encode(mask)
+                rows.append(_row(pair, "mv", [counts], label("mv", pair, [counts]), origin))
+        if "ev" in tasks:
+            for origin, shown in _ev_candidates(truth_rles, other_rles, rng):
+                rows.append(_row(pair, "ev", shown, label("ev", pair, shown), origin))
+    return pa.Table.from_pylist(rows, schema=EXAMPLES)
