@@ -14,6 +14,11 @@ pair is exhaustive as shown). Every other choice counts as a reject, because it 
 decision on the other side does: an auto-rejected mask is dropped like any non-Accept MV answer, and an
 auto-rejected EV pair is not committed as exhaustive.
 
+A caveat on EV: its data are all score-blind pairs, while routing decides EV automatically only for
+pairs whose masks were all decided automatically (mostly negatives without masks), so the EV bound is
+over a wider population than the one it is applied to. The audits of auto-decided pairs are exactly
+that population; their agreement is reported in the manifest (`audit`) every round.
+
 Recomputed every round over all data so far; deterministic in the stored inputs, so resumable.
 """
 
