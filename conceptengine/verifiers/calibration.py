@@ -114,9 +114,7 @@ def region_counts(
     return n.astype(int), k.astype(int)
 
 
-def _check_inputs(
-    p_accept: np.ndarray, human_accepts: np.ndarray, target: float, delta: float, min_items: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _check_data(p_accept: np.ndarray, human_accepts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(p_accept, dtype=np.float64).ravel()
     y = np.asarray(human_accepts).ravel()
     if p.shape != y.shape:
@@ -125,13 +123,16 @@ def _check_inputs(
         raise ValueError("p_accept: every value must be a probability in [0, 1]")
     if y.size and y.dtype != bool:
         raise ValueError(f"human_accepts: must be booleans (True = the human accepted), got {y.dtype}")
+    return p, y.astype(bool)
+
+
+def _check_settings(target: float, delta: float, min_items: int) -> None:
     if not 0 < target < 1:
         raise ValueError(f"target precision must be in (0, 1), got {target}")
     if not 0 < delta < 1:
         raise ValueError(f"delta (1 - confidence) must be in (0, 1), got {delta}")
     if min_items < 1:
         raise ValueError(f"min_items must be >= 1, got {min_items}")
-    return p, y.astype(bool)
 
 
 def _fixed_sequence(
@@ -170,7 +171,7 @@ def calibrate(
     human_accepts: np.ndarray,
     target: float = 0.95,
     delta: float = 0.05,
-    min_items: int = 50,
+    min_items: int = 100,
     step: float = DEFAULT_STEP,
 ) -> Thresholds:
     """Auto-accept and auto-reject thresholds certified at precision >= target with confidence 1 - delta.
@@ -179,7 +180,8 @@ def calibrate(
     passed before the stop is certified, so when the loosest reject threshold would reach the accept
     threshold we keep the loosest passed one still below it.
     """
-    p, y = _check_inputs(p_accept, human_accepts, target, delta, min_items)
+    p, y = _check_data(p_accept, human_accepts)
+    _check_settings(target, delta, min_items)
     ts = grid(step)
     down, up = ts[::-1], ts  # accept: from 1 (fewest items) down; reject: from 0 up
     n_a, k_a = region_counts(p, y, down, ACCEPT_SIDE)
@@ -203,7 +205,9 @@ def assess(
     p_accept: np.ndarray, human_accepts: np.ndarray, threshold: float | None, side: str, delta: float = 0.05
 ) -> Bound:
     """The evidence for a threshold someone fixed by hand (routing.mode: fixed): n, k, precision, bound."""
-    p, y = _check_inputs(p_accept, human_accepts, 0.5, delta, 1)
+    p, y = _check_data(p_accept, human_accepts)
+    if not 0 < delta < 1:
+        raise ValueError(f"delta (1 - confidence) must be in (0, 1), got {delta}")
     if threshold is None:
         return Bound(side, None, 0, 0, None, None)
     t = np.array([threshold], dtype=np.float32)
