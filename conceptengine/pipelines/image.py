@@ -7,9 +7,9 @@ PROMOTE, on cadence) → EVALUATE
 from __future__ import annotations
 
 # Importing the stage modules registers them under the names the steps look up.
-import conceptengine.model.preprocess  # noqa: F401
-import conceptengine.model.propose_masks  # noqa: F401
-import conceptengine.ontology.np_proposal  # noqa: F401
+import conceptengine.model.preprocess
+import conceptengine.model.propose_masks
+import conceptengine.ontology.np_proposal
 import conceptengine.verifiers.stage  # noqa: F401
 from conceptengine.engine.calibrate import calibrate_round
 from conceptengine.engine.commit import commit_round
