@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
-from conceptengine.engine.context import RunContext, RunError
+from conceptengine.engine.context import RunContext, RunError, resolve
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.registry import initial_version
 from conceptengine.engine.runner import make_runner
@@ -16,7 +16,15 @@ from conceptengine.engine.store import RunStore
 
 
 def check_models(ctx: RunContext) -> None:
-    for what, path in (("sam3.model", ctx.sam3_path), ("verifier.model", ctx.verifier_path)):
+    """Fail before round 1 when a checkpoint directory is missing (served verifiers are checked by the
+    ai_verify step, which names the server when it cannot reach it)."""
+    checkpoints = [("sam3.model", ctx.sam3_path)]
+    verifier = ctx.cfg.verifier
+    if verifier.backend != "openai":
+        checkpoints.append(("verifier.model", ctx.verifier_path))
+        if verifier.ev_model:
+            checkpoints.append(("verifier.ev_model", resolve(ctx.workspace, verifier.ev_model)))
+    for what, path in checkpoints:
         if "://" not in path and not Path(path).is_dir() and not _looks_like_hub_id(path):
             raise RunError(
                 f"{what}: no checkpoint directory at {path}. Point it at a save_pretrained folder "

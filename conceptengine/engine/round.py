@@ -89,8 +89,10 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
 
 
 def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
+    from conceptengine.verifiers.stage import params_from_config
+
     cfg = ctx.cfg.verifier
-    params = dict(model_path=ctx.verifier_path, device=cfg.device, view_size=cfg.view_size)
+    params = params_from_config(cfg, lambda path: resolve(ctx.workspace, path))
 
     def compute():
         healthy = _healthy(proposals["proposals"])

@@ -7,7 +7,7 @@ from conceptengine.engine.store import RunStore, StepRef
 
 # In order; retrain and promote run only on the retraining cadence.
 ROUND_STEPS = (
-    "propose_nps", "propose_masks", "ai_verify", "route", "human_review", "commit", "retrain", "promote", "evaluate",
+    "propose_nps", "propose_masks", "ai_verify", "calibrate", "route", "human_review", "commit", "retrain", "promote", "evaluate",
 )
 OPTIONAL = ("retrain", "promote")
 
