@@ -148,6 +148,8 @@ def _bounds(ctx: RunContext, data: pa.Table, task: str) -> tuple[Bound, Bound]:
     p = rows["p_accept"].to_numpy(zero_copy_only=False).astype(np.float64)
     y = rows["accepted"].to_numpy(zero_copy_only=False).astype(bool)
     delta = 1.0 - cfg.confidence
+    if cfg.mode == "human":  # the all-human baseline: no automatic decision on either side
+        return assess(p, y, None, ACCEPT_SIDE, delta), assess(p, y, None, REJECT_SIDE, delta)
     if cfg.mode == "fixed":
         fixed = fixed_thresholds(cfg)[task]
         return assess(p, y, fixed.accept, ACCEPT_SIDE, delta), assess(p, y, fixed.reject, REJECT_SIDE, delta)

@@ -53,12 +53,13 @@ class RoutingConfig(BaseModel):
     fixed-sequence testing). A threshold is tested only when at least `min_calibration_items` items
     fall in its region; without enough data everything goes to humans. mode `fixed`: the four
     thresholds below, P(Accept) >= *_accept -> auto-accept, <= *_reject -> auto-reject, between ->
-    human (reject == accept leaves no human band; a probability equal to both then accepts).
+    human (reject == accept leaves no human band; a probability equal to both then accepts). mode
+    `human`: every item goes to humans (the all-human baseline the verifiers are measured against).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["calibrated", "fixed"] = "calibrated"
+    mode: Literal["calibrated", "fixed", "human"] = "calibrated"
     target_precision: float = Field(0.95, gt=0.0, lt=1.0)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     min_calibration_items: int = Field(100, ge=1)

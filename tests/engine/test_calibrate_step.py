@@ -144,6 +144,16 @@ def test_fixed_mode_applies_the_config_and_reports_its_evidence(tmp_path) -> Non
     assert 0 < n_human < 140 and mv_accept["n"] <= n_human  # only round 1's audited + unsure items
 
 
+def test_human_mode_sends_everything_to_humans_even_with_ample_data(tmp_path) -> None:
+    ctx = _ctx(tmp_path, "routing.mode=human", "routing.min_calibration_items=10")
+    _play_round(ctx, 1)
+    second, routed = _play_round(ctx, 2)
+    assert second.manifest["extra"]["calibration_items"]["mv"] == 140  # the data is there ...
+    assert thresholds_of(second) == NO_THRESHOLDS  # ... and still nothing is decided automatically
+    assert set(routed["ev_route"].to_pylist()) == {"human"}
+    assert {r for routes in routed["mask_routes"].to_pylist() for r in routes} == {"human"}
+
+
 def test_the_step_is_reused_and_needs_every_earlier_round(tmp_path) -> None:
     ctx = _ctx(tmp_path)
     _play_round(ctx, 1)
