@@ -173,13 +173,15 @@ def concept_table(per_concept: dict) -> Table:
 
 @app.command()
 def train(
-    what: Annotated[str, typer.Argument(help="sam3")],
-    config: Annotated[Path, typer.Argument(help="training YAML (see configs/train-sam3.yaml)")],
+    what: Annotated[str, typer.Argument(help="sam3 | verifier")],
+    config: Annotated[Path, typer.Argument(help="training YAML (configs/train-sam3.yaml, ...)")],
     overrides: SetOpt = None,
 ) -> None:
-    """Fine-tune a model: `conceptengine train sam3 CONFIG` (Ray Train; resumes from its last checkpoint)."""
+    """Fine-tune a model: `conceptengine train sam3|verifier CONFIG` (Ray Train; resumes from checkpoints)."""
+    if what == "verifier":
+        return _train_verifier(config, overrides or [])
     if what != "sam3":
-        _fail(f"cannot train {what!r}: only 'sam3' (the verifiers' trainer comes with their issue)")
+        _fail(f"cannot train {what!r}: choose 'sam3' or 'verifier'")
     from conceptengine.model.train_ray import train_sam3_from_yaml
 
     try:
@@ -187,6 +189,19 @@ def train(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"saved fine-tuned SAM 3 to {out}")
+
+
+def _train_verifier(config: Path, overrides: list[str]) -> None:
+    """MV or EV verifier on answer choices; prints its agreement with humans on held-out images."""
+    from conceptengine.verifiers.train_metrics import metrics_table
+    from conceptengine.verifiers.train_ray import train_verifier_from_yaml
+
+    try:
+        out, metrics = train_verifier_from_yaml(str(config), overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(metrics_table(metrics["task"], metrics["holdout"]))
+    console.print(f"saved fine-tuned {metrics['task'].upper()} verifier to {out} (metrics.json beside it)")
 
 
 verifier_app = typer.Typer(no_args_is_help=True, help="Verifier tools: `conceptengine verifier serve DIR`.")

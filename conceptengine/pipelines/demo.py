@@ -29,6 +29,9 @@ def ontology_vocabulary(graph: ConceptGraph) -> list[str]:
 
 # The small SAM 3 trained on the rendered domain by scripts/train_demo_sam3.py, shipped with the package.
 SHIPPED_SAM3 = Path(__file__).resolve().parents[1] / "assets" / "sam3-demo"
+# The small MV and EV verifiers (mv/, ev/) trained by scripts/train_demo_verifiers.py, shipped likewise.
+SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-demo"
+DEMO_EV_MODEL = "models/verifier-ev"
 
 
 def shipped_held_out() -> list[str]:
@@ -37,11 +40,26 @@ def shipped_held_out() -> list[str]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def install_verifier(target: Path, task: str, vocabulary: list[str], seed: int, console: Console) -> None:
+    """Copy the shipped `task` verifier to `target`; without shipped weights, build an untrained one."""
+    from conceptengine.verifiers.tiny import build_tiny_verifier
+
+    if target.exists():
+        return
+    shipped = SHIPPED_VERIFIERS / task
+    if (shipped / "model.safetensors").exists():
+        shutil.copytree(shipped, target, ignore=shutil.ignore_patterns("train_log.jsonl"))
+    else:
+        with console.status(f"building an untrained {task.upper()} verifier checkpoint"):
+            build_tiny_verifier(str(target), vocabulary, seed=seed)
+
+
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
+    """Render the world and install the checkpoints. Points `cfg.verifier` at separate MV and EV checkpoints
+    (the demo ships one per task) unless the config already names an EV model or uses a served backend."""
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.render import STYLES
     from conceptengine.sim.world import World, build_world
-    from conceptengine.verifiers.tiny import build_tiny_verifier
 
     workspace.mkdir(parents=True, exist_ok=True)
     world_dir = workspace / cfg.media.world_dir
@@ -49,21 +67,28 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     if not (world_dir / "ground_truth.parquet").exists():
         with console.status("rendering the demo world"):
             build_world(
-                world_dir, sim.n_train, sim.n_gold, cfg.seed, sim.image_size, sim.n_corrupt,
+                world_dir,
+                sim.n_train,
+                sim.n_gold,
+                cfg.seed,
+                sim.image_size,
+                sim.n_corrupt,
                 style=STYLES[sim.style],
             )
     world = World.load(world_dir)
     vocabulary = ontology_vocabulary(world.graph)
-    sam3_dir, verifier_dir = workspace / cfg.sam3.model, workspace / cfg.verifier.model
+    sam3_dir = workspace / cfg.sam3.model
     if not sam3_dir.exists():
         if (SHIPPED_SAM3 / "model.safetensors").exists():
             shutil.copytree(SHIPPED_SAM3, sam3_dir, ignore=shutil.ignore_patterns("train_log.jsonl"))
         else:  # a checkout without the shipped weights: an untrained model of the same architecture
             with console.status("building the small SAM 3 checkpoint"):
                 build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
-    if not verifier_dir.exists():
-        with console.status("building the small verifier checkpoint"):
-            build_tiny_verifier(str(verifier_dir), vocabulary, seed=cfg.seed)
+    if cfg.verifier.backend == "transformers":
+        if cfg.verifier.ev_model is None:
+            cfg.verifier.ev_model = DEMO_EV_MODEL
+        install_verifier(workspace / cfg.verifier.model, "mv", vocabulary, cfg.seed, console)
+        install_verifier(workspace / cfg.verifier.ev_model, "ev", vocabulary, cfg.seed, console)
     config_path = workspace / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return config_path

@@ -95,8 +95,9 @@ def retrain_verifiers(
         train_verifier_ray(train_cfg)
         metrics = _read_metrics(target)
         _, holdout = split_examples(table, train_cfg.holdout_share, train_cfg.split_seed)
+        device = str(resolve_device(train_cfg))
         base_metrics = evaluate_examples(
-            base, holdout, task, train_cfg.view_size, str(resolve_device(train_cfg)), train_cfg.eval_batch_size,
+            base, holdout, task, train_cfg.view_size, device, train_cfg.eval_batch_size,
             train_cfg.max_eval_examples, train_cfg.split_seed,
         )  # fmt: skip
         out[task] = RetrainedVerifier(task, target, base, table.num_rows, metrics["holdout"], base_metrics)

@@ -1,4 +1,4 @@
-"""Fine-tune an MV or EV verifier on answer choices: config, the training loop, checkpoints, save, hold-out report.
+"""Fine-tune an MV or EV verifier on answer choices: config, loop, checkpoints, save, hold-out report.
 
 Supervision is the cross-entropy of the human's choice under the softmax the backend scores with: the
 next-token logits of the task's choice letters at the assistant's first position. So what is trained is
@@ -209,7 +209,8 @@ def resume(cfg: TrainVerifierConfig, model, optimizer, scheduler, device: torch.
     result = model.load_state_dict(state["trainable"], strict=False)
     if result.unexpected_keys:
         raise ValueError(
-            f"checkpoint {existing[-1]} does not fit this model (was lora changed?): {result.unexpected_keys[:3]}"
+            f"checkpoint {existing[-1]} does not fit this model (was lora changed?): "
+            f"{result.unexpected_keys[:3]}"
         )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -250,7 +251,7 @@ def run_training(
     world_size: int = 1,
     report: Callable[[dict], None] | None = None,
 ) -> str:
-    """Train (resuming from the newest checkpoint in output_dir), save, report on the hold-out; returns output_dir."""
+    """Train (resuming from output_dir's newest checkpoint), save, report on the hold-out; returns the dir."""
     if not Path(cfg.init_checkpoint, "config.json").is_file():
         raise FileNotFoundError(
             f"init_checkpoint {cfg.init_checkpoint} is not a model checkpoint (no config.json)"

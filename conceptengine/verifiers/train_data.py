@@ -53,7 +53,7 @@ TRAIN, HOLDOUT = "train", "holdout"
 
 
 def split_of(media_id: str, holdout_share: float, seed: int = 0) -> str:
-    """`holdout` for a stable `holdout_share` of images, else `train`; the same image always lands on one side."""
+    """`holdout` for a stable `holdout_share` of images, else `train`: an image always lands on one side."""
     if not 0.0 <= holdout_share < 1.0:
         raise ValueError(f"holdout_share must be in [0, 1), got {holdout_share}")
     bucket = ids.stable_seed(seed, "verifier-split", media_id) % 10_000

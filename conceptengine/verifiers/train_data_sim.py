@@ -176,7 +176,8 @@ def oracle_examples(
     negative_share: float = 0.5,
     tasks: tuple[str, ...] = ("mv", "ev"),
 ) -> pa.Table:
-    """MV and EV examples for every image of the world's `split`, labelled by an error-free simulated reviewer."""
+    """MV and EV examples for every image of the world's `split`, labelled by an error-free simulated
+    reviewer."""
     oracle = Oracle(world_dir)
     label = _Labeller(world_dir)
     pairs = oracle.gold_annotations(

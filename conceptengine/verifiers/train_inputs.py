@@ -34,7 +34,9 @@ class ExampleDataset(torch.utils.data.Dataset):
         self.task = task
         self.choices = TASKS[task]
         self.labels = [self.choices.index(r["choice"]) for r in self.rows]
-        self.verifier = (MaskVerifier if task == "mv" else ExhaustivityVerifier)(None, view_size)  # type: ignore[arg-type]
+        # Only their (pure) request builders are used here, so they need no backend.
+        kind = MaskVerifier if task == "mv" else ExhaustivityVerifier
+        self.verifier = kind(None, view_size)  # type: ignore[arg-type]
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:

@@ -6,7 +6,8 @@
 - ECE of P(Accept) against "the human accepted": routing thresholds P(Accept), so this is the probability
   that must be calibrated (10 equal-width bins, the usual definition);
 - AUROC of P(Accept) and the share of items with P(Accept) >= 0.9 or <= 0.1 ("decided" at the default
-  routing thresholds) with the accuracy on them: separable, confident scores are what let the engine
+  routing thresholds) with the accuracy on them, and the largest shares one threshold could auto-accept /
+  auto-reject at 95% agreement with the humans: separable, confident scores are what let the engine
   auto-decide items instead of sending them to people.
 """
 
@@ -21,6 +22,7 @@ from conceptengine.verifiers.choices import ACCEPT, ChoiceSet
 
 ECE_BINS = 10
 CONFIDENT_HIGH, CONFIDENT_LOW = 0.9, 0.1
+TARGET_PRECISION = 0.95  # routing's default target_precision
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -43,6 +45,18 @@ def auroc(p: np.ndarray, y: np.ndarray) -> float | None:
         return None
     ranks = rankdata(np.concatenate([pos, neg]))  # ties get their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def share_decidable(p: np.ndarray, y: np.ndarray, accept: bool, target: float = TARGET_PRECISION) -> float:
+    """Largest share of items one threshold on P(Accept) could decide (accept above / reject below it)
+    while agreeing with the humans on >= `target` of them: what calibrated routing can hope to automate."""
+    if len(p) == 0:
+        return 0.0
+    order = np.argsort(-p if accept else p, kind="stable")
+    agree = (y[order] == 1) if accept else (y[order] == 0)
+    precision = np.cumsum(agree) / np.arange(1, len(p) + 1)
+    ok = np.nonzero(precision >= target)[0]
+    return float((ok[-1] + 1) / len(p)) if len(ok) else 0.0
 
 
 def agreement_metrics(probs: np.ndarray, human: list[str], choices: ChoiceSet) -> dict:
@@ -86,6 +100,8 @@ def agreement_metrics(probs: np.ndarray, human: list[str], choices: ChoiceSet) -
         "decided_share": float(decided.mean()) if n else None,
         "decided_accuracy": float(right[decided].mean()) if decided.any() else None,
         "human_accept_share": float(y_acc.mean()) if n else None,
+        "accept_share_at_95": share_decidable(p_acc, y_acc, accept=True),
+        "reject_share_at_95": share_decidable(p_acc, y_acc, accept=False),
     }
 
 
@@ -103,8 +119,10 @@ def metrics_table(task: str, m: dict) -> Table:
     for name, c in m["per_choice"].items():
         table.add_row(name, str(c["support"]), str(c["predicted"]), _f(c["precision"]), _f(c["recall"]))
     table.caption = (
-        f"accuracy {_f(m['accuracy'])}  ECE(P(Accept)) {_f(m['ece_p_accept'])}  AUROC {_f(m['auroc_p_accept'])}  "
+        f"accuracy {_f(m['accuracy'])}  ECE(P(Accept)) {_f(m['ece_p_accept'])}  "
+        f"AUROC {_f(m['auroc_p_accept'])}  "
         f"decided (P>={CONFIDENT_HIGH} or <={CONFIDENT_LOW}) {_f(m['decided_share'])} at accuracy "
-        f"{_f(m['decided_accuracy'])}"
+        f"{_f(m['decided_accuracy'])}; at 95% agreement one threshold could auto-accept "
+        f"{_f(m['accept_share_at_95'])} / auto-reject {_f(m['reject_share_at_95'])} of the items"
     )
     return table

@@ -49,14 +49,6 @@ def train_verifier_ray(cfg: TrainVerifierConfig) -> str:
     return cfg.output_dir
 
 
-def _resolve_paths(tree: dict[str, Any], base: Path) -> None:
-    """Relative paths in a config resolve against the config's folder, like the engine's configs."""
-    for key in ("init_checkpoint", "output_dir", "examples", "run_dir", "world_dir"):
-        value = tree.get(key)
-        if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            tree[key] = str((base / value).resolve())
-
-
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainVerifierConfig:
     """YAML + `a.b=c` overrides -> validated config; errors name the key to fix."""
     p = Path(path)
@@ -71,7 +63,6 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)
-    _resolve_paths(tree, p.resolve().parent)
     try:
         return TrainVerifierConfig.model_validate(tree)
     except ValidationError as err:

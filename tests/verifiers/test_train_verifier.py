@@ -1,4 +1,4 @@
-"""The verifier trainer: examples (oracle and run store), split by image, loss, LoRA merge parity, resume, errors."""
+"""The verifier trainer: examples, split by image, loss, LoRA merge parity, resume, metrics, errors."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from conceptengine.verifiers.train_data import EXAMPLES, check_examples, split_e
 from conceptengine.verifiers.train_eval import evaluate_examples
 from conceptengine.verifiers.train_ray import load_train_config
 
+# peft 0.21 calls a transformers API that transformers 5 deprecates; nothing to act on here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
 VIEW = 32  # 2 x 2 patches of 16 px: the smallest real LLaVA input, so each step takes milliseconds
 
 
@@ -47,9 +50,9 @@ def data(tmp_path_factory):
 
 def cfg(data, out: Path, **kw) -> TrainVerifierConfig:
     base = dict(  # noqa: C408 - keyword form reads like the config
-        task="mv", init_checkpoint=data["init"], output_dir=str(out), examples=str(data["root"] / "examples.parquet"),
-        view_size=VIEW, holdout_share=0.0, steps=4, batch_size=4, lr=1e-2, warmup_steps=0, checkpoint_every=2,
-        log_every=1, device="cpu",
+        task="mv", init_checkpoint=data["init"], output_dir=str(out),
+        examples=str(data["root"] / "examples.parquet"), view_size=VIEW, holdout_share=0.0, steps=4,
+        batch_size=4, lr=1e-2, warmup_steps=0, checkpoint_every=2, log_every=1, device="cpu",
     )  # fmt: skip
     return TrainVerifierConfig(**(base | kw))
 
