@@ -226,5 +226,50 @@ def verifier_serve(
         _fail(str(exc))
 
 
+review_app = typer.Typer(no_args_is_help=True, help="Human review: `conceptengine review serve RUN`, `add-user`.")
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("serve")
+def review_serve(
+    run_dir: Annotated[str, typer.Argument(help="the run whose review queue to serve")],
+    host: Annotated[str, typer.Option(help="bind address; 0.0.0.0 serves other machines")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8765,
+    tracker: Annotated[
+        str | None, typer.Option(help="Sam3TrackerModel dir or id (default: from the run's SAM 3)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="device for the tracker: cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Serve the review web app (MV, EV, correction pages and the admin dashboard) for a run's queue."""
+    from conceptengine.review.web.run import RunOpenError
+    from conceptengine.review.web.server import serve
+
+    try:
+        serve(run_dir, host=host, port=port, tracker=tracker, device=device)
+    except (RunOpenError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@review_app.command("add-user")
+def review_add_user(
+    run_dir: Annotated[str, typer.Argument(help="the run whose review database holds the accounts")],
+    name: Annotated[str, typer.Argument(help="login name: lower-case letters, digits, _ . -")],
+    role: Annotated[str, typer.Option(help="reviewer | admin")] = "reviewer",
+    kinds: Annotated[str, typer.Option(help="task kinds this user reviews, comma-separated")] = "mv,ev,correction",
+    replace: Annotated[bool, typer.Option(help="issue a new token for an existing user")] = False,
+) -> None:
+    """Create a reviewer account and print its token (shown once; only a hash is stored)."""
+    from conceptengine.review.web.accounts import AccountError
+    from conceptengine.review.web.run import RunOpenError
+    from conceptengine.review.web.server import add_user
+
+    try:
+        token = add_user(run_dir, name, role, [k.strip() for k in kinds.split(",") if k.strip()], replace)
+    except (AccountError, RunOpenError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"user {name} ({role}, kinds {kinds}); token, shown once:")
+    print(token)
+
+
 if __name__ == "__main__":
     app()

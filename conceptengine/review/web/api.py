@@ -1,0 +1,103 @@
+"""Task routes: lease (with prefetch), answer, release, and the task's image.
+
+Every route takes the user from `current_user`, so none can be reached without a token or session.
+Submissions are checked twice: here for access (the task is leased to this user, of a kind they
+review), then by the queue for content (choice names, correction RLEs that decode at the image size).
+"""
+
+from __future__ import annotations
+
+import io
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+
+from conceptengine.engine.media import read_bytes
+from conceptengine.review.queue import ReviewQueue
+from conceptengine.review.web.auth import CurrentUser
+from conceptengine.review.web.leases import held_task, release
+from conceptengine.review.web.run import ReviewRun
+from conceptengine.review.web.schemas import AnswerBody, LeaseBody, task_view
+
+router = APIRouter()
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+def _queue(request: Request) -> ReviewQueue:
+    return request.app.state.queue
+
+
+def _run(request: Request) -> ReviewRun:
+    return request.app.state.run
+
+
+@router.post("/api/lease")
+def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
+    """Claim up to `n` tasks: a page asks for two (current + next) and then one per answer (prefetch)."""
+    kinds = body.kinds if body.kinds is not None else list(user.kinds)
+    if not kinds:
+        raise HTTPException(422, "kinds: must name at least one task kind")
+    for k in kinds:
+        if k not in user.kinds:
+            raise HTTPException(
+                403, f"kinds: {user.name} is not assigned {k!r} tasks (assigned: {list(user.kinds)})"
+            )
+    ttl = body.ttl_s if body.ttl_s is not None else _run(request).lease_ttl_s
+    tasks = _queue(request).lease(user.worker_id, kinds, body.n, ttl, round=body.round)
+    return {"tasks": [task_view(t) for t in tasks]}
+
+
+@router.post("/api/tasks/{task_id}/answer")
+def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) -> JSONResponse:
+    held = held_task(request.app.state.db, task_id, user)
+    result = _queue(request).submit(
+        held.task.task_id, user.worker_id, body.choice, body.payload, body.seconds
+    )
+    out = {"status": result.status, "task_id": result.task_id}
+    if result.status == "conflict":
+        out["detail"] = (
+            f"task_id: {task_id!r} already holds a different answer ({result.existing_choice!r}), which stands"
+        )
+        out["existing_choice"] = result.existing_choice
+        return JSONResponse(out, status_code=409)
+    return JSONResponse(out)
+
+
+@router.post("/api/tasks/{task_id}/release")
+def release_task(task_id: str, request: Request, user: CurrentUser) -> dict:
+    """Skip: hand a leased, unanswered task back so another reviewer gets it now, not at lease expiry."""
+    held = held_task(request.app.state.db, task_id, user)
+    return {"released": release(request.app.state.db, held.task.task_id, user), "task_id": held.task.task_id}
+
+
+@router.get("/api/tasks/{task_id}")
+def get_task(task_id: str, request: Request, user: CurrentUser) -> dict:
+    return task_view(held_task(request.app.state.db, task_id, user).task)
+
+
+@router.get("/api/tasks/{task_id}/image")
+def image(task_id: str, request: Request, user: CurrentUser) -> Response:
+    """The task's image, found through the run's own media table; the client names only a task id."""
+    task = held_task(request.app.state.db, task_id, user).task
+    data = load_media(_run(request), task.payload["media_id"])
+    try:
+        fmt = Image.open(io.BytesIO(data)).format
+    except OSError as exc:
+        raise HTTPException(404, f"media: {task.payload['media_id']} no longer decodes ({exc})") from exc
+    mime = _MIME.get(fmt or "")
+    if mime is None:  # e.g. TIFF: browsers cannot show it, so send PNG
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(data)).convert("RGB").save(buf, "PNG")
+        data, mime = buf.getvalue(), "image/png"
+    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def load_media(run: ReviewRun, media_id: str) -> bytes:
+    uri = run.media_uri(media_id)
+    if uri is None:
+        raise HTTPException(404, f"media: {media_id!r} is not among this run's ingested media")
+    try:
+        return read_bytes(uri)
+    except OSError as exc:
+        raise HTTPException(404, f"media: {media_id!r} cannot be read from the run's pool ({exc})") from exc

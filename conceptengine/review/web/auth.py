@@ -1,0 +1,87 @@
+"""Authentication for every route: a bearer token (scripts, the load benchmark) or the session cookie.
+
+The browser logs in once with its token and then carries only an HttpOnly, SameSite=Strict cookie,
+so page scripts never hold the token and other sites cannot make the browser send it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+
+from conceptengine.review.web.accounts import SESSION_TTL_S, Accounts, User
+from conceptengine.review.web.schemas import LoginBody
+
+COOKIE = "ce_session"
+
+
+class NotLoggedIn(HTTPException):
+    """401 for API calls; pages turn it into a redirect to /login (see app.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "authentication: send 'Authorization: Bearer TOKEN' or log in at /login")
+
+
+def accounts(request: Request) -> Accounts:
+    return request.app.state.accounts
+
+
+def current_user(request: Request) -> User:
+    accts = accounts(request)
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        user = accts.verify_token(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise HTTPException(401, "authentication: the bearer token is unknown, malformed or disabled")
+        return user
+    user = accts.session_user(request.cookies.get(COOKIE))
+    if user is None:
+        raise NotLoggedIn()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(403, f"role: {user.name} is a {user.role}; this needs an admin")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
+router = APIRouter()
+
+
+@router.post("/api/login")
+def login(body: LoginBody, request: Request, response: Response) -> dict:
+    accts = accounts(request)
+    user = accts.verify_token(body.token)
+    if user is None:
+        raise HTTPException(401, "token: unknown, malformed or disabled; ask an admin for a new one")
+    response.set_cookie(
+        COOKIE,
+        accts.open_session(user),
+        max_age=int(SESSION_TTL_S),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return user.public()
+
+
+@router.post("/api/logout")
+def logout(request: Request, response: Response, user: CurrentUser) -> dict:
+    session = request.cookies.get(COOKIE)
+    if session:
+        accounts(request).close_session(session)
+    response.delete_cookie(COOKIE, path="/")
+    return {"logged_out": user.name}
+
+
+@router.get("/api/me")
+def me(user: CurrentUser) -> dict:
+    return user.public()

@@ -1,0 +1,74 @@
+"""What the review server needs from a run directory: its config, its queue URL and its media table.
+
+The server only ever reads media the run itself ingested (`round-0000/ingest/media.parquet`), looked up
+by the `media_id` of a task the engine enqueued; a client never names a path. So a request cannot make the
+server read any other file, whatever it sends.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conceptengine.config import EngineConfig
+from conceptengine.engine.context import resolve
+from conceptengine.engine.store import RunStore, StepRef
+
+
+class RunOpenError(ValueError):
+    """The directory is not a run the server can open; the message says what is missing."""
+
+
+@dataclass
+class ReviewRun:
+    url: str
+    store: RunStore
+    cfg: EngineConfig
+    workspace: Path
+    _media: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, run_dir: str) -> ReviewRun:
+        store = RunStore(str(run_dir))
+        snapshot = store.read_json("run.json")
+        if not snapshot or "config" not in snapshot:
+            raise RunOpenError(
+                f"{run_dir}: no run.json with a config; start the run first (conceptengine run CONFIG)"
+            )
+        cfg = EngineConfig.model_validate(snapshot["config"])
+        return cls(str(run_dir), store, cfg, Path(snapshot.get("workspace") or "."))
+
+    @property
+    def review_url(self) -> str:
+        """The queue the run's HUMAN_REVIEW step fills: `review.url`, else RUN/review.db."""
+        if self.cfg.review.url:
+            return self.cfg.review.url
+        return f"sqlite:///{self.store.local_path('review.db')}"
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return float(self.cfg.review.lease_ttl_s)
+
+    @property
+    def sam3_path(self) -> str:
+        return resolve(self.workspace, self.cfg.sam3.model)
+
+    def media_uri(self, media_id: str) -> str | None:
+        """The ingested URI of `media_id`, or None when the run never ingested it (or it was quarantined)."""
+        with self._lock:
+            if media_id not in self._media:
+                self._load_media()
+            return self._media.get(media_id)
+
+    def _load_media(self) -> None:
+        ref = StepRef(0, "ingest")
+        if self.store.manifest(ref) is None:
+            return
+        table = self.store.read_step(ref, "media")
+        for mid, uri, err in zip(
+            table["media_id"].to_pylist(), table["uri"].to_pylist(), table["error"].to_pylist(), strict=True
+        ):
+            if err is None:
+                self._media[mid] = uri
