@@ -3,8 +3,10 @@
 SQLite's default (deferred) transactions let two writers both read, then one fails to upgrade its
 lock with SQLITE_BUSY no busy-timeout can fix. Write transactions here therefore start with
 `BEGIN IMMEDIATE`, which takes the write lock up front and waits (busy timeout) for it; reads stay
-deferred and, in WAL mode, never block writers. On Postgres the queue relies on row-level
-compare-and-set updates instead, so nothing here is SQLite-only in the queue's logic.
+deferred and, in WAL mode, never block writers. On PostgreSQL many writers run at once: the queue
+locks the rows it leases with `SELECT ... FOR UPDATE SKIP LOCKED` (concurrent reviewers pass over each
+other's candidates instead of queueing behind them) and still claims them with compare-and-set updates,
+so the queue's logic is the same on both backends; SQLite's compiler simply omits the locking clause.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
@@ -36,8 +40,12 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
         raise ValueError(f"review queue url: {url!r} is not a valid database URL ({exc})") from exc
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"review queue url: backend {backend!r} is not supported; use sqlite or postgresql")
+    if backend != "sqlite":
+        # A team's web app serves its reviewers from a thread pool: allow that many connections.
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
     database = parsed.database or ""
     in_memory = database in ("", ":memory:")
     if in_memory:
@@ -75,3 +83,17 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 def read_tx(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+def insert_ignore(conn: Connection, table: Table, values: dict, conflict: list[str]) -> None:
+    """INSERT that does nothing when a row with the same `conflict` key exists (or is being inserted).
+
+    Unlike catching IntegrityError, this leaves a PostgreSQL transaction usable afterwards.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict))
+    elif dialect == "sqlite":
+        conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict))
+    else:
+        raise ValueError(f"review queue url: backend {dialect!r} is not supported; use sqlite or postgresql")

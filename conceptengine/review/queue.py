@@ -11,10 +11,17 @@ Why this shape:
 - First answer wins. Leases only avoid duplicated work; correctness comes from the unique answer per
   task. A late answer from a worker whose lease expired is still taken if nobody answered yet: that
   human work is real and should not be thrown away.
+- Consensus (review.consensus_k = k): an MV / EV item is enqueued as k replica tasks, each answered
+  once as above. A claim row binds a reviewer to one replica per item, so the k answers come from k
+  different people; the submit that completes a disputed item creates its `adjudicate` task in the same
+  transaction (under a lock on the item's rows), so no dispute is ever missed or escalated twice.
+- Backends: SQLite serialises writers (`BEGIN IMMEDIATE`); PostgreSQL leases with
+  `FOR UPDATE SKIP LOCKED`, so many reviewers lease at once without waiting on each other's rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -25,17 +32,58 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from conceptengine.engine import ids
-from conceptengine.review.choices import KINDS, SubmissionError, check_answer, check_kind
-from conceptengine.review.db import make_engine, read_tx, write_tx
-from conceptengine.review.models import AnswerRecord, Base, TaskRecord
-from conceptengine.review.types import AnswerRow, SubmitResult, Task, TaskSpec
+from conceptengine.review.choices import KINDS, SubmissionError, check_answer
+from conceptengine.review.consensus import (
+    ADJUDICATE,
+    adjudication_payload,
+    check_adjudication,
+    check_replicas,
+)
+from conceptengine.review.db import insert_ignore, make_engine, read_tx, write_tx
+from conceptengine.review.models import AnswerRecord, ClaimRecord, TaskRecord, upgrade_schema
+from conceptengine.review.types import AnswerRow, Item, SubmitResult, Task, TaskSpec
 
-__all__ = ["STATUSES", "AnswerRow", "ReviewQueue", "SubmissionError", "SubmitResult", "Task", "TaskSpec"]
+__all__ = [
+    "QUEUE_KINDS",
+    "STATUSES",
+    "AnswerRow",
+    "Item",
+    "ReviewQueue",
+    "SubmissionError",
+    "SubmitResult",
+    "Task",
+    "TaskSpec",
+    "replica_task_id",
+]
 
 STATUSES: tuple[str, ...] = ("open", "leased", "done", "rolled")
+#: Every kind the queue holds: the reviewers' kinds plus the admins' adjudications.
+QUEUE_KINDS: tuple[str, ...] = KINDS + (ADJUDICATE,)
 _T = TaskRecord.__table__
 _A = AnswerRecord.__table__
+_C = ClaimRecord.__table__
 _CHUNK = 500
+_SCHEMA_LOCK = 0x5E7E1A  # PostgreSQL advisory lock key for schema creation
+# Labelled: tasks and answers both have a `payload` column.
+_ANSWER_COLS = (_A.c.annotator, _A.c.choice, _A.c.payload.label("answer_payload"), _A.c.seconds)
+
+
+def replica_task_id(subject_id: str, kind: str, round_index: int, replica: int = 0) -> str:
+    """Replica 0 keeps the single-answer id (ids.task_id), so k = 1 queues are unchanged by consensus."""
+    return ids.task_id(subject_id, kind if replica == 0 else f"{kind}#{replica}", round_index)
+
+
+def _check_kinds(kinds: Any, admin: bool) -> list[str]:
+    if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)) or not kinds:
+        raise ValueError(
+            f"kinds: must be a non-empty list of task kinds from {list(QUEUE_KINDS)}, got {kinds!r}"
+        )
+    for k in kinds:
+        if k not in QUEUE_KINDS:
+            raise SubmissionError(f"kinds: unknown task kind {k!r}; expected one of {list(QUEUE_KINDS)}")
+    if ADJUDICATE in kinds and not admin:
+        raise SubmissionError(f"kinds: {ADJUDICATE!r} tasks are for admins only (pass admin=True for one)")
+    return list(kinds)
 
 
 def _chunks(items: Sequence[str], n: int = _CHUNK) -> Iterable[Sequence[str]]:
@@ -68,6 +116,23 @@ def _task(row: Any) -> Task:
         lease_expires_at=row.lease_expires_at,
         attempts=row.attempts,
         created_at=row.created_at,
+        item_id=row.item_id,
+        replica=row.replica,
+        replicas=row.replicas,
+    )
+
+
+def _answer(row: Any) -> AnswerRow:
+    return AnswerRow(
+        task_id=row.task_id,
+        subject_id=row.subject_id,
+        pair_id=row.pair_id,
+        annotator=row.annotator,
+        choice=row.choice,
+        payload=row.answer_payload,
+        seconds=float(row.seconds),
+        item_id=row.item_id,
+        round=row.round,
     )
 
 
@@ -93,7 +158,9 @@ class ReviewQueue:
         for attempt in range(3):
             try:
                 with write_tx(self._engine) as conn:
-                    Base.metadata.create_all(conn)
+                    if conn.dialect.name == "postgresql":  # one schema writer at a time across processes
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                    upgrade_schema(conn)
                 return
             except OperationalError:
                 if attempt == 2:
@@ -111,43 +178,58 @@ class ReviewQueue:
 
     # -- writing tasks ---------------------------------------------------------------------------
 
-    def enqueue(self, tasks: Sequence[TaskSpec]) -> int:
-        """Add the tasks not already present; returns how many were new (0 when re-run after a crash)."""
+    def enqueue(self, tasks: Sequence[TaskSpec], replicas: int = 1) -> int:
+        """Add the items not already present, each as `replicas` tasks (consensus k); returns tasks added.
+
+        0 when re-run after a crash. An item keeps the k it was first enqueued with.
+        """
         unique: dict[str, TaskSpec] = {}
         for i, spec in enumerate(tasks):
             if not isinstance(spec, TaskSpec):
                 raise SubmissionError(f"tasks[{i}]: must be a TaskSpec, got {type(spec).__name__}")
             unique.setdefault(spec.task_id, spec)
+        check_replicas(replicas, {s.kind for s in unique.values()})
         if not unique:
             return 0
         now = self._clock()
         with write_tx(self._engine) as conn:
             existing: set[str] = set()
             for chunk in _chunks(list(unique)):
-                existing.update(conn.scalars(select(_T.c.task_id).where(_T.c.task_id.in_(chunk))))
+                existing.update(conn.scalars(select(_T.c.item_id).where(_T.c.item_id.in_(chunk))))
             rows = [
-                {
-                    "task_id": tid,
-                    "round": s.round,
-                    "kind": s.kind,
-                    "subject_id": s.subject_id,
-                    "pair_id": s.pair_id,
-                    "payload": s.payload,
-                    "status": "open",
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for tid, s in unique.items()
-                if tid not in existing
+                self._row(s, replica_task_id(s.subject_id, s.kind, s.round, j), item, j, replicas, now)
+                for item, s in unique.items()
+                if item not in existing
+                for j in range(replicas)
             ]
             if rows:
                 conn.execute(_T.insert(), rows)
         return len(rows)
 
+    @staticmethod
+    def _row(
+        spec: TaskSpec | Any, task_id: str, item_id: str, replica: int, replicas: int, now: float
+    ) -> dict[str, Any]:
+        return {
+            "task_id": task_id,
+            "round": spec.round,
+            "kind": spec.kind,
+            "subject_id": spec.subject_id,
+            "pair_id": spec.pair_id,
+            "payload": spec.payload,
+            "status": "open",
+            "attempts": 0,
+            "created_at": now,
+            "item_id": item_id,
+            "replica": replica,
+            "replicas": replicas,
+        }
+
     def roll_over(self, from_round: int, to_round: int) -> int:
         """Carry tasks left unanswered at a round's deadline into `to_round`; returns how many moved.
 
         The old task is marked `rolled` and points at its successor, so a late answer to it still lands.
+        The successor stays a replica of the same item, so answers already given to the item still count.
         """
         if not isinstance(to_round, int) or not isinstance(from_round, int) or to_round <= from_round:
             raise ValueError(
@@ -159,22 +241,10 @@ class ReviewQueue:
                 select(_T).where(_T.c.round == from_round, _T.c.status.in_(("open", "leased")))
             ).all()
             for row in left:
-                new_id = ids.task_id(row.subject_id, row.kind, to_round)
+                new_id = replica_task_id(row.subject_id, row.kind, to_round, row.replica)
                 if conn.scalar(select(_T.c.task_id).where(_T.c.task_id == new_id)) is None:
-                    conn.execute(
-                        _T.insert(),
-                        {
-                            "task_id": new_id,
-                            "round": to_round,
-                            "kind": row.kind,
-                            "subject_id": row.subject_id,
-                            "pair_id": row.pair_id,
-                            "payload": row.payload,
-                            "status": "open",
-                            "attempts": 0,
-                            "created_at": now,
-                        },
-                    )
+                    successor = self._row(row, new_id, row.item_id, row.replica, row.replicas, now)
+                    conn.execute(_T.insert(), successor | {"round": to_round})
                 conn.execute(
                     update(_T)
                     .where(_T.c.task_id == row.task_id)
@@ -185,16 +255,22 @@ class ReviewQueue:
     # -- leasing ---------------------------------------------------------------------------------
 
     def lease(
-        self, worker_id: str, kinds: list[str], n: int, ttl_s: float, round: int | None = None
+        self,
+        worker_id: str,
+        kinds: list[str],
+        n: int,
+        ttl_s: float,
+        round: int | None = None,
+        *,
+        admin: bool = False,
     ) -> list[Task]:
-        """Claim up to `n` open (or lease-expired) tasks of `kinds` for `ttl_s` seconds."""
+        """Claim up to `n` open (or lease-expired) tasks of `kinds` for `ttl_s` seconds.
+
+        Never a second replica of an item this worker already works on. `adjudicate` needs admin=True:
+        the caller (web app, simulated admin) vouches for the role, the queue refuses everyone else.
+        """
         _check_worker(worker_id)
-        if isinstance(kinds, str) or not kinds:
-            raise ValueError(
-                f"kinds: must be a non-empty list of task kinds from {list(KINDS)}, got {kinds!r}"
-            )
-        for k in kinds:
-            check_kind(k, field="kinds")
+        kinds = _check_kinds(kinds, admin)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n: must be a non-negative integer, got {n!r}")
         if not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0:
@@ -203,16 +279,43 @@ class ReviewQueue:
             return []
         now = self._clock()
         claimable = or_(_T.c.status == "open", and_(_T.c.status == "leased", _T.c.lease_expires_at <= now))
-        query = select(_T.c.task_id).where(_T.c.kind.in_(list(kinds)), claimable)
+        other_replica = (
+            select(_C.c.id)
+            .where(_C.c.item_id == _T.c.item_id, _C.c.worker_id == worker_id, _C.c.replica != _T.c.replica)
+            .exists()
+        )
+        query = select(_T.c.task_id, _T.c.item_id, _T.c.replica, _T.c.replicas).where(
+            _T.c.kind.in_(kinds), claimable, ~other_replica
+        )
         if round is not None:
             query = query.where(_T.c.round == round)
-        query = query.order_by(_T.c.round, _T.c.created_at, _T.c.task_id).limit(n)
+        # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
+        query = query.order_by(_T.c.round, _T.c.created_at, _T.c.task_id).limit(2 * n)
         with write_tx(self._engine) as conn:
-            candidates = list(conn.scalars(query.with_for_update(skip_locked=True)))
-            claimed = [tid for tid in candidates if self._claim(conn, tid, claimable, worker_id, now + ttl_s)]
+            candidates = conn.execute(query.with_for_update(skip_locked=True, of=_T)).all()
+            claimed: list[str] = []
+            for c in candidates:
+                if len(claimed) == n:
+                    break
+                if c.replicas > 1 and not self._bind(conn, c.item_id, worker_id, c.replica):
+                    continue
+                if self._claim(conn, c.task_id, claimable, worker_id, now + ttl_s):
+                    claimed.append(c.task_id)
             rows = conn.execute(select(_T).where(_T.c.task_id.in_(claimed))).all() if claimed else []
         by_id = {r.task_id: _task(r) for r in rows}
         return [by_id[t] for t in claimed]
+
+    @staticmethod
+    def _bind(conn: Connection, item_id: str, worker_id: str, replica: int) -> bool:
+        """Bind the worker to this replica of the item; False if it is bound to another one."""
+        insert_ignore(
+            conn,
+            _C,
+            {"item_id": item_id, "worker_id": worker_id, "replica": replica},
+            ["item_id", "worker_id"],
+        )
+        bound = conn.scalar(select(_C.c.replica).where(_C.c.item_id == item_id, _C.c.worker_id == worker_id))
+        return bound == replica
 
     @staticmethod
     def _claim(conn: Connection, task_id: str, claimable: Any, worker_id: str, expires: float) -> bool:
@@ -234,6 +337,8 @@ class ReviewQueue:
         choice: str,
         payload: dict[str, Any] | None = None,
         seconds: float = 0.0,
+        *,
+        admin: bool = False,
     ) -> SubmitResult:
         """Record `worker_id`'s answer. Malformed input raises SubmissionError naming the field."""
         _check_worker(worker_id)
@@ -243,11 +348,18 @@ class ReviewQueue:
             raise SubmissionError(f"seconds: must be >= 0, got {seconds!r}")
         with read_tx(self._engine) as conn:
             task = self._resolve(conn, task_id)
-        check_answer(task.kind, task.payload, choice, payload)
+        if task.kind == ADJUDICATE:
+            if not admin:
+                raise SubmissionError(
+                    f"worker_id: {worker_id!r} may not answer {ADJUDICATE} tasks; only admins settle disputes"
+                )
+            check_adjudication(task.payload, choice, payload)
+        else:
+            check_answer(task.kind, task.payload, choice, payload)
         stored = _canonical(task.kind, payload)
         for attempt in range(2):
             try:
-                return self._record(task.task_id, task.kind, worker_id, choice, stored, float(seconds))
+                return self._record(task, worker_id, choice, stored, float(seconds))
             except IntegrityError:
                 if attempt == 1:  # pragma: no cover - needs a concurrent writer on a non-locking backend
                     raise
@@ -268,29 +380,36 @@ class ReviewQueue:
         raise SubmissionError(f"task_id: roll-over chain of {task_id!r} does not end")  # pragma: no cover
 
     def _record(
-        self,
-        task_id: str,
-        kind: str,
-        worker_id: str,
-        choice: str,
-        payload: dict[str, Any] | None,
-        seconds: float,
+        self, task: Task, worker_id: str, choice: str, payload: dict[str, Any] | None, seconds: float
     ) -> SubmitResult:
         now = self._clock()
+        consensus = task.replicas > 1
         with write_tx(self._engine) as conn:
-            prior = conn.execute(select(_A).where(_A.c.task_id == task_id)).first()
+            if consensus:  # serialise the item's answers (PostgreSQL; SQLite's write lock already does)
+                conn.execute(
+                    select(_T.c.task_id)
+                    .where(_T.c.item_id == task.item_id)
+                    .order_by(_T.c.task_id)
+                    .with_for_update()
+                ).all()
+            prior = conn.execute(select(_A).where(_A.c.task_id == task.task_id)).first()
             if prior is not None:
                 same = prior.choice == choice and _same(prior.payload, payload)
                 return SubmitResult(
-                    task_id=task_id,
+                    task_id=task.task_id,
                     status="duplicate" if same else "conflict",
                     existing_choice=prior.choice,
                     existing_annotator=prior.annotator,
                 )
+            if consensus and not self._bind(conn, task.item_id, worker_id, task.replica):
+                raise SubmissionError(
+                    f"worker_id: {worker_id!r} already answers another replica of this {task.kind} item; "
+                    f"its {task.replicas} answers must come from different reviewers"
+                )
             conn.execute(
                 _A.insert(),
                 {
-                    "task_id": task_id,
+                    "task_id": task.task_id,
                     "annotator": worker_id,
                     "choice": choice,
                     "payload": payload,
@@ -300,10 +419,32 @@ class ReviewQueue:
             )
             conn.execute(
                 update(_T)
-                .where(_T.c.task_id == task_id)
+                .where(_T.c.task_id == task.task_id)
                 .values(status="done", lease_owner=worker_id, lease_expires_at=None)
             )
-        return SubmitResult(task_id=task_id, status="accepted")
+            if consensus:
+                self._escalate_if_disputed(conn, task, now)
+        return SubmitResult(task_id=task.task_id, status="accepted")
+
+    def _escalate_if_disputed(self, conn: Connection, task: Task, now: float) -> None:
+        """When the last replica of an item is answered and the answers differ, open its adjudication."""
+        answers = [
+            _answer(r)
+            for r in conn.execute(
+                select(_T, *_ANSWER_COLS)
+                .join(_A, _A.c.task_id == _T.c.task_id)
+                .where(_T.c.item_id == task.item_id)
+                .order_by(_T.c.replica)
+            ).all()
+        ]
+        if len(answers) < task.replicas or len({a.choice for a in answers}) == 1:
+            return
+        adj_id = replica_task_id(task.subject_id, ADJUDICATE, task.round)
+        if conn.scalar(select(_T.c.task_id).where(_T.c.task_id == adj_id)) is not None:
+            return
+        ruling = adjudication_payload(task.kind, task.subject_id, task.item_id, task.payload, answers)
+        spec = dataclasses.replace(task, kind=ADJUDICATE, payload=ruling)
+        conn.execute(_T.insert(), self._row(spec, adj_id, adj_id, 0, 1, now))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -314,7 +455,7 @@ class ReviewQueue:
 
     def counts(self, round: int) -> dict[str, dict[str, int]]:
         """Tasks per kind and status in `round`, every kind and status present (zeros included)."""
-        out = {k: dict.fromkeys(STATUSES, 0) for k in KINDS}
+        out = {k: dict.fromkeys(STATUSES, 0) for k in QUEUE_KINDS}
         with read_tx(self._engine) as conn:
             rows = conn.execute(
                 select(_T.c.kind, _T.c.status, func.count())
@@ -333,40 +474,72 @@ class ReviewQueue:
             .where(_T.c.round == round, _T.c.status.in_(("open", "leased")))
         )
         if kinds is not None:
-            for k in kinds:
-                check_kind(k, field="kinds")
-            query = query.where(_T.c.kind.in_(list(kinds)))
+            query = query.where(_T.c.kind.in_(_check_kinds(kinds, admin=True)))
         with read_tx(self._engine) as conn:
             return int(conn.scalar(query) or 0)
 
+    def tasks(self, round: int, kinds: list[str], statuses: Sequence[str] = ("open",)) -> list[Task]:
+        """Tasks of `round` with these kinds and statuses, in lease order (e.g. to export open work)."""
+        kinds = _check_kinds(kinds, admin=True)
+        bad = sorted(set(statuses) - set(STATUSES))
+        if bad:
+            raise ValueError(f"statuses: unknown {bad}; expected some of {list(STATUSES)}")
+        query = (
+            select(_T)
+            .where(_T.c.round == round, _T.c.kind.in_(kinds), _T.c.status.in_(list(statuses)))
+            .order_by(_T.c.created_at, _T.c.task_id)
+        )
+        with read_tx(self._engine) as conn:
+            return [_task(r) for r in conn.execute(query).all()]
+
     def answers(self, round: int, kind: str) -> list[AnswerRow]:
         """Every answer to `kind` tasks of `round`, ordered by task_id (stable across runs)."""
-        check_kind(kind)
+        _check_kinds([kind], admin=True)
         query = (
-            select(
-                _T.c.task_id,
-                _T.c.subject_id,
-                _T.c.pair_id,
-                _A.c.annotator,
-                _A.c.choice,
-                _A.c.payload,
-                _A.c.seconds,
-            )
+            select(_T, *_ANSWER_COLS)
             .join(_A, _A.c.task_id == _T.c.task_id)
             .where(_T.c.round == round, _T.c.kind == kind)
             .order_by(_T.c.task_id)
         )
         with read_tx(self._engine) as conn:
-            rows = conn.execute(query).all()
+            return [_answer(r) for r in conn.execute(query).all()]
+
+    def items(self, round: int, kind: str) -> list[Item]:
+        """The `kind` items with a live task in `round`, each with all its answers and its adjudication.
+
+        An item that rolled over part-answered keeps the answers given in earlier rounds.
+        """
+        if kind not in KINDS:
+            raise SubmissionError(f"kind: items exist for {list(KINDS)}, got {kind!r}")
+        in_round = select(_T.c.item_id).where(_T.c.round == round, _T.c.kind == kind, _T.c.status != "rolled")
+        with read_tx(self._engine) as conn:
+            rows = conn.execute(
+                select(_T, *_ANSWER_COLS)
+                .outerjoin(_A, _A.c.task_id == _T.c.task_id)
+                .where(_T.c.item_id.in_(in_round), _T.c.kind == kind, _T.c.status != "rolled")
+                .order_by(_T.c.item_id, _T.c.replica)
+            ).all()
+            subjects = sorted({r.subject_id for r in rows})
+            rulings: dict[str, AnswerRow] = {}
+            for chunk in _chunks(subjects):
+                for r in conn.execute(
+                    select(_T, *_ANSWER_COLS)
+                    .join(_A, _A.c.task_id == _T.c.task_id)
+                    .where(_T.c.kind == ADJUDICATE, _T.c.subject_id.in_(chunk))
+                ).all():
+                    rulings[r.payload["item_id"]] = _answer(r)
+        grouped: dict[str, list[Any]] = {}
+        for r in rows:
+            grouped.setdefault(r.item_id, []).append(r)
         return [
-            AnswerRow(
-                task_id=r.task_id,
-                subject_id=r.subject_id,
-                pair_id=r.pair_id,
-                annotator=r.annotator,
-                choice=r.choice,
-                payload=r.payload,
-                seconds=float(r.seconds),
+            Item(
+                item_id=item,
+                kind=kind,
+                subject_id=group[0].subject_id,
+                pair_id=group[0].pair_id,
+                replicas=max(r.replicas for r in group),
+                answers=tuple(_answer(r) for r in group if r.annotator is not None),
+                adjudication=rulings.get(item),
             )
-            for r in rows
+            for item, group in grouped.items()
         ]

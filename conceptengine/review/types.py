@@ -49,6 +49,10 @@ class Task:
     lease_expires_at: float | None
     attempts: int
     created_at: float
+    # Consensus: this task is replica `replica` of `replicas` asking the same question (item `item_id`).
+    item_id: str = ""
+    replica: int = 0
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,25 @@ class AnswerRow:
     choice: str
     payload: dict[str, Any] | None
     seconds: float
+    item_id: str = ""
+    round: int = 0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question asked `replicas` times (consensus), with every answer so far and the admin's ruling.
+
+    `answers` holds at most one answer per replica, from distinct reviewers; `adjudication` is the answer
+    to the item's adjudicate task, which exists only when all replicas answered and disagreed.
+    """
+
+    item_id: str
+    kind: str
+    subject_id: str
+    pair_id: str
+    replicas: int
+    answers: tuple[AnswerRow, ...]
+    adjudication: AnswerRow | None = None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Answers: idempotent enqueue and submit, conflicts, malformed submissions, roll-over, durability."""
+"""Answers: idempotent enqueue and submit, conflicts, malformed submissions, roll-over, durability.
+
+Every test runs on SQLite and on PostgreSQL (the `review_url` fixture).
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
@@ -15,8 +18,8 @@ from tests.review.helpers import ev_spec, mv_spec, square
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> ReviewQueue:
-    q = ReviewQueue(str(tmp_path / "review.db"))
+def queue(review_url: str) -> Iterator[ReviewQueue]:
+    q = ReviewQueue(review_url)
     yield q
     q.close()
 
@@ -160,8 +163,8 @@ def test_roll_over_carries_open_tasks_and_forwards_late_answers(queue: ReviewQue
         queue.roll_over(2, 2)
 
 
-def test_survives_reopen_and_a_crashed_writer(tmp_path: Path) -> None:
-    url = str(tmp_path / "run" / "review.db")
+def test_survives_reopen_and_a_crashed_writer(review_url: str) -> None:
+    url = review_url
     ctx = mp.get_context("spawn")
     proc = ctx.Process(target=_workers.answer_then_crash, args=(url, 10))
     proc.start()
@@ -174,6 +177,7 @@ def test_survives_reopen_and_a_crashed_writer(tmp_path: Path) -> None:
     (t,) = q.lease("w", ["ev"], 1, ttl_s=60.0)
     q.submit(t.task_id, "w", "Reject")
     q.close()
-    reopened = ReviewQueue(f"sqlite:///{url}")
+    # A bare file path names the same SQLite queue as its URL.
+    reopened = ReviewQueue(url.removeprefix("sqlite:///"))
     assert reopened.counts(1)["ev"]["done"] == 6
     assert reopened.submit(t.task_id, "w", "Reject").status == "duplicate"

@@ -1,4 +1,7 @@
-"""Leases: exclusive under threads and processes, and an expired lease puts the task back."""
+"""Leases: exclusive under threads and processes, and an expired lease puts the task back.
+
+Every test runs on SQLite and on PostgreSQL (the `review_url` fixture).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from tests.review import _workers
 from tests.review.helpers import Clock, ev_spec, mv_spec
 
 
-def test_threads_never_share_a_task(tmp_path: Path) -> None:
-    q = ReviewQueue(str(tmp_path / "review.db"))
+def test_threads_never_share_a_task(review_url: str) -> None:
+    q = ReviewQueue(review_url)
     q.enqueue([ev_spec(i) for i in range(60)])
     got: dict[str, list[str]] = {}
     start = threading.Barrier(4)
@@ -43,8 +46,8 @@ def test_threads_never_share_a_task(tmp_path: Path) -> None:
     assert all(annotators[tid] == name for name, ids in got.items() for tid in ids)
 
 
-def test_two_processes_never_share_a_task(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'review.db'}"
+def test_two_processes_never_share_a_task(review_url: str, tmp_path: Path) -> None:
+    url = review_url
     q = ReviewQueue(url)
     q.enqueue([ev_spec(i) for i in range(200)])
     ctx = mp.get_context("spawn")
@@ -69,9 +72,9 @@ def test_two_processes_never_share_a_task(tmp_path: Path) -> None:
     }
 
 
-def test_expired_lease_returns_the_task(tmp_path: Path) -> None:
+def test_expired_lease_returns_the_task(review_url: str) -> None:
     clock = Clock()
-    q = ReviewQueue(str(tmp_path / "review.db"), clock=clock)
+    q = ReviewQueue(review_url, clock=clock)
     q.enqueue([ev_spec(0)])
     (first,) = q.lease("w1", ["ev"], 5, ttl_s=10.0)
     assert first.lease_owner == "w1" and first.attempts == 1
@@ -87,16 +90,16 @@ def test_expired_lease_returns_the_task(tmp_path: Path) -> None:
     assert q.lease("w3", ["ev"], 5, ttl_s=10.0) == []  # a done task never comes back
 
 
-def test_expiry_in_real_time(tmp_path: Path) -> None:
-    q = ReviewQueue(str(tmp_path / "review.db"))
+def test_expiry_in_real_time(review_url: str) -> None:
+    q = ReviewQueue(review_url)
     q.enqueue([ev_spec(0)])
     assert len(q.lease("w1", ["ev"], 1, ttl_s=0.05)) == 1
     time.sleep(0.1)
     assert [t.lease_owner for t in q.lease("w2", ["ev"], 1, ttl_s=60.0)] == ["w2"]
 
 
-def test_lease_filters_kind_and_round(tmp_path: Path) -> None:
-    q = ReviewQueue(str(tmp_path / "review.db"))
+def test_lease_filters_kind_and_round(review_url: str) -> None:
+    q = ReviewQueue(review_url)
     q.enqueue([ev_spec(0, round_index=1), ev_spec(1, round_index=2), mv_spec(0, round_index=1)])
     assert [t.kind for t in q.lease("w", ["mv"], 10, ttl_s=60.0)] == ["mv"]
     assert [t.round for t in q.lease("w", ["ev"], 10, ttl_s=60.0, round=2)] == [2]
