@@ -1,0 +1,80 @@
+// MV and EV pages: show a task, answer it with one key press, show the next one at once.
+// MV shows the one mask under review with its box; EV shows every accepted mask of the pair.
+"use strict";
+
+(function () {
+  const kind = document.body.dataset.kind;
+  const view = new CE.View(document.getElementById("view"), 720);
+  const feed = new CE.Feed(kind, 1);
+  let current = null;
+  let started = 0;
+
+  function layers(task) {
+    if (kind === "mv") {
+      const m = task.masks[0];
+      return [{ rle: m.rle, color: CE.COLORS[0], outline: true, box: m.box_xyxy }];
+    }
+    return task.masks.map((m, i) => ({ rle: m.rle, color: CE.COLORS[i % CE.COLORS.length], outline: true, box: m.box_xyxy }));
+  }
+
+  function renderChoices(task) {
+    const list = document.getElementById("choices");
+    list.innerHTML = "";
+    for (const c of task.choices) {
+      const li = document.createElement("li");
+      li.innerHTML = "<kbd></kbd> <b></b> <span></span>";
+      li.querySelector("kbd").textContent = c.key;
+      li.querySelector("b").textContent = c.name;
+      li.querySelector("span").textContent = c.description;
+      li.addEventListener("click", () => answer(c.name));
+      list.appendChild(li);
+    }
+  }
+
+  async function advance() {
+    current = null;
+    document.body.classList.add("waiting");
+    let item = null;
+    try {
+      item = await feed.next();
+    } catch (e) {
+      CE.status(e.message, true);
+    }
+    if (!item) {
+      document.getElementById("np").textContent = "";
+      CE.status("No " + kind.toUpperCase() + " tasks open right now; checking again in 5 s.");
+      setTimeout(advance, 5000);
+      return;
+    }
+    current = item.task;
+    document.body.classList.remove("waiting");
+    document.body.dataset.taskId = current.task_id;
+    document.getElementById("np").textContent = current.noun_phrase;
+    document.getElementById("meta").textContent =
+      "round " + current.round + " · " + current.masks.length + " mask(s) · task " + current.task_id;
+    view.show(current, item.img);
+    view.draw(layers(current));
+    renderChoices(current);
+    CE.status("");
+    started = performance.now();
+  }
+
+  function answer(choice) {
+    if (!current) return;
+    const task = current;
+    current = null; // a second key press cannot answer the same task twice
+    CE.submit(task, choice, null, started);
+    advance();
+  }
+
+  document.addEventListener("keydown", (ev) => {
+    if (!current || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const c = current.choices.find((c) => c.key === ev.key);
+    if (c) {
+      ev.preventDefault();
+      answer(c.name);
+    }
+  });
+  document.getElementById("logout").addEventListener("click", CE.logout);
+  advance();
+})();
