@@ -110,6 +110,17 @@ class ReviewConfig(_Strict):
     deadline_s: float | None = Field(None, gt=0)
     poll_s: float = Field(2.0, gt=0)
     cost: CostModel = CostModel()
+    # Consensus: each MV / EV item is answered by k different reviewers; disagreements go to an admin.
+    consensus_k: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _enough_simulated_reviewers(self) -> ReviewConfig:
+        if 0 < self.simulated_reviewers < self.consensus_k:
+            raise ValueError(
+                f"review.simulated_reviewers: {self.simulated_reviewers} cannot give each item "
+                f"review.consensus_k={self.consensus_k} different reviewers; use at least {self.consensus_k}"
+            )
+        return self
 
 
 class GoldConfig(_Strict):
