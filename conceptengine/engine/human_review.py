@@ -4,6 +4,10 @@ MV first (is this mask a good instance?), then EV on the masks that survived (is
 then correction for pairs judged non-exhaustive. Each phase waits for its queue to drain. Tasks have
 derived ids and answers are stored durably, so a crash mid-step loses nothing: the step re-enqueues
 (a no-op for tasks already there), waits only for what is still open and reads every answer back.
+
+With `review.consensus_k` = k > 1 every MV and EV item is asked of k different reviewers; a phase then
+also waits for the admins' rulings on the items whose reviewers disagreed, and uses for each item its
+unanimous or adjudicated answer (review/consensus.py). Every individual answer is kept as a verdict.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from conceptengine.engine.reviewers import drain
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import MASK, VERDICTS
+from conceptengine.review.consensus import ADJUDICATE, CONSENSUS_KINDS, agreement, final_answer
 from conceptengine.review.queue import ReviewQueue
-from conceptengine.review.types import TaskSpec
+from conceptengine.review.types import AnswerRow, TaskSpec
 
 DECISIONS = pa.schema(
     [
@@ -56,10 +61,17 @@ def _mask_phase(ctx: RunContext, queue: ReviewQueue, r: int, states: list[PairSt
                     "rle": mask["rle"],
                     "box_xyxy": list(mask["box_xyxy"]),
                 }
-                tasks.append(TaskSpec(kind="mv", round=r, subject_id=mask["instance_id"], pair_id=st.row["pair_id"], payload=payload))
-    queue.enqueue(tasks)
-    drain(ctx, queue, ["mv"], r)
-    answers = {a.subject_id: a.choice for a in queue.answers(r, "mv")}
+                tasks.append(
+                    TaskSpec(
+                        kind="mv",
+                        round=r,
+                        subject_id=mask["instance_id"],
+                        pair_id=st.row["pair_id"],
+                        payload=payload,
+                    )
+                )
+    _ask(ctx, queue, r, "mv", tasks)
+    answers = {s: a.choice for s, a in final_answers(queue, r, "mv").items()}
     for st in states:
         for mask, how in zip(st.row["masks"], st.row["mask_routes"], strict=True):
             if how == "accept" or (how == "human" and answers.get(mask["instance_id"]) == "Accept"):
@@ -76,10 +88,17 @@ def _ev_phase(ctx: RunContext, queue: ReviewQueue, r: int, states: list[PairStat
             st.ev_choice = "Reject"
         else:
             payload = _pair_payload(st.row) | {"rles": [m["rle"] for m in st.masks]}
-            tasks.append(TaskSpec(kind="ev", round=r, subject_id=st.row["pair_id"], pair_id=st.row["pair_id"], payload=payload))
-    queue.enqueue(tasks)
-    drain(ctx, queue, ["ev"], r)
-    answers = {a.subject_id: a.choice for a in queue.answers(r, "ev")}
+            tasks.append(
+                TaskSpec(
+                    kind="ev",
+                    round=r,
+                    subject_id=st.row["pair_id"],
+                    pair_id=st.row["pair_id"],
+                    payload=payload,
+                )
+            )
+    _ask(ctx, queue, r, "ev", tasks)
+    answers = {s: a.choice for s, a in final_answers(queue, r, "ev").items()}
     for st in states:
         if st.ev_choice is None:
             st.ev_choice = answers.get(st.row["pair_id"])
@@ -99,9 +118,8 @@ def _correction_phase(ctx: RunContext, queue: ReviewQueue, r: int, states: list[
         )
         for st in todo
     ]
-    queue.enqueue(tasks)
-    drain(ctx, queue, ["correction"], r)
-    answers = {a.subject_id: a.payload or {} for a in queue.answers(r, "correction")}
+    _ask(ctx, queue, r, "correction", tasks)
+    answers = {s: a.payload or {} for s, a in final_answers(queue, r, "correction").items()}
     for st in todo:
         edit = answers.get(st.row["pair_id"])
         if edit is None:
@@ -109,6 +127,36 @@ def _correction_phase(ctx: RunContext, queue: ReviewQueue, r: int, states: list[
         st.masks = apply_correction(st.row, st.masks, edit)
         st.ev_choice = "corrected"
         st.human = True
+
+
+def _ask(ctx: RunContext, queue: ReviewQueue, r: int, kind: str, tasks: list[TaskSpec]) -> None:
+    """Enqueue one phase's tasks (k replicas for MV / EV) and wait for its answers and rulings."""
+    k = ctx.cfg.review.consensus_k if kind in CONSENSUS_KINDS else 1
+    queue.enqueue(tasks, replicas=k)
+    drain(ctx, queue, [kind], r)
+    if k > 1:
+        _settle_disputes(ctx, queue, r)
+
+
+def _settle_disputes(ctx: RunContext, queue: ReviewQueue, r: int) -> None:
+    """Disputed items wait for an admin: a simulated one in demo runs, otherwise the team's admins."""
+    if queue.open_count(r, [ADJUDICATE]) == 0:
+        return
+    if ctx.cfg.review.simulated_reviewers > 0 and ctx.has_oracle:
+        from conceptengine.review.simulated import SimulatedReviewer
+
+        review = ctx.cfg.review
+        admin = SimulatedReviewer(
+            ctx.review_url, ctx.world_dir, "sim-admin", review.error_rate, ctx.cfg.seed, review.cost,
+            lease_ttl_s=review.lease_ttl_s, admin=True,
+        )  # fmt: skip
+        admin.work([ADJUDICATE], r)
+    drain(ctx, queue, [ADJUDICATE], r)  # waits for human admins (until review.deadline_s)
+
+
+def final_answers(queue: ReviewQueue, r: int, kind: str) -> dict[str, AnswerRow]:
+    """subject_id -> the answer round r uses: the only one (k = 1), the unanimous one or the ruling."""
+    return {item.subject_id: a for item in queue.items(r, kind) if (a := final_answer(item)) is not None}
 
 
 def apply_correction(row: dict, masks: list[dict], edit: dict) -> list[dict]:
@@ -139,21 +187,29 @@ def _outcome(choice: str | None) -> str | None:
 
 
 def human_verdicts(queue: ReviewQueue, r: int) -> pa.Table:
-    rows = []
-    for kind in ("mv", "ev", "correction"):
-        for a in queue.answers(r, kind):
-            rows.append(
-                dict(
-                    subject_id=a.subject_id,
-                    pair_id=a.pair_id,
-                    task=kind,
-                    annotator=a.annotator,
-                    choice=a.choice,
-                    probs=None,
-                    seconds=a.seconds,
-                    round=r,
-                )
-            )
+    """Every human answer of round r; an admin's ruling is a verdict on the question it settled.
+
+    Rulings come after all reviewers' answers, so readers that keep a subject's last verdict
+    (calibration) see the final answer of a disputed item.
+    """
+    answers = [(kind, a) for kind in ("mv", "ev", "correction") for a in queue.answers(r, kind)]
+    for kind in CONSENSUS_KINDS:
+        for item in queue.items(r, kind):
+            if item.adjudication is not None and item.adjudication.round == r:
+                answers.append((kind, item.adjudication))
+    rows = [
+        {
+            "subject_id": a.subject_id,
+            "pair_id": a.pair_id,
+            "task": kind,
+            "annotator": a.annotator,
+            "choice": a.choice,
+            "probs": None,
+            "seconds": a.seconds,
+            "round": r,
+        }
+        for kind, a in answers
+    ]
     return pa.Table.from_pylist(rows, schema=VERDICTS)
 
 
@@ -170,7 +226,12 @@ def human_review(ctx: RunContext, r: int, routed: StepResult) -> StepResult:
             outcome = _outcome(st.ev_choice)
             if outcome is not None:
                 decisions.append(
-                    dict(pair_id=st.row["pair_id"], masks=st.masks, ev_outcome=outcome, human_touched=st.human)
+                    {
+                        "pair_id": st.row["pair_id"],
+                        "masks": st.masks,
+                        "ev_outcome": outcome,
+                        "human_touched": st.human,
+                    }
                 )
         verdicts = human_verdicts(queue, r)
         per_kind = {k: v for k, v in zip(*_count_kinds(verdicts), strict=True)}
@@ -180,6 +241,10 @@ def human_review(ctx: RunContext, r: int, routed: StepResult) -> StepResult:
             "human_seconds": round(float(sum(verdicts["seconds"].to_pylist())), 1),
             "review_wall_s": round(time.monotonic() - started, 1),
         }
+        if ctx.cfg.review.consensus_k > 1:
+            extra["consensus"] = {"k": ctx.cfg.review.consensus_k} | {
+                kind: agreement(queue.items(r, kind), kind) for kind in CONSENSUS_KINDS
+            }
         return {"decisions": pa.Table.from_pylist(decisions, schema=DECISIONS), "verdicts": verdicts}, extra
 
     return run_step(ctx, StepRef(r, "human_review"), [routed.fingerprint], ["decisions", "verdicts"], compute)

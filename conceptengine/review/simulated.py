@@ -6,15 +6,22 @@ bills the paper's seconds from the cost model. Every random draw comes from
 `stable_seed(seed, task_id)`: which reviewer gets a task, and in which order, never changes the
 answer, so a resumed run or a run with more reviewers commits the same dataset.
 
+With consensus (k > 1) several simulated reviewers answer replicas of one item; each replica has its
+own task id and so its own error draw, which makes the k answers independent, as k people would be. A
+reviewer made with `admin=True` also settles disputes (`adjudicate` tasks) by answering the disputed
+question itself, with the same error rate.
+
 A plain class on purpose: the engine wraps it as a Ray actor, tests and one-box runs call it directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 from conceptengine.engine import ids
+from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.cost import CostModel
 from conceptengine.review.matching import match
 from conceptengine.review.queue import ReviewQueue, Task
@@ -35,6 +42,7 @@ class SimulatedReviewer:
         *,
         lease_ttl_s: float = 120.0,
         batch_size: int = 8,
+        admin: bool = False,
     ) -> None:
         if (
             isinstance(error_rate, bool)
@@ -58,6 +66,7 @@ class SimulatedReviewer:
         self.cost = cost
         self.lease_ttl_s = lease_ttl_s
         self.batch_size = batch_size
+        self.admin = bool(admin)
         self._queue = ReviewQueue(queue_url)
         self._oracle = Oracle(world_dir)
 
@@ -65,22 +74,31 @@ class SimulatedReviewer:
         """Lease, answer and submit tasks of `round` until none is left; returns how many it answered.
 
         Answers that lose a race (another reviewer answered the same task first) are not counted.
+        A reviewer that is not an admin skips `adjudicate` in `kinds` (that work is not theirs).
         """
+        kinds = [k for k in kinds if self.admin or k != ADJUDICATE]
         answered = 0
-        while max_tasks is None or answered < max_tasks:
+        while kinds and (max_tasks is None or answered < max_tasks):
             n = self.batch_size if max_tasks is None else min(self.batch_size, max_tasks - answered)
-            tasks = self._queue.lease(self.worker_id, kinds, n, self.lease_ttl_s, round=round)
+            tasks = self._queue.lease(
+                self.worker_id, kinds, n, self.lease_ttl_s, round=round, admin=self.admin
+            )
             if not tasks:
                 break
             for task in tasks:
                 choice, payload = self.answer(task)
-                seconds = self.cost.seconds(task.kind, task.payload, payload)
-                result = self._queue.submit(task.task_id, self.worker_id, choice, payload, seconds)
+                question = _question(task)
+                seconds = self.cost.seconds(question.kind, question.payload, payload)
+                result = self._queue.submit(
+                    task.task_id, self.worker_id, choice, payload, seconds, admin=self.admin
+                )
                 answered += result.accepted
         return answered
 
     def answer(self, task: Task) -> tuple[str, dict[str, Any] | None]:
         """The (choice, answer payload) this reviewer gives, deterministic in (seed, task_id)."""
+        rng = random.Random(ids.stable_seed(self.seed, task.task_id))
+        task = _question(task)
         p = task.payload
         height, width = int(p["height"]), int(p["width"])
         size = tuple(self._oracle.media_size(p["media_id"]))
@@ -89,7 +107,6 @@ class SimulatedReviewer:
                 f"task {task.task_id}: payload size {(height, width)} differs from media {p['media_id']} size {size}"
             )
         truth = self._oracle.instances(p["media_id"], p["noun_phrase"])
-        rng = random.Random(ids.stable_seed(self.seed, task.task_id))
         wrong = rng.random() < self.error_rate
         if task.kind == "mv":
             good = bool(match([p["rle"]], truth, height, width, IOU_MATCH))
@@ -127,6 +144,13 @@ class SimulatedReviewer:
             else:
                 remove.pop(idx)
         return {"add": add, "remove": remove}
+
+
+def _question(task: Task) -> Task:
+    """The question a task asks: an adjudication asks the disputed MV / EV question again."""
+    if task.kind != ADJUDICATE:
+        return task
+    return dataclasses.replace(task, kind=task.payload["of_kind"], payload=task.payload["task"])
 
 
 def _flip(correct_accept: bool, wrong: bool) -> str:
