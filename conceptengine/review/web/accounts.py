@@ -27,6 +27,7 @@ from sqlalchemy import JSON, Boolean, Engine, Float, String, delete, select, upd
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from conceptengine.review.choices import KINDS
+from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.db import make_engine, normalize_url, read_tx, write_tx
 
 ROLES: tuple[str, ...] = ("reviewer", "admin")
@@ -84,6 +85,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def allowed_kinds(self) -> tuple[str, ...]:
+        """Kinds this user may lease and answer: their assigned kinds, plus consensus disputes for admins."""
+        return self.kinds + ((ADJUDICATE,) if self.is_admin else ())
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "kinds": list(self.kinds)}

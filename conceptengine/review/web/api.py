@@ -35,16 +35,16 @@ def _run(request: Request) -> ReviewRun:
 @router.post("/api/lease")
 def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
     """Claim up to `n` tasks: a page asks for two (current + next) and then one per answer (prefetch)."""
-    kinds = body.kinds if body.kinds is not None else list(user.kinds)
+    kinds = body.kinds if body.kinds is not None else list(user.kinds)  # disputes only when asked for
     if not kinds:
         raise HTTPException(422, "kinds: must name at least one task kind")
     for k in kinds:
-        if k not in user.kinds:
+        if k not in user.allowed_kinds:
             raise HTTPException(
-                403, f"kinds: {user.name} is not assigned {k!r} tasks (assigned: {list(user.kinds)})"
+                403, f"kinds: {user.name} is not assigned {k!r} tasks (assigned: {list(user.allowed_kinds)})"
             )
     ttl = body.ttl_s if body.ttl_s is not None else _run(request).lease_ttl_s
-    tasks = _queue(request).lease(user.worker_id, kinds, body.n, ttl, round=body.round)
+    tasks = _queue(request).lease(user.worker_id, kinds, body.n, ttl, round=body.round, admin=user.is_admin)
     return {"tasks": [task_view(t) for t in tasks]}
 
 
@@ -52,7 +52,7 @@ def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
 def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) -> JSONResponse:
     held = held_task(request.app.state.db, task_id, user)
     result = _queue(request).submit(
-        held.task.task_id, user.worker_id, body.choice, body.payload, body.seconds
+        held.task.task_id, user.worker_id, body.choice, body.payload, body.seconds, admin=user.is_admin
     )
     out = {"status": result.status, "task_id": result.task_id}
     if result.status == "conflict":

@@ -70,7 +70,7 @@ def held_task(engine: Engine, task_id: str, user: User) -> Held:
                 continue
             break
     task = _row_task(row)
-    if task.kind not in user.kinds:
+    if task.kind not in user.allowed_kinds:
         raise TaskAccessError(
             403, f"task_id: {task_id!r} is a {task.kind} task; {user.name} reviews {list(user.kinds)}"
         )

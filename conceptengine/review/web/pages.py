@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from conceptengine.review.choices import KINDS
+from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.web.auth import AdminUser, CurrentUser
 
 STATIC = Path(__file__).parent / "static"
@@ -45,9 +46,9 @@ def home(user: CurrentUser) -> RedirectResponse:
 
 @router.get("/review/{kind}", include_in_schema=False)
 def review_page(kind: str, user: CurrentUser) -> FileResponse:
-    if kind not in KINDS:
+    if kind not in KINDS + (ADJUDICATE,):
         raise HTTPException(404, f"kind: no {kind!r} review page; pages exist for {list(KINDS)}")
-    if kind not in user.kinds:
+    if kind not in user.allowed_kinds:
         raise HTTPException(
             403, f"kind: {user.name} is not assigned {kind!r} tasks (assigned: {list(user.kinds)})"
         )

@@ -6,12 +6,14 @@ a silently ignored answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from conceptengine.engine import rle
 from conceptengine.review.choices import CHOICES
+from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.types import Task
 from conceptengine.verifiers.choices import EV, MV
 
@@ -57,7 +59,18 @@ def choices_view(kind: str) -> list[dict[str, str]]:
 
 
 def task_view(task: Task) -> dict[str, Any]:
-    """What a page needs to show a task: the NP, the image's URL and size, its masks and the choices."""
+    """What a page needs to show a task: the NP, the image's URL and size, its masks and the choices.
+
+    An adjudication shows the question it settles (its kind's masks and choices) plus every reviewer's
+    answer, so the admin sees exactly what the reviewers saw.
+    """
+    if task.kind == ADJUDICATE:
+        inner = task_view(replace(task, kind=task.payload["of_kind"], payload=task.payload["task"]))
+        return inner | {
+            "kind": ADJUDICATE,
+            "of_kind": task.payload["of_kind"],
+            "answers": task.payload["answers"],
+        }
     p = task.payload
     if task.kind == "mv":
         masks = [{"instance_id": p["instance_id"], "rle": p["rle"], "box_xyxy": list(p["box_xyxy"])}]

@@ -1,5 +1,6 @@
-// MV and EV pages: show a task, answer it with one key press, show the next one at once.
-// MV shows the one mask under review with its box; EV shows every accepted mask of the pair.
+// MV, EV and adjudication pages: show a task, answer it with one key press, show the next one at once.
+// MV shows the one mask under review with its box; EV shows every accepted mask of the pair; an
+// adjudication shows the disputed MV or EV question and what each reviewer answered.
 "use strict";
 
 (function () {
@@ -10,7 +11,7 @@
   let started = 0;
 
   function layers(task) {
-    if (kind === "mv") {
+    if ((task.of_kind || task.kind) === "mv") {
       const m = task.masks[0];
       return [{ rle: m.rle, color: CE.COLORS[0], outline: true, box: m.box_xyxy }];
     }
@@ -42,7 +43,7 @@
     }
     if (!item) {
       document.getElementById("np").textContent = "";
-      CE.status("No " + kind.toUpperCase() + " tasks open right now; checking again in 5 s.");
+      CE.status("No " + kind + " tasks open right now; checking again in 5 s.");
       setTimeout(advance, 5000);
       return;
     }
@@ -50,8 +51,9 @@
     document.body.classList.remove("waiting");
     document.body.dataset.taskId = current.task_id;
     document.getElementById("np").textContent = current.noun_phrase;
+    const votes = current.answers ? " · answers: " + current.answers.map((a) => a.annotator + " " + a.choice).join(", ") : "";
     document.getElementById("meta").textContent =
-      "round " + current.round + " · " + current.masks.length + " mask(s) · task " + current.task_id;
+      "round " + current.round + " · " + current.masks.length + " mask(s) · task " + current.task_id + votes;
     view.show(current, item.img);
     view.draw(layers(current));
     renderChoices(current);
