@@ -271,5 +271,48 @@ def review_add_user(
     print(token)
 
 
+@review_app.command("export")
+def review_export(
+    run_dir: Annotated[str, typer.Argument(help="the run whose open review tasks to export")],
+    out: Annotated[str, typer.Argument(help="folder to write the tool's files into")],
+    round_: Annotated[int, typer.Option("--round", help="round whose open tasks to export")],
+    fmt: Annotated[str, typer.Option("--format", help="labelstudio | cvat")],
+    image_root: Annotated[str | None, typer.Option(help="name images by their path under it")] = None,
+    image_prefix: Annotated[str | None, typer.Option(help="labelstudio: URL prefix for images")] = None,
+) -> None:
+    """Export a round's open tasks with the engine's masks as pre-annotations (Label Studio, CVAT)."""
+    from conceptengine.review.interop.run import export_run
+    from conceptengine.review.web.run import RunOpenError
+
+    try:
+        written = export_run(run_dir, round_, fmt, out, image_root, image_prefix)
+    except (RunOpenError, ValueError) as exc:
+        _fail(str(exc))
+    summary = ", ".join(f"{n} {kind}" for kind, n in written.items()) or "no open tasks"
+    console.print(f"exported to {out}: {summary}")
+
+
+@review_app.command("import")
+def review_import(
+    run_dir: Annotated[str, typer.Argument(help="the run whose review queue gets the answers")],
+    file: Annotated[str, typer.Argument(help="the tool's export: Label Studio JSON or CVAT COCO JSON")],
+    fmt: Annotated[str, typer.Option("--format", help="labelstudio | cvat")],
+    manifest: Annotated[str | None, typer.Option(help="cvat: the export's conceptengine-tasks.json")] = None,
+    annotator: Annotated[str | None, typer.Option(help="record answers as human:NAME")] = None,
+) -> None:
+    """Import a tool's answers as verdicts; exits 1 if any answer was refused (the rest are kept)."""
+    from conceptengine.review.interop.run import import_run
+    from conceptengine.review.web.run import RunOpenError
+
+    try:
+        report = import_run(run_dir, file, fmt, manifest, annotator)
+    except (RunOpenError, ValueError) as exc:
+        _fail(str(exc))
+    for line in report.errors:
+        console.print(f"[red]refused[/red] {line}")
+    print(json.dumps(report.as_dict()))
+    if report.errors:
+        raise typer.Exit(1)
+
 if __name__ == "__main__":
     app()

@@ -56,11 +56,11 @@ class ImportReport:
 def exportable_tasks(queue: ReviewQueue, round_index: int, now: float | None = None) -> dict[str, list[Task]]:
     """Open reviewer tasks of the round (expired leases count as open), by kind; admins' work stays home."""
     now = time.time() if now is None else now
-    out: dict[str, list[Task]] = {}
+    out: dict[str, list[Task]] = {k: [] for k in EXPORT_KINDS}
     for t in queue.tasks(round_index, list(EXPORT_KINDS), statuses=("open", "leased")):
         if t.status == "open" or (t.lease_expires_at is not None and t.lease_expires_at <= now):
-            out.setdefault(t.kind, []).append(t)
-    return out
+            out[t.kind].append(t)
+    return {k: tasks for k, tasks in out.items() if tasks}
 
 
 def proposed_masks(task: Task) -> list[str]:
