@@ -25,12 +25,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.utils import cached_file
 
 from conceptengine.model.processing import Sam3PixelProcessor, torchvision_usable
 from conceptengine.review.web.run import ReviewRun
 
 log = logging.getLogger(__name__)
 TRACKER_DIR = "models/sam3-tracker"
+# facebook/sam3 is a `sam3_video` checkpoint: the tracker under `tracker_model.`, its own vision neck
+# `tracker_neck.`, and the backbone shared with the detector. transformers 5.23 declares these renames for
+# sam3_tracker but leaves the `tracker_model.` prefix in place when loading such a checkpoint (checked on
+# a tiny sam3_video checkpoint: every prompt-encoder and mask-decoder weight came up missing), so they are
+# passed explicitly. On a plain `sam3_tracker` checkpoint none of them matches.
+SAM3_VIDEO_KEYS = {
+    r"^tracker_model\.(.+)": r"\1",
+    r"^detector_model\.vision_encoder\.backbone\.": "vision_encoder.backbone.",
+    r"^tracker_neck\.": "vision_encoder.neck.",
+}
 _EMBED_CACHE = 16  # images; a reviewer works one image at a time, prefetch adds the next
 
 
@@ -91,7 +102,7 @@ class _Pixels:
             self.reference = Sam3TrackerProcessor.from_pretrained(path)
             self.target = int(self.reference.target_size)
             return
-        cfg = json.loads(Path(path, "processor_config.json").read_text())
+        cfg = json.loads(Path(cached_file(path, "processor_config.json")).read_text())
         self.fallback = Sam3PixelProcessor(cfg.get("image_processor", {}))
         self.target = int(cfg.get("target_size") or self.fallback.size[0])
 
@@ -109,7 +120,17 @@ class PointSegmenter:
 
         self.path = path
         self.device = torch.device(device)
-        self.model = Sam3TrackerModel.from_pretrained(path).to(self.device).eval()
+        model, info = Sam3TrackerModel.from_pretrained(
+            path, key_mapping=SAM3_VIDEO_KEYS, output_loading_info=True
+        )
+        if info["missing_keys"]:
+            # e.g. an image-only Sam3Model checkpoint: loading would silently give an untrained tracker.
+            missing = sorted(info["missing_keys"])
+            raise ValueError(
+                f"{path} holds no Sam3Tracker weights ({len(missing)} missing, e.g. {missing[0]}); "
+                "pass a sam3_tracker or sam3_video checkpoint such as facebook/sam3"
+            )
+        self.model = model.to(self.device).eval()
         self.pixels = _Pixels(path)
         self._embeddings: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
 
