@@ -49,7 +49,8 @@ class TaskRecord(Base):
     replicas: Mapped[int] = mapped_column(Integer, nullable=False, default=1)  # k of its item
 
     __table_args__ = (
-        Index("ix_tasks_claim", "status", "kind", "round", "created_at"),
+        # Leasing reads one ordered range of this per kind and status (queue._candidates): no sort.
+        Index("ix_tasks_lease", "status", "kind", "round", "created_at", "task_id"),
         Index("ix_tasks_item", "item_id"),
     )
 
@@ -102,4 +103,5 @@ def upgrade_schema(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE tasks ADD COLUMN {name} {_ADDED_TASK_COLUMNS[name]}")
     if "item_id" in missing:
         conn.exec_driver_sql("UPDATE tasks SET item_id = task_id")
-        conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_tasks_item ON tasks (item_id)")
+    for index in TaskRecord.__table__.indexes:  # create_all adds no index to a table that exists
+        index.create(conn, checkfirst=True)

@@ -279,20 +279,9 @@ class ReviewQueue:
             return []
         now = self._clock()
         claimable = or_(_T.c.status == "open", and_(_T.c.status == "leased", _T.c.lease_expires_at <= now))
-        other_replica = (
-            select(_C.c.id)
-            .where(_C.c.item_id == _T.c.item_id, _C.c.worker_id == worker_id, _C.c.replica != _T.c.replica)
-            .exists()
-        )
-        query = select(_T.c.task_id, _T.c.item_id, _T.c.replica, _T.c.replicas).where(
-            _T.c.kind.in_(kinds), claimable, ~other_replica
-        )
-        if round is not None:
-            query = query.where(_T.c.round == round)
-        # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
-        query = query.order_by(_T.c.round, _T.c.created_at, _T.c.task_id).limit(2 * n)
         with write_tx(self._engine) as conn:
-            candidates = conn.execute(query.with_for_update(skip_locked=True, of=_T)).all()
+            # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
+            candidates = self._candidates(conn, kinds, round, now, worker_id, 2 * n)
             claimed: list[str] = []
             for c in candidates:
                 if len(claimed) == n:
@@ -304,6 +293,36 @@ class ReviewQueue:
             rows = conn.execute(select(_T).where(_T.c.task_id.in_(claimed))).all() if claimed else []
         by_id = {r.task_id: _task(r) for r in rows}
         return [by_id[t] for t in claimed]
+
+    @staticmethod
+    def _candidates(
+        conn: Connection, kinds: list[str], round: int | None, now: float, worker_id: str, limit: int
+    ) -> list[Any]:
+        """The first `limit` claimable tasks in lease order (round, age, id), locked on PostgreSQL.
+
+        One query per kind and claimable status, each an ordered range of ix_tasks_lease that stops
+        after `limit` rows: an `IN` / `OR` across them would make both backends sort every open task
+        of the queue on every lease (tens of ms at 30,000 tasks, all under SQLite's write lock).
+        """
+        other_replica = (
+            select(_C.c.id)
+            .where(_C.c.item_id == _T.c.item_id, _C.c.worker_id == worker_id, _C.c.replica != _T.c.replica)
+            .exists()
+        )
+        cols = (_T.c.task_id, _T.c.item_id, _T.c.replica, _T.c.replicas, _T.c.round, _T.c.created_at)
+        found: list[Any] = []
+        for kind in kinds:
+            for status in (
+                _T.c.status == "open",
+                and_(_T.c.status == "leased", _T.c.lease_expires_at <= now),
+            ):
+                query = select(*cols).where(_T.c.kind == kind, status, ~other_replica)
+                if round is not None:
+                    query = query.where(_T.c.round == round)
+                query = query.order_by(_T.c.round, _T.c.created_at, _T.c.task_id).limit(limit)
+                found += conn.execute(query.with_for_update(skip_locked=True, of=_T)).all()
+        found.sort(key=lambda r: (r.round, r.created_at, r.task_id))
+        return found[:limit]
 
     @staticmethod
     def _bind(conn: Connection, item_id: str, worker_id: str, replica: int) -> bool:
