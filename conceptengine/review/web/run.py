@@ -53,7 +53,9 @@ class ReviewRun:
 
     @property
     def sam3_path(self) -> str:
-        return resolve(self.workspace, self.cfg.sam3.model)
+        """The run's SAM 3 checkpoint dir; a model id such as `facebook/sam3` when no such dir exists."""
+        local = resolve(self.workspace, self.cfg.sam3.model)
+        return local if Path(local).exists() else self.cfg.sam3.model
 
     def media_uri(self, media_id: str) -> str | None:
         """The ingested URI of `media_id`, or None when the run never ingested it (or it was quarantined)."""

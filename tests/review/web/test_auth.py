@@ -118,3 +118,5 @@ def test_add_user_cli_prints_the_token_once_and_rejects_bad_input(site: Site) ->
     assert role.exit_code == 2 and "role:" in role.output
     missing = runner.invoke(cli_app, ["review", "add-user", str(site.run.parent / "nope"), "eve"])
     assert missing.exit_code == 2 and "run.json" in missing.output
+    serve = runner.invoke(cli_app, ["review", "serve", str(site.run.parent / "nope")])
+    assert serve.exit_code == 2 and "no run.json" in serve.output
