@@ -8,6 +8,7 @@ review), then by the queue for content (choice names, correction RLEs that decod
 from __future__ import annotations
 
 import io
+import time
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -16,9 +17,9 @@ from PIL import Image
 from conceptengine.engine.media import read_bytes
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.auth import CurrentUser
-from conceptengine.review.web.leases import held_task, release
+from conceptengine.review.web.leases import held_task, release, renew
 from conceptengine.review.web.run import ReviewRun
-from conceptengine.review.web.schemas import AnswerBody, LeaseBody, task_view
+from conceptengine.review.web.schemas import AnswerBody, LeaseBody, RenewBody, task_view
 
 router = APIRouter()
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -62,6 +63,17 @@ def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) 
         out["existing_choice"] = result.existing_choice
         return JSONResponse(out, status_code=409)
     return JSONResponse(out)
+
+
+@router.post("/api/tasks/{task_id}/renew")
+def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBody | None = None) -> dict:
+    """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
+    held = held_task(request.app.state.db, task_id, user)
+    ttl = body.ttl_s if body is not None and body.ttl_s is not None else _run(request).lease_ttl_s
+    expires = renew(request.app.state.db, held.task.task_id, user, ttl, time.time())
+    if expires is None:
+        raise HTTPException(409, f"task_id: {task_id!r} is not leased to you (already answered?)")
+    return {"task_id": held.task.task_id, "lease_expires_at": expires}
 
 
 @router.post("/api/tasks/{task_id}/release")

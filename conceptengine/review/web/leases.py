@@ -3,7 +3,7 @@
 The queue itself takes the first well-formed answer from anyone (a simulated reviewer, a late human).
 People on a network need a stricter gate: a reviewer may answer, look at or segment only a task leased
 to them, so one reviewer can never overwrite or peek into another's work. Reads and the release below go
-straight to the queue's tables, because the queue has no method for them (see the report to H5).
+straight to the queue's tables, because the queue has no method for them.
 """
 
 from __future__ import annotations
@@ -84,6 +84,19 @@ def held_task(engine: Engine, task_id: str, user: User) -> Held:
             409, f"task_id: {task_id!r} is not leased to you; lease it first (POST /api/lease)"
         )
     raise TaskAccessError(409, f"task_id: {task_id!r} is leased to another reviewer (your lease ran out)")
+
+
+def renew(engine: Engine, task_id: str, user: User, ttl_s: float, now: float) -> float | None:
+    """Extend the user's lease to `now + ttl_s` while they work on the task (a correction can outlast a
+    lease); also revives an expired lease nobody else took. Returns the new expiry, None if not held."""
+    expires = now + ttl_s
+    with write_tx(engine) as conn:
+        res = conn.execute(
+            update(_T)
+            .where(_T.c.task_id == task_id, _T.c.status == "leased", _T.c.lease_owner == user.worker_id)
+            .values(lease_expires_at=expires)
+        )
+    return expires if res.rowcount == 1 else None
 
 
 def release(engine: Engine, task_id: str, user: User) -> bool:

@@ -39,6 +39,10 @@ class LeaseBody(_Body):
     round: int | None = Field(None, ge=0)
 
 
+class RenewBody(_Body):
+    ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S)
+
+
 class AnswerBody(_Body):
     choice: str
     payload: dict[str, Any] | None = None

@@ -171,3 +171,16 @@ def test_lease_body_is_validated(site: Site) -> None:
     ]:
         resp = ann.post("/api/lease", json=body)
         assert 400 <= resp.status_code < 500 and resp.json()["detail"].startswith(starts), (body, resp.json())
+
+
+def test_renew_keeps_a_task_a_reviewer_is_still_working_on(site: Site) -> None:
+    ann, bob = site.client("ann"), site.client("bob")
+    task = _lease(ann, "mv", n=50, ttl_s=0.3)[0]
+    renewed = ann.post(f"/api/tasks/{task['task_id']}/renew", json={"ttl_s": 60})
+    assert renewed.status_code == 200 and renewed.json()["lease_expires_at"] > time.time() + 50
+    time.sleep(0.4)  # the first lease would have run out by now
+    assert task["task_id"] not in {t["task_id"] for t in _lease(bob, "mv", n=50)}
+    assert bob.post(f"/api/tasks/{task['task_id']}/renew").status_code == 409
+    ann.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Accept"})
+    after = ann.post(f"/api/tasks/{task['task_id']}/renew")
+    assert after.status_code == 409 and "already answered" in after.json()["detail"]

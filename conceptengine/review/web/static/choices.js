@@ -9,6 +9,7 @@
   const feed = new CE.Feed(kind, 1);
   let current = null;
   let started = 0;
+  let stopHolding = () => {};
 
   function layers(task) {
     if ((task.of_kind || task.kind) === "mv") {
@@ -59,12 +60,19 @@
     renderChoices(current);
     CE.status("");
     started = performance.now();
+    const shown = current;
+    stopHolding = CE.hold(shown, (e) => {
+      if (current !== shown) return;
+      CE.status(e.message + " — moving on", true);
+      advance();
+    });
   }
 
   function answer(choice) {
     if (!current) return;
     const task = current;
     current = null; // a second key press cannot answer the same task twice
+    stopHolding();
     CE.submit(task, choice, null, started);
     advance();
   }

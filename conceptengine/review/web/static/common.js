@@ -181,6 +181,27 @@ CE.Feed = class {
   }
 };
 
+// Keep the lease of the task on screen: renewed now (a prefetched task waited while the previous one was
+// worked on) and every 30 s. `onLost` runs if another reviewer took it after the lease ran out.
+CE.hold = function (task, onLost) {
+  let stopped = false;
+  const renew = () => {
+    if (stopped) return;
+    CE.api("POST", "/api/tasks/" + task.task_id + "/renew").catch((e) => {
+      if (!stopped && e.status && e.status >= 400 && e.status < 500) {
+        stopped = true;
+        onLost(e);
+      }
+    });
+  };
+  renew();
+  const timer = setInterval(renew, 30000);
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+};
+
 // Submit in the background: the reviewer already sees the next task; errors are shown, not lost.
 CE.submit = function (task, choice, payload, started) {
   const seconds = Math.max(0, (performance.now() - started) / 1000);

@@ -6,6 +6,7 @@
   const view = new CE.View(document.getElementById("view"), 720);
   const feed = new CE.Feed("correction", 1);
   let current = null, started = 0, removed = new Set(), added = [], draft = null, seq = 0;
+  let stopHolding = () => {};
 
   function newDraft(refineOf, editOf) {
     const base = editOf !== undefined && editOf !== null ? added[editOf] : null;
@@ -125,6 +126,7 @@
       remove: [...removed].sort((a, b) => a - b).map((i) => task.masks[i].instance_id ?? i),
     };
     current = null;
+    stopHolding();
     CE.submit(task, "Done", payload, started);
     advance();
   }
@@ -155,6 +157,12 @@
     redraw();
     CE.status("");
     started = performance.now();
+    const shown = current;
+    stopHolding = CE.hold(shown, (e) => {
+      if (current !== shown) return;
+      CE.status(e.message + " — moving on", true);
+      advance();
+    });
   }
 
   const canvas = document.getElementById("view");
