@@ -19,7 +19,7 @@ from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.auth import CurrentUser
 from conceptengine.review.web.leases import held_task, release, renew
 from conceptengine.review.web.run import ReviewRun
-from conceptengine.review.web.schemas import AnswerBody, LeaseBody, RenewBody, task_view
+from conceptengine.review.web.schemas import AnswerBody, LeaseBody, RenewBody, question, task_view
 
 router = APIRouter()
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -91,12 +91,12 @@ def get_task(task_id: str, request: Request, user: CurrentUser) -> dict:
 @router.get("/api/tasks/{task_id}/image")
 def image(task_id: str, request: Request, user: CurrentUser) -> Response:
     """The task's image, found through the run's own media table; the client names only a task id."""
-    task = held_task(request.app.state.db, task_id, user).task
-    data = load_media(_run(request), task.payload["media_id"])
+    media_id = question(held_task(request.app.state.db, task_id, user).task)["media_id"]
+    data = load_media(_run(request), media_id)
     try:
         fmt = Image.open(io.BytesIO(data)).format
     except OSError as exc:
-        raise HTTPException(404, f"media: {task.payload['media_id']} no longer decodes ({exc})") from exc
+        raise HTTPException(404, f"media: {media_id} no longer decodes ({exc})") from exc
     mime = _MIME.get(fmt or "")
     if mime is None:  # e.g. TIFF: browsers cannot show it, so send PNG
         buf = io.BytesIO()

@@ -62,6 +62,11 @@ def choices_view(kind: str) -> list[dict[str, str]]:
     ]
 
 
+def question(task: Task) -> dict[str, Any]:
+    """The payload of the question a task shows: its own, or for an adjudication the disputed task's."""
+    return task.payload["task"] if task.kind == ADJUDICATE else task.payload
+
+
 def task_view(task: Task) -> dict[str, Any]:
     """What a page needs to show a task: the NP, the image's URL and size, its masks and the choices.
 

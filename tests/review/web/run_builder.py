@@ -66,8 +66,10 @@ def _pair(m: dict, np_text: str) -> dict:
     return {k: m[k] for k in ("media_id", "uri", "height", "width")} | {"noun_phrase": np_text}
 
 
-def fill_queue(run: Path, media: list[dict], round_index: int = 1) -> dict[str, list[str]]:
-    """Two MV, two EV and one correction task per image; returns task ids per kind."""
+def fill_queue(run: Path, media: list[dict], round_index: int = 1, replicas: int = 1) -> dict[str, list[str]]:
+    """Two MV, two EV and one correction task per image; returns task ids per kind (replica 0's).
+
+    With `replicas` > 1, MV and EV items are asked that many times (consensus); corrections once."""
     q = ReviewQueue(str(run / "review.db"))
     specs = []
     for m in media:
@@ -105,7 +107,8 @@ def fill_queue(run: Path, media: list[dict], round_index: int = 1) -> dict[str, 
         specs.append(
             TaskSpec(kind="correction", round=round_index, subject_id=pid, pair_id=pid, payload=payload)
         )
-    q.enqueue(specs)
+    q.enqueue([s for s in specs if s.kind != "correction"], replicas=replicas)
+    q.enqueue([s for s in specs if s.kind == "correction"])
     q.close()
     out: dict[str, list[str]] = {}
     for s in specs:
