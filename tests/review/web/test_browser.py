@@ -106,6 +106,17 @@ def test_reviewer_answers_a_round_in_chromium_and_it_commits(tmp_path: Path) -> 
             )
             page.keyboard.press("Enter")
             wait_for(lambda: queue.get(correction_id).status == "done", 20, "the correction answer")
+
+            # The admin's dashboard draws its charts from the same data (a fresh browser context: no session).
+            admin = browser.new_context().new_page()
+            admin.on("pageerror", lambda e: errors.append(str(e)))
+            admin.goto(f"{base}/login?next=/dashboard")
+            admin.fill("#token", add_user(str(run_dir), "lead", "admin", ["mv", "ev", "correction"]))
+            admin.click("button[type=submit]")
+            admin.wait_for_url("**/dashboard")
+            admin.wait_for_selector("#hourly svg polyline, #hourly svg circle")
+            assert admin.locator("#queue svg rect").count() >= 1
+            assert "ann" in admin.inner_text("#reviewers")
             assert errors == []
             browser.close()
 
