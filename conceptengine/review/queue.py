@@ -17,6 +17,8 @@ Why this shape:
   transaction (under a lock on the item's rows), so no dispute is ever missed or escalated twice.
 - Backends: SQLite serialises writers (`BEGIN IMMEDIATE`); PostgreSQL leases with
   `FOR UPDATE SKIP LOCKED`, so many reviewers lease at once without waiting on each other's rows.
+
+This module holds everything that changes the queue; the reads are in queue_reads.py (its base class).
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from conceptengine.engine import ids
-from conceptengine.review.choices import KINDS, SubmissionError, check_answer
+from conceptengine.review.choices import SubmissionError, check_answer
 from conceptengine.review.consensus import (
     ADJUDICATE,
     adjudication_payload,
@@ -40,7 +41,21 @@ from conceptengine.review.consensus import (
     check_replicas,
 )
 from conceptengine.review.db import insert_ignore, make_engine, read_tx, write_tx
-from conceptengine.review.models import AnswerRecord, ClaimRecord, TaskRecord, upgrade_schema
+from conceptengine.review.models import upgrade_schema
+from conceptengine.review.queue_reads import QueueReads
+from conceptengine.review.queue_rows import (
+    ANSWER_COLS,
+    QUEUE_KINDS,
+    STATUSES,
+    A,
+    C,
+    T,
+    answer_of,
+    check_kinds,
+    chunks,
+    replica_task_id,
+    task_of,
+)
 from conceptengine.review.types import AnswerRow, Item, SubmitResult, Task, TaskSpec
 
 __all__ = [
@@ -56,39 +71,7 @@ __all__ = [
     "replica_task_id",
 ]
 
-STATUSES: tuple[str, ...] = ("open", "leased", "done", "rolled")
-#: Every kind the queue holds: the reviewers' kinds plus the admins' adjudications.
-QUEUE_KINDS: tuple[str, ...] = KINDS + (ADJUDICATE,)
-_T = TaskRecord.__table__
-_A = AnswerRecord.__table__
-_C = ClaimRecord.__table__
-_CHUNK = 500
 _SCHEMA_LOCK = 0x5E7E1A  # PostgreSQL advisory lock key for schema creation
-# Labelled: tasks and answers both have a `payload` column.
-_ANSWER_COLS = (_A.c.annotator, _A.c.choice, _A.c.payload.label("answer_payload"), _A.c.seconds)
-
-
-def replica_task_id(subject_id: str, kind: str, round_index: int, replica: int = 0) -> str:
-    """Replica 0 keeps the single-answer id (ids.task_id), so k = 1 queues are unchanged by consensus."""
-    return ids.task_id(subject_id, kind if replica == 0 else f"{kind}#{replica}", round_index)
-
-
-def _check_kinds(kinds: Any, admin: bool) -> list[str]:
-    if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)) or not kinds:
-        raise ValueError(
-            f"kinds: must be a non-empty list of task kinds from {list(QUEUE_KINDS)}, got {kinds!r}"
-        )
-    for k in kinds:
-        if k not in QUEUE_KINDS:
-            raise SubmissionError(f"kinds: unknown task kind {k!r}; expected one of {list(QUEUE_KINDS)}")
-    if ADJUDICATE in kinds and not admin:
-        raise SubmissionError(f"kinds: {ADJUDICATE!r} tasks are for admins only (pass admin=True for one)")
-    return list(kinds)
-
-
-def _chunks(items: Sequence[str], n: int = _CHUNK) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 def _canonical(kind: str, payload: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -103,45 +86,12 @@ def _same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def _task(row: Any) -> Task:
-    return Task(
-        task_id=row.task_id,
-        round=row.round,
-        kind=row.kind,
-        subject_id=row.subject_id,
-        pair_id=row.pair_id,
-        payload=row.payload,
-        status=row.status,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        item_id=row.item_id,
-        replica=row.replica,
-        replicas=row.replicas,
-    )
-
-
-def _answer(row: Any) -> AnswerRow:
-    return AnswerRow(
-        task_id=row.task_id,
-        subject_id=row.subject_id,
-        pair_id=row.pair_id,
-        annotator=row.annotator,
-        choice=row.choice,
-        payload=row.answer_payload,
-        seconds=float(row.seconds),
-        item_id=row.item_id,
-        round=row.round,
-    )
-
-
 def _check_worker(worker_id: Any) -> None:
     if not isinstance(worker_id, str) or not worker_id.strip():
         raise SubmissionError(f"worker_id: must be a non-empty string, got {worker_id!r}")
 
 
-class ReviewQueue:
+class ReviewQueue(QueueReads):
     """Durable task queue at `url` (a SQLAlchemy URL, or a file path meaning SQLite, e.g. RUN/review.db).
 
     `clock` returns seconds since the epoch; tests inject one to expire leases without sleeping.
@@ -194,8 +144,8 @@ class ReviewQueue:
         now = self._clock()
         with write_tx(self._engine) as conn:
             existing: set[str] = set()
-            for chunk in _chunks(list(unique)):
-                existing.update(conn.scalars(select(_T.c.item_id).where(_T.c.item_id.in_(chunk))))
+            for chunk in chunks(list(unique)):
+                existing.update(conn.scalars(select(T.c.item_id).where(T.c.item_id.in_(chunk))))
             rows = [
                 self._row(s, replica_task_id(s.subject_id, s.kind, s.round, j), item, j, replicas, now)
                 for item, s in unique.items()
@@ -203,7 +153,7 @@ class ReviewQueue:
                 for j in range(replicas)
             ]
             if rows:
-                conn.execute(_T.insert(), rows)
+                conn.execute(T.insert(), rows)
         return len(rows)
 
     @staticmethod
@@ -238,16 +188,16 @@ class ReviewQueue:
         now = self._clock()
         with write_tx(self._engine) as conn:
             left = conn.execute(
-                select(_T).where(_T.c.round == from_round, _T.c.status.in_(("open", "leased")))
+                select(T).where(T.c.round == from_round, T.c.status.in_(("open", "leased")))
             ).all()
             for row in left:
                 new_id = replica_task_id(row.subject_id, row.kind, to_round, row.replica)
-                if conn.scalar(select(_T.c.task_id).where(_T.c.task_id == new_id)) is None:
+                if conn.scalar(select(T.c.task_id).where(T.c.task_id == new_id)) is None:
                     successor = self._row(row, new_id, row.item_id, row.replica, row.replicas, now)
-                    conn.execute(_T.insert(), successor | {"round": to_round})
+                    conn.execute(T.insert(), successor | {"round": to_round})
                 conn.execute(
-                    update(_T)
-                    .where(_T.c.task_id == row.task_id)
+                    update(T)
+                    .where(T.c.task_id == row.task_id)
                     .values(status="rolled", rolled_to=new_id, lease_owner=None, lease_expires_at=None)
                 )
         return len(left)
@@ -270,7 +220,7 @@ class ReviewQueue:
         the caller (web app, simulated admin) vouches for the role, the queue refuses everyone else.
         """
         _check_worker(worker_id)
-        kinds = _check_kinds(kinds, admin)
+        kinds = check_kinds(kinds, admin)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n: must be a non-negative integer, got {n!r}")
         if not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0:
@@ -278,7 +228,7 @@ class ReviewQueue:
         if n == 0:
             return []
         now = self._clock()
-        claimable = or_(_T.c.status == "open", and_(_T.c.status == "leased", _T.c.lease_expires_at <= now))
+        claimable = or_(T.c.status == "open", and_(T.c.status == "leased", T.c.lease_expires_at <= now))
         with write_tx(self._engine) as conn:
             # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
             candidates = self._candidates(conn, kinds, round, now, worker_id, 2 * n)
@@ -290,8 +240,8 @@ class ReviewQueue:
                     continue
                 if self._claim(conn, c.task_id, claimable, worker_id, now + ttl_s):
                     claimed.append(c.task_id)
-            rows = conn.execute(select(_T).where(_T.c.task_id.in_(claimed))).all() if claimed else []
-        by_id = {r.task_id: _task(r) for r in rows}
+            rows = conn.execute(select(T).where(T.c.task_id.in_(claimed))).all() if claimed else []
+        by_id = {r.task_id: task_of(r) for r in rows}
         return [by_id[t] for t in claimed]
 
     @staticmethod
@@ -305,22 +255,22 @@ class ReviewQueue:
         of the queue on every lease (tens of ms at 30,000 tasks, all under SQLite's write lock).
         """
         other_replica = (
-            select(_C.c.id)
-            .where(_C.c.item_id == _T.c.item_id, _C.c.worker_id == worker_id, _C.c.replica != _T.c.replica)
+            select(C.c.id)
+            .where(C.c.item_id == T.c.item_id, C.c.worker_id == worker_id, C.c.replica != T.c.replica)
             .exists()
         )
-        cols = (_T.c.task_id, _T.c.item_id, _T.c.replica, _T.c.replicas, _T.c.round, _T.c.created_at)
+        cols = (T.c.task_id, T.c.item_id, T.c.replica, T.c.replicas, T.c.round, T.c.created_at)
         found: list[Any] = []
         for kind in kinds:
             for status in (
-                _T.c.status == "open",
-                and_(_T.c.status == "leased", _T.c.lease_expires_at <= now),
+                T.c.status == "open",
+                and_(T.c.status == "leased", T.c.lease_expires_at <= now),
             ):
-                query = select(*cols).where(_T.c.kind == kind, status, ~other_replica)
+                query = select(*cols).where(T.c.kind == kind, status, ~other_replica)
                 if round is not None:
-                    query = query.where(_T.c.round == round)
-                query = query.order_by(_T.c.round, _T.c.created_at, _T.c.task_id).limit(limit)
-                found += conn.execute(query.with_for_update(skip_locked=True, of=_T)).all()
+                    query = query.where(T.c.round == round)
+                query = query.order_by(T.c.round, T.c.created_at, T.c.task_id).limit(limit)
+                found += conn.execute(query.with_for_update(skip_locked=True, of=T)).all()
         found.sort(key=lambda r: (r.round, r.created_at, r.task_id))
         return found[:limit]
 
@@ -329,20 +279,20 @@ class ReviewQueue:
         """Bind the worker to this replica of the item; False if it is bound to another one."""
         insert_ignore(
             conn,
-            _C,
+            C,
             {"item_id": item_id, "worker_id": worker_id, "replica": replica},
             ["item_id", "worker_id"],
         )
-        bound = conn.scalar(select(_C.c.replica).where(_C.c.item_id == item_id, _C.c.worker_id == worker_id))
+        bound = conn.scalar(select(C.c.replica).where(C.c.item_id == item_id, C.c.worker_id == worker_id))
         return bound == replica
 
     @staticmethod
     def _claim(conn: Connection, task_id: str, claimable: Any, worker_id: str, expires: float) -> bool:
         res = conn.execute(
-            update(_T)
-            .where(_T.c.task_id == task_id, claimable)
+            update(T)
+            .where(T.c.task_id == task_id, claimable)
             .values(
-                status="leased", lease_owner=worker_id, lease_expires_at=expires, attempts=_T.c.attempts + 1
+                status="leased", lease_owner=worker_id, lease_expires_at=expires, attempts=T.c.attempts + 1
             )
         )
         return res.rowcount == 1
@@ -390,11 +340,11 @@ class ReviewQueue:
             raise SubmissionError(f"task_id: must be a string, got {task_id!r}")
         current = task_id
         for _ in range(1000):
-            row = conn.execute(select(_T).where(_T.c.task_id == current)).first()
+            row = conn.execute(select(T).where(T.c.task_id == current)).first()
             if row is None:
                 raise SubmissionError(f"task_id: no task {current!r} in the review queue")
             if row.status != "rolled" or row.rolled_to is None:
-                return _task(row)
+                return task_of(row)
             current = row.rolled_to
         raise SubmissionError(f"task_id: roll-over chain of {task_id!r} does not end")  # pragma: no cover
 
@@ -406,12 +356,12 @@ class ReviewQueue:
         with write_tx(self._engine) as conn:
             if consensus:  # serialise the item's answers (PostgreSQL; SQLite's write lock already does)
                 conn.execute(
-                    select(_T.c.task_id)
-                    .where(_T.c.item_id == task.item_id)
-                    .order_by(_T.c.task_id)
+                    select(T.c.task_id)
+                    .where(T.c.item_id == task.item_id)
+                    .order_by(T.c.task_id)
                     .with_for_update()
                 ).all()
-            prior = conn.execute(select(_A).where(_A.c.task_id == task.task_id)).first()
+            prior = conn.execute(select(A).where(A.c.task_id == task.task_id)).first()
             if prior is not None:
                 same = prior.choice == choice and _same(prior.payload, payload)
                 return SubmitResult(
@@ -426,7 +376,7 @@ class ReviewQueue:
                     f"its {task.replicas} answers must come from different reviewers"
                 )
             conn.execute(
-                _A.insert(),
+                A.insert(),
                 {
                     "task_id": task.task_id,
                     "annotator": worker_id,
@@ -437,8 +387,8 @@ class ReviewQueue:
                 },
             )
             conn.execute(
-                update(_T)
-                .where(_T.c.task_id == task.task_id)
+                update(T)
+                .where(T.c.task_id == task.task_id)
                 .values(status="done", lease_owner=worker_id, lease_expires_at=None)
             )
             if consensus:
@@ -448,117 +398,19 @@ class ReviewQueue:
     def _escalate_if_disputed(self, conn: Connection, task: Task, now: float) -> None:
         """When the last replica of an item is answered and the answers differ, open its adjudication."""
         answers = [
-            _answer(r)
+            answer_of(r)
             for r in conn.execute(
-                select(_T, *_ANSWER_COLS)
-                .join(_A, _A.c.task_id == _T.c.task_id)
-                .where(_T.c.item_id == task.item_id)
-                .order_by(_T.c.replica)
+                select(T, *ANSWER_COLS)
+                .join(A, A.c.task_id == T.c.task_id)
+                .where(T.c.item_id == task.item_id)
+                .order_by(T.c.replica)
             ).all()
         ]
         if len(answers) < task.replicas or len({a.choice for a in answers}) == 1:
             return
         adj_id = replica_task_id(task.subject_id, ADJUDICATE, task.round)
-        if conn.scalar(select(_T.c.task_id).where(_T.c.task_id == adj_id)) is not None:
+        if conn.scalar(select(T.c.task_id).where(T.c.task_id == adj_id)) is not None:
             return
         ruling = adjudication_payload(task.kind, task.subject_id, task.item_id, task.payload, answers)
         spec = dataclasses.replace(task, kind=ADJUDICATE, payload=ruling)
-        conn.execute(_T.insert(), self._row(spec, adj_id, adj_id, 0, 1, now))
-
-    # -- reading ---------------------------------------------------------------------------------
-
-    def get(self, task_id: str) -> Task | None:
-        with read_tx(self._engine) as conn:
-            row = conn.execute(select(_T).where(_T.c.task_id == task_id)).first()
-        return None if row is None else _task(row)
-
-    def counts(self, round: int) -> dict[str, dict[str, int]]:
-        """Tasks per kind and status in `round`, every kind and status present (zeros included)."""
-        out = {k: dict.fromkeys(STATUSES, 0) for k in QUEUE_KINDS}
-        with read_tx(self._engine) as conn:
-            rows = conn.execute(
-                select(_T.c.kind, _T.c.status, func.count())
-                .where(_T.c.round == round)
-                .group_by(_T.c.kind, _T.c.status)
-            ).all()
-        for kind, status, n in rows:
-            out.setdefault(kind, dict.fromkeys(STATUSES, 0))[status] = int(n)
-        return out
-
-    def open_count(self, round: int, kinds: list[str] | None = None) -> int:
-        """Tasks of `round` still waiting for an answer (open or leased): 0 means the round is drained."""
-        query = (
-            select(func.count())
-            .select_from(_T)
-            .where(_T.c.round == round, _T.c.status.in_(("open", "leased")))
-        )
-        if kinds is not None:
-            query = query.where(_T.c.kind.in_(_check_kinds(kinds, admin=True)))
-        with read_tx(self._engine) as conn:
-            return int(conn.scalar(query) or 0)
-
-    def tasks(self, round: int, kinds: list[str], statuses: Sequence[str] = ("open",)) -> list[Task]:
-        """Tasks of `round` with these kinds and statuses, in lease order (e.g. to export open work)."""
-        kinds = _check_kinds(kinds, admin=True)
-        bad = sorted(set(statuses) - set(STATUSES))
-        if bad:
-            raise ValueError(f"statuses: unknown {bad}; expected some of {list(STATUSES)}")
-        query = (
-            select(_T)
-            .where(_T.c.round == round, _T.c.kind.in_(kinds), _T.c.status.in_(list(statuses)))
-            .order_by(_T.c.created_at, _T.c.task_id)
-        )
-        with read_tx(self._engine) as conn:
-            return [_task(r) for r in conn.execute(query).all()]
-
-    def answers(self, round: int, kind: str) -> list[AnswerRow]:
-        """Every answer to `kind` tasks of `round`, ordered by task_id (stable across runs)."""
-        _check_kinds([kind], admin=True)
-        query = (
-            select(_T, *_ANSWER_COLS)
-            .join(_A, _A.c.task_id == _T.c.task_id)
-            .where(_T.c.round == round, _T.c.kind == kind)
-            .order_by(_T.c.task_id)
-        )
-        with read_tx(self._engine) as conn:
-            return [_answer(r) for r in conn.execute(query).all()]
-
-    def items(self, round: int, kind: str) -> list[Item]:
-        """The `kind` items with a live task in `round`, each with all its answers and its adjudication.
-
-        An item that rolled over part-answered keeps the answers given in earlier rounds.
-        """
-        if kind not in KINDS:
-            raise SubmissionError(f"kind: items exist for {list(KINDS)}, got {kind!r}")
-        in_round = select(_T.c.item_id).where(_T.c.round == round, _T.c.kind == kind, _T.c.status != "rolled")
-        with read_tx(self._engine) as conn:
-            rows = conn.execute(
-                select(_T, *_ANSWER_COLS)
-                .outerjoin(_A, _A.c.task_id == _T.c.task_id)
-                .where(_T.c.item_id.in_(in_round), _T.c.kind == kind, _T.c.status != "rolled")
-                .order_by(_T.c.item_id, _T.c.replica)
-            ).all()
-            subjects = sorted({r.subject_id for r in rows})
-            rulings: dict[str, AnswerRow] = {}
-            for chunk in _chunks(subjects):
-                for r in conn.execute(
-                    select(_T, *_ANSWER_COLS)
-                    .join(_A, _A.c.task_id == _T.c.task_id)
-                    .where(_T.c.kind == ADJUDICATE, _T.c.subject_id.in_(chunk))
-                ).all():
-                    rulings[r.payload["item_id"]] = _answer(r)
-        grouped: dict[str, list[Any]] = {}
-        for r in rows:
-            grouped.setdefault(r.item_id, []).append(r)
-        return [
-            Item(
-                item_id=item,
-                kind=kind,
-                subject_id=group[0].subject_id,
-                pair_id=group[0].pair_id,
-                replicas=max(r.replicas for r in group),
-                answers=tuple(_answer(r) for r in group if r.annotator is not None),
-                adjudication=rulings.get(item),
-            )
-            for item, group in grouped.items()
-        ]
+        conn.execute(T.insert(), self._row(spec, adj_id, adj_id, 0, 1, now))
