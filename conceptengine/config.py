@@ -152,6 +152,34 @@ class RetrainConfig(_Strict):
         return self
 
 
+class VerifierRetrainSchedule(_Strict):
+    """Fine-tune the MV / EV verifiers on every human verdict so far, on a cadence (LoRA by default);
+    promote a task's candidate only if it agrees better with the humans on held-out images (lower NLL).
+
+    A promoted verifier is a new version: its scores mean something new, so calibrated routing starts
+    over for it (the next round's items of that task go to humans). Retrain rarely enough to pay that.
+    """
+
+    enabled: bool = True
+    every_rounds: int | None = Field(3, ge=1)  # after every k-th round ...
+    min_new_verdicts: int | None = Field(None, ge=1)  # ... or once this many human verdicts came in since
+    min_examples: int = Field(32, ge=1)  # a task with fewer human verdicts is not retrained
+    steps: int = Field(60, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    lora: bool = True
+    num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
+    use_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> VerifierRetrainSchedule:
+        if self.enabled and self.every_rounds is None and self.min_new_verdicts is None:
+            raise ValueError(
+                "verifier_retrain needs a cadence: set verifier_retrain.every_rounds or min_new_verdicts"
+            )
+        return self
+
+
 class RoundsConfig(_Strict):
     count: int = Field(3, ge=1)
     images_per_round: int = Field(40, ge=1)
@@ -172,6 +200,7 @@ class EngineConfig(_Strict):
     review: ReviewConfig = ReviewConfig()
     gold: GoldConfig = GoldConfig()
     retrain: RetrainConfig = RetrainConfig()
+    verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()

@@ -67,7 +67,9 @@ def _model(s: dict) -> str | None:
     name = s.get("model_version")
     if name is None:
         return None
-    return f"{name}*" if s.get("promoted") else name
+    name = f"{name}*" if s.get("promoted") else name
+    verifiers = s.get("verifiers_promoted") or []
+    return f"{name} +{','.join(verifiers)}" if verifiers else name
 
 
 LEGEND = (
@@ -76,7 +78,7 @@ LEGEND = (
     "share of those items humans saw (audits included) · mv, ev ≥/≤: P(Accept) thresholds in force "
     "(auto-accept at or above / auto-reject at or below; – none), calibrated on earlier rounds' human "
     "verdicts · human s: simulated reviewer seconds · commit: pairs committed · model: SAM 3 version "
-    "after the round (* = promoted) · cgF1: its gold cgF1 · held: gold cgF1 on gold.report_concepts · "
+    "after the round (* = promoted; +mv / +ev: a retrained verifier was promoted) · cgF1: its gold cgF1 · held: gold cgF1 on gold.report_concepts · "
     "prec/recall: committed masks vs. ground truth · pair✓: committed pairs exactly right (automatic "
     "and human decisions alike)"
 )

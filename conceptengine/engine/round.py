@@ -89,17 +89,23 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
 
 
 def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
+    from conceptengine.engine.verifier_retrain import verifiers_at_start_of
     from conceptengine.verifiers.stage import params_from_config
 
     cfg = ctx.cfg.verifier
     params = params_from_config(cfg, lambda path: resolve(ctx.workspace, path))
+    checkpoints = []
+    if cfg.backend != "openai":  # the verifiers promoted by earlier rounds' retrain_verifiers steps
+        current = verifiers_at_start_of(ctx, r)
+        params |= {"model_path": current["mv"], "ev_model_path": current["ev"]}
+        checkpoints = [current["mv"], current["ev"]]
 
     def compute():
         healthy = _healthy(proposals["proposals"])
         out = run_stage(ctx.runner, get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", VERIFIED)
-        return {"verified": out}, {}
+        return {"verified": out}, {"verifiers": checkpoints}
 
-    return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint], ["verified"], compute)
+    return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint, *checkpoints], ["verified"], compute)
 
 
 def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult) -> StepResult:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from conceptengine.engine.context import RunError
 from conceptengine.engine.store import RunStore, StepRef
 
-# In order; retrain and promote run only on the retraining cadence.
+# In order; retrain, promote and retrain_verifiers run only on their cadences.
 ROUND_STEPS = (
-    "propose_nps", "propose_masks", "ai_verify", "calibrate", "route", "human_review", "commit", "retrain", "promote", "evaluate",
-)
-OPTIONAL = ("retrain", "promote")
+    "propose_nps", "propose_masks", "ai_verify", "calibrate", "route", "human_review", "commit",
+    "retrain", "promote", "retrain_verifiers", "evaluate",
+)  # fmt: skip
+OPTIONAL = ("retrain", "promote", "retrain_verifiers")
 
 
 def run_status(run_url: str) -> dict:

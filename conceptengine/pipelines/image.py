@@ -20,6 +20,7 @@ from conceptengine.engine.registry import promoted_at_start_of, write_registry_v
 from conceptengine.engine.retrain import promote, retrain, retrain_due
 from conceptengine.engine.round import ai_verify, propose_masks, propose_nps, route
 from conceptengine.engine.steps import StepResult
+from conceptengine.engine.verifier_retrain import retrain_verifiers_step, verifier_retrain_due
 
 SUMMARY_KEYS = (
     "thresholds",
@@ -36,6 +37,7 @@ SUMMARY_KEYS = (
     "committed_masks",
     "model_version",
     "promoted",
+    "verifiers_promoted",
     "candidate_cgF1",
     "gold_cgF1",
     "gold_IL_MCC",
@@ -64,13 +66,15 @@ def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> d
     if retrain_due(ctx, r):
         trained = retrain(ctx, r, version, committed)
         steps.append(promote(ctx, r, version, trained, gold))
+    if verifier_retrain_due(ctx, r):
+        steps.append(retrain_verifiers_step(ctx, r, committed))
     steps.append(evaluate_round(ctx, r, gold, committed, promoted_at_start_of(ctx, r + 1)))
     write_registry_view(ctx, r)
     return summarize(r, steps)
 
 
 def steps_per_round(ctx: RunContext, r: int) -> int:
-    return 8 + (2 if retrain_due(ctx, r) else 0)
+    return 8 + (2 if retrain_due(ctx, r) else 0) + (1 if verifier_retrain_due(ctx, r) else 0)
 
 
 def summarize(r: int, steps: list[StepResult]) -> dict:

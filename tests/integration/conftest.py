@@ -24,6 +24,7 @@ SMALL = [
     "sam3.score_threshold=0.2",
     "sam3.max_masks=3",
     "retrain.enabled=false",  # retraining has its own test (test_retrain.py)
+    "verifier_retrain.enabled=false",  # ... and so has verifier retraining
 ]
 
 

@@ -15,7 +15,8 @@ from tests.integration.conftest import SMALL
 
 def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(small_workspace, tmp_path):
     cfg = load_config(
-        None, SMALL + ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"]
+        None,
+        SMALL + ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"],
     )
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), small_workspace, resume=False)
@@ -42,6 +43,39 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(sma
 def test_cadence_by_new_pairs(small_workspace, tmp_path):
     from conceptengine.engine.retrain import retrain_due
 
-    cfg = load_config(None, SMALL + ["retrain.enabled=true", "retrain.every_rounds=null", "retrain.min_new_pairs=1000000000"])
+    cfg = load_config(
+        None,
+        SMALL + ["retrain.enabled=true", "retrain.every_rounds=null", "retrain.min_new_pairs=1000000000"],
+    )
     ctx = start_run(cfg, str(tmp_path / "run"), small_workspace, resume=False)
     assert not retrain_due(ctx, 1)
+
+
+def test_verifiers_retrain_on_their_cadence_and_the_next_round_verifies_with_the_promoted_ones(
+    small_workspace, tmp_path
+):
+    from conceptengine.engine.verifier_retrain import verifiers_at_start_of
+
+    retrain = ["verifier_retrain.enabled=true", "verifier_retrain.every_rounds=1", "verifier_retrain.steps=2"]
+    cfg = load_config(
+        None, SMALL + retrain + ["verifier_retrain.min_examples=4", "verifier_retrain.batch_size=4"]
+    )
+    run_dir = tmp_path / "run"
+    ctx = start_run(cfg, str(run_dir), small_workspace, resume=False)
+    summaries = run_all(ctx, run_round)
+
+    first = ctx.store.manifest(StepRef(1, "retrain_verifiers"))["extra"]
+    assert set(first["verifiers"]) == {"mv", "ev"}  # both tasks had enough human verdicts in round 1
+    for task, result in first["verifiers"].items():
+        assert (Path(result["candidate"]) / "config.json").exists()
+        assert result["candidate"].endswith(f"verifier-{task}/v0001") and result["examples"] >= 4
+        assert result["promoted"] == (result["holdout_nll"] < result["base_holdout_nll"])
+    assert summaries[1]["verifiers_promoted"] == first["verifiers_promoted"]
+
+    # Round 2 verified with exactly what round 1 promoted (or the starting verifiers where it did not).
+    current = verifiers_at_start_of(ctx, 2)
+    for task in ("mv", "ev"):
+        result = first["verifiers"][task]
+        assert current[task] == (result["candidate"] if result["promoted"] else result["base"])
+    used = ctx.store.manifest(StepRef(2, "ai_verify"))["extra"]["verifiers"]
+    assert used == [current["mv"], current["ev"]]
