@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=str(ASSET_DIR), help="where the shipped mv/ and ev/ checkpoints go")
     ap.add_argument("--n-train", type=int, default=400, help="rendered images (20%% are held out by image)")
-    ap.add_argument("--steps-mv", type=int, default=1500)
-    ap.add_argument("--steps-ev", type=int, default=1500)
+    ap.add_argument("--steps-mv", type=int, default=1200)
+    ap.add_argument("--steps-ev", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the budget assumes 1)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for a longer / larger run on a GPU")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=min(100, steps // 10),
             weight_decay=0.01,
             seed=args.seed,
+            device=args.device,
+            use_gpu=args.device.startswith("cuda"),
             checkpoint_every=250,
             log_every=50,
             num_workers=0,

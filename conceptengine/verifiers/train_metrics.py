@@ -25,10 +25,10 @@ CONFIDENT_HIGH, CONFIDENT_LOW = 0.9, 0.1
 TARGET_PRECISION = 0.95  # routing's default target_precision
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over equal-width bins of |bin share| * |mean predicted - observed frequency|."""
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float | None:
+    """Sum over equal-width bins of |bin share| * |mean predicted - observed frequency|; None without items."""
     if len(p) == 0:
-        return float("nan")
+        return None
     idx = np.minimum((p * bins).astype(int), bins - 1)
     ece = 0.0
     for b in range(bins):
@@ -69,7 +69,7 @@ def agreement_metrics(probs: np.ndarray, human: list[str], choices: ChoiceSet) -
     n = len(human)
     predicted = [choices.names[i] for i in probs.argmax(axis=1)] if n else []
     y_idx = np.array([choices.index(h) for h in human], dtype=int)
-    nll = float(-np.log(np.clip(probs[np.arange(n), y_idx], 1e-12, 1)).mean()) if n else float("nan")
+    nll = float(-np.log(np.clip(probs[np.arange(n), y_idx], 1e-12, 1)).mean()) if n else None
     per_choice, confusion = {}, {}
     for name in choices.names:
         support = sum(h == name for h in human)

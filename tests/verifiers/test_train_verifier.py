@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
@@ -208,3 +209,25 @@ def test_bad_configs_name_what_to_fix(data, tmp_path):
         train_verifier(cfg(data, tmp_path / "u", init_checkpoint=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="do not exist"):
         train_verifier(cfg(data, tmp_path / "v", examples=str(tmp_path / "none.parquet")))
+
+
+def test_cli_trains_with_ray_train_local_mode_and_prints_the_report(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from conceptengine.cli import app
+
+    path = tmp_path / "train.yaml"
+    tree = {
+        "task": "ev", "init_checkpoint": data["init"], "output_dir": str(tmp_path / "out"),
+        "examples": str(data["root"] / "examples.parquet"), "view_size": VIEW, "holdout_share": 0.4,
+        "steps": 5, "batch_size": 4, "lora": True, "lora_rank": 2, "device": "cpu",
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(tree))
+    result = CliRunner().invoke(
+        app, ["train", "verifier", str(path), "--set", "steps=2", "--set", "num_workers=0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "EV verifier on the hold-out split" in result.output and "ECE(P(Accept))" in result.output
+    assert json.loads((tmp_path / "out" / "training.json").read_text())["steps"] == 2
+    bad = CliRunner().invoke(app, ["train", "verifier", str(path), "--set", "lora_rnak=2"])
+    assert bad.exit_code == 2 and "lora_rnak" in bad.output
