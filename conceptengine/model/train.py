@@ -2,7 +2,8 @@
 
 The loop is one function, `run_training`, used both in-process (`train_sam3`) and by every Ray Train worker
 (`train_ray.py`); with more than one worker it averages gradients over `torch.distributed` itself, which
-avoids DDP's unused-parameter bookkeeping (the geometry encoder never runs on text prompts).
+avoids DDP's unused-parameter bookkeeping (the geometry encoder never runs on text prompts). Checkpoints,
+resume, the step and the log are the engine's shared ones (engine/training.py), as in the verifier trainer.
 
 What makes a small DETR train on a CPU budget: aux losses on every decoder layer and dense semantic
 supervision (`losses.py`), linear warm-up then cosine decay, gradient clipping, several images per step with
@@ -12,12 +13,7 @@ The output directory loads exactly like the input one: `save_pretrained` plus th
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,14 +22,22 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import Sam3Model
 
+from conceptengine.engine import training
 from conceptengine.engine.ids import stable_seed
+
+# CHECKPOINTS, STATE_FILE and checkpoint_dirs stay importable from here, where they were first defined.
+from conceptengine.engine.training import (  # noqa: F401
+    CHECKPOINTS,
+    STATE_FILE,
+    checkpoint_dirs,
+    param_groups,
+    resolve_device,
+)
 from conceptengine.model.losses import DetectorOutputs, LossWeights, Sam3Criterion, detector_outputs
 from conceptengine.model.processing import load_sam3_inputs
 from conceptengine.model.train_data import Sam3TrainDataset, StepBatchSampler, TrainBatch, collate
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.pt"
 _WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json")
 
 
@@ -69,9 +73,7 @@ class TrainSam3Config(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {v!r}")
-        return v
+        return training.check_device(v)
 
     @field_validator("loss_weights")
     @classmethod
@@ -94,25 +96,9 @@ class TrainSam3Config(BaseModel):
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def resolve_device(cfg: TrainSam3Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available; set device: cpu")
-    return torch.device(cfg.device)
-
-
 def lr_lambda(cfg: TrainSam3Config) -> Callable[[int], float]:
     """Linear warm-up from 1% then cosine decay to `min_lr_ratio`: DETR's attention is fragile early on."""
-
-    def f(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return 0.01 + 0.99 * step / cfg.warmup_steps
-        span = max(cfg.steps - cfg.warmup_steps, 1)
-        t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
+    return training.warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def load_training_records(cfg: TrainSam3Config):
@@ -134,45 +120,11 @@ def model_mask_size(model: Sam3Model) -> int:
     return int(model.config.vision_config.backbone_feature_sizes[0][0])
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on norms, biases and embeddings-as-vectors (the usual AdamW practice)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def checkpoint_dirs(output_dir: str) -> list[Path]:
-    root = Path(output_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    done = [
-        d for d in root.iterdir() if d.is_dir() and d.name.startswith("step-") and (d / STATE_FILE).is_file()
-    ]
-    return sorted(done, key=lambda d: int(d.name.split("-")[1]))
-
-
 def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, keep: int) -> Path:
-    """Write to a temporary directory, then rename: a crash mid-write never leaves a checkpoint that looks done."""
-    root = Path(output_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    state = {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in checkpoint_dirs(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """The full model state (every weight may train), atomically; see `training.save_checkpoint`."""
+    return training.save_checkpoint(
+        output_dir, step, {"model": model.state_dict()}, optimizer, scheduler, keep
+    )
 
 
 def save_final(model: Sam3Model, cfg: TrainSam3Config, summary: dict) -> None:
@@ -181,10 +133,9 @@ def save_final(model: Sam3Model, cfg: TrainSam3Config, summary: dict) -> None:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    for f in Path(cfg.init_checkpoint).iterdir():
-        if f.is_file() and f.name not in _WEIGHT_FILES and not f.name.endswith(".safetensors"):
-            shutil.copy2(f, out / f.name)
-    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    training.finish_output(
+        out, cfg.init_checkpoint, summary, lambda name: name in _WEIGHT_FILES or name.endswith(".safetensors")
+    )
 
 
 def expand_vision(vision, counts: list[int]):
@@ -217,17 +168,6 @@ def forward_batch(
     )
 
 
-def _all_reduce_grads(model: torch.nn.Module, world_size: int) -> None:
-    import torch.distributed as dist
-
-    for p in model.parameters():
-        if p.requires_grad:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-            p.grad /= world_size
-
-
 # -- the loop --------------------------------------------------------------------------------------------
 def run_training(
     cfg: TrainSam3Config,
@@ -236,10 +176,7 @@ def run_training(
     report: Callable[[dict], None] | None = None,
 ) -> str:
     """Train (resuming from the newest checkpoint in `output_dir`), save the final model; returns output_dir."""
-    if not Path(cfg.init_checkpoint, "config.json").is_file():
-        raise FileNotFoundError(
-            f"init_checkpoint {cfg.init_checkpoint} is not a SAM 3 checkpoint (no config.json)"
-        )
+    training.require_init_checkpoint(cfg.init_checkpoint, "SAM 3")
     device = resolve_device(cfg)
     model = Sam3Model.from_pretrained(cfg.init_checkpoint).to(device)
     model.train()
@@ -259,26 +196,21 @@ def run_training(
     criterion = Sam3Criterion(weights)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    start = 0
-    existing = checkpoint_dirs(cfg.output_dir)
-    if existing:
-        state = torch.load(existing[-1] / STATE_FILE, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-        if rank == 0:
-            log.info("resuming from %s at step %d", existing[-1], start)
+    start = training.resume(
+        cfg.output_dir,
+        device,
+        optimizer,
+        scheduler,
+        lambda state, _: model.load_state_dict(state["model"]),
+        rank,
+    )
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.loader_workers
     )
-    log_path = Path(cfg.output_dir) / "train_log.jsonl"
-    if rank == 0:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+    train_log = training.TrainLog(cfg.output_dir, cfg.steps, cfg.log_every, rank, report)
     step = start
     last: dict[str, float] = {}
-    t0 = time.perf_counter()
     for batch in loader:
         if batch is None:
             log.warning("step %d: no readable image in the batch; skipped", step)
@@ -288,30 +220,15 @@ def run_training(
             terms = criterion(
                 forward_batch(model, batch, device, cfg.freeze_vision), batch.targets.to(device)
             )
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if world_size > 1:
-                _all_reduce_grads(model, world_size)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            training.optimizer_step(
+                terms["loss"], model, model.parameters(), optimizer, cfg.grad_clip, world_size
+            )
             last = {k: float(v.detach()) for k, v in terms.items() if "_aux" not in k}
         scheduler.step()
         step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                "sec": round(time.perf_counter() - t0, 2),
-                **last,
-            }
-            if rank == 0:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                log.info("step %d loss %.4f", step, last.get("loss", float("nan")))
-            if report is not None:  # every rank: Ray Train's report is a barrier across workers
-                report(rec)
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        if train_log.after_step(step, scheduler.get_last_lr()[0], last) is not None and rank == 0:
+            log.info("step %d loss %.4f", step, last.get("loss", float("nan")))
+        if rank == 0 and training.due(step, cfg.checkpoint_every, cfg.steps):
             save_checkpoint(cfg.output_dir, step, model, optimizer, scheduler, cfg.keep_checkpoints)
     if rank == 0:
         save_final(

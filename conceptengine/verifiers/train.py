@@ -9,18 +9,14 @@ for an MLLM fine-tuned on a few thousand verdicts) and saves the MERGED model wi
 the adapter in `adapter/`, so `AutoModelForImageTextToText` and the engine's backend load the output
 unchanged. `lora: false` trains every weight: needed for the demo's tiny model, whose random weights give
 LoRA nothing to adapt. The loop is one function, used in-process and by every Ray Train worker
-(`train_ray.py`), mirroring the SAM 3 trainer: per-step batches, per-step seeds, atomic checkpoints, exact
-resume.
+(`train_ray.py`), mirroring the SAM 3 trainer: per-step batches, per-step seeds, and the engine's shared
+atomic checkpoints, exact resume, step and log (engine/training.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -31,7 +27,18 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conceptengine.engine import training
 from conceptengine.engine.ids import stable_seed
+
+# CHECKPOINTS, STATE_FILE and checkpoint_dirs stay importable from here, where they were first defined.
+from conceptengine.engine.training import (  # noqa: F401
+    CHECKPOINTS,
+    STATE_FILE,
+    checkpoint_dirs,
+    param_groups,
+    resolve_device,
+    warmup_cosine,
+)
 from conceptengine.model.train_data import StepBatchSampler
 from conceptengine.verifiers.train_data import TASKS, examples_from_run, read_examples, split_examples
 from conceptengine.verifiers.train_eval import evaluate_examples
@@ -39,8 +46,6 @@ from conceptengine.verifiers.train_inputs import Collator, ExampleDataset, choic
 from conceptengine.verifiers.transformers_backend import TransformersBackend
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
 ADAPTER_DIR = "adapter"
 # Files of the init checkpoint that the trained output replaces rather than copies.
@@ -90,9 +95,7 @@ class TrainVerifierConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {v!r}")
-        return v
+        return training.check_device(v)
 
     @field_validator("dtype")
     @classmethod
@@ -131,24 +134,6 @@ def load_examples(cfg: TrainVerifierConfig) -> pa.Table:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def resolve_device(cfg: TrainVerifierConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg.device!r} requested but CUDA is not available; set device: cpu")
-    return torch.device(cfg.device)
-
-
-def warmup_cosine(steps: int, warmup: int, min_ratio: float) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        t = min(max(step - warmup, 0) / max(steps - warmup, 1), 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
-
-
 def add_lora(model: torch.nn.Module, cfg: TrainVerifierConfig) -> torch.nn.Module:
     """Wrap in peft LoRA; only the adapters train. Seeded, so a resumed run starts from the same adapters."""
     from peft import LoraConfig, get_peft_model
@@ -172,50 +157,23 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def checkpoint_dirs(output_dir: str) -> list[Path]:
-    root = Path(output_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    done = [d for d in root.iterdir() if d.name.startswith("step-") and (d / STATE_FILE).is_file()]
-    return sorted(done, key=lambda d: int(d.name.split("-")[1]))
-
-
 def save_checkpoint(cfg: TrainVerifierConfig, step: int, model, optimizer, scheduler) -> Path:
-    """Trainable weights only (the adapters under LoRA), written to a temp dir and renamed when complete."""
-    root = Path(cfg.output_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / f"step-{step:07d}", root / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    state = {
-        "step": step,
-        "trainable": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in checkpoint_dirs(cfg.output_dir)[: -cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Trainable weights only (the adapters under LoRA), atomically; see `training.save_checkpoint`."""
+    weights = {"trainable": trainable_state(model)}
+    return training.save_checkpoint(cfg.output_dir, step, weights, optimizer, scheduler, cfg.keep_checkpoints)
 
 
 def resume(cfg: TrainVerifierConfig, model, optimizer, scheduler, device: torch.device) -> int:
-    existing = checkpoint_dirs(cfg.output_dir)
-    if not existing:
-        return 0
-    state = torch.load(existing[-1] / STATE_FILE, map_location=device, weights_only=False)
-    result = model.load_state_dict(state["trainable"], strict=False)
-    if result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {existing[-1]} does not fit this model (was lora changed?): "
-            f"{result.unexpected_keys[:3]}"
-        )
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    log.info("resuming from %s at step %d", existing[-1], state["step"])
-    return int(state["step"])
+    """The step to start at: the newest checkpoint's, its trainable weights loaded into `model`; else 0."""
+
+    def load_trainable(state: dict, where: Path) -> None:
+        result = model.load_state_dict(state["trainable"], strict=False)
+        if result.unexpected_keys:
+            raise ValueError(
+                f"checkpoint {where} does not fit this model (was lora changed?): {result.unexpected_keys[:3]}"
+            )
+
+    return training.resume(cfg.output_dir, device, optimizer, scheduler, load_trainable)
 
 
 def save_final(model: torch.nn.Module, cfg: TrainVerifierConfig, summary: dict) -> None:
@@ -226,22 +184,12 @@ def save_final(model: torch.nn.Module, cfg: TrainVerifierConfig, summary: dict) 
         model.save_pretrained(out / ADAPTER_DIR)
         model = model.merge_and_unload()
     model.save_pretrained(out)
-    for f in Path(cfg.init_checkpoint).iterdir():
-        weights = f.name.endswith(".safetensors") or f.name.startswith("model.")
-        if f.is_file() and not weights and f.name not in _NOT_COPIED:
-            shutil.copy2(f, out / f.name)
-    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-
-
-def _all_reduce_grads(model: torch.nn.Module, world_size: int) -> None:
-    import torch.distributed as dist
-
-    for p in model.parameters():
-        if p.requires_grad:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-            p.grad /= world_size
+    training.finish_output(
+        out,
+        cfg.init_checkpoint,
+        summary,
+        lambda name: name.endswith(".safetensors") or name.startswith("model.") or name in _NOT_COPIED,
+    )
 
 
 # -- the loop --------------------------------------------------------------------------------------------
@@ -252,10 +200,7 @@ def run_training(
     report: Callable[[dict], None] | None = None,
 ) -> str:
     """Train (resuming from output_dir's newest checkpoint), save, report on the hold-out; returns the dir."""
-    if not Path(cfg.init_checkpoint, "config.json").is_file():
-        raise FileNotFoundError(
-            f"init_checkpoint {cfg.init_checkpoint} is not a model checkpoint (no config.json)"
-        )
+    training.require_init_checkpoint(cfg.init_checkpoint, "model")
     device = resolve_device(cfg)
     train_t, holdout_t = split_examples(load_examples(cfg), cfg.holdout_share, cfg.split_seed)
     if train_t.num_rows == 0:
@@ -267,12 +212,7 @@ def run_training(
     model = add_lora(backend.model, cfg) if cfg.lora else backend.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
     )
@@ -280,39 +220,21 @@ def run_training(
     dataset = ExampleDataset(train_t, cfg.task, cfg.view_size)
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, rank, world_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(backend))
-    log_path = Path(cfg.output_dir) / "train_log.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    step, last, t0 = start, {}, time.perf_counter()
+    train_log = training.TrainLog(cfg.output_dir, cfg.steps, cfg.log_every, rank, report)
+    step, last = start, {}
     for batch in loader:
         torch.manual_seed(stable_seed(cfg.seed, "step", str(step), str(rank)))  # dropout: exact resume
         logits = choice_logits(model, {k: v.to(device) for k, v in batch.inputs.items()}, letter_ids)
         labels = batch.labels.to(device)
         loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if world_size > 1:
-            _all_reduce_grads(model, world_size)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        training.optimizer_step(loss, model, params, optimizer, cfg.grad_clip, world_size)
         scheduler.step()
         step += 1
         last = {"loss": float(loss.detach()), "acc": float((logits.argmax(-1) == labels).float().mean())}
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        if rank == 0 and training.due(step, cfg.checkpoint_every, cfg.steps):
             save_checkpoint(cfg, step, model, optimizer, scheduler)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                "sec": round(time.perf_counter() - t0, 2),
-                **last,
-            }
-            if rank == 0:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                log.info("%s step %d loss %.4f acc %.3f", cfg.task, step, last["loss"], last["acc"])
-            if report is not None:  # every rank: Ray Train's report is a barrier across workers
-                report(rec)
+        if train_log.after_step(step, scheduler.get_last_lr()[0], last) is not None and rank == 0:
+            log.info("%s step %d loss %.4f acc %.3f", cfg.task, step, last["loss"], last["acc"])
     if rank == 0:
         model.eval()
         summary = {
