@@ -91,6 +91,16 @@ def _check_worker(worker_id: Any) -> None:
         raise SubmissionError(f"worker_id: must be a non-empty string, got {worker_id!r}")
 
 
+def _held(task_id: str, worker_id: str) -> tuple[Any, ...]:
+    """Rows of a task leased to this worker and not yet answered (its lease may have run out)."""
+    return (T.c.task_id == task_id, T.c.status == "leased", T.c.lease_owner == worker_id)
+
+
+def _check_ttl(ttl_s: Any) -> None:
+    if not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise ValueError(f"ttl_s: must be a positive number of seconds, got {ttl_s!r}")
+
+
 class ReviewQueue(QueueReads):
     """Durable task queue at `url` (a SQLAlchemy URL, or a file path meaning SQLite, e.g. RUN/review.db).
 
@@ -223,8 +233,7 @@ class ReviewQueue(QueueReads):
         kinds = check_kinds(kinds, admin)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"n: must be a non-negative integer, got {n!r}")
-        if not isinstance(ttl_s, (int, float)) or not math.isfinite(ttl_s) or ttl_s <= 0:
-            raise ValueError(f"ttl_s: must be a positive number of seconds, got {ttl_s!r}")
+        _check_ttl(ttl_s)
         if n == 0:
             return []
         now = self._clock()
@@ -295,6 +304,29 @@ class ReviewQueue(QueueReads):
                 status="leased", lease_owner=worker_id, lease_expires_at=expires, attempts=T.c.attempts + 1
             )
         )
+        return res.rowcount == 1
+
+    def renew(self, task_id: str, worker_id: str, ttl_s: float) -> float | None:
+        """Extend `worker_id`'s lease on `task_id` to now + `ttl_s` while they still work on it (a
+        correction can outlast a lease); also revives their expired lease if nobody else took the task.
+        Returns the new expiry, or None when the worker does not hold it (answered, released, taken)."""
+        _check_worker(worker_id)
+        _check_ttl(ttl_s)
+        expires = self._clock() + ttl_s
+        with write_tx(self._engine) as conn:
+            res = conn.execute(update(T).where(*_held(task_id, worker_id)).values(lease_expires_at=expires))
+        return expires if res.rowcount == 1 else None
+
+    def release(self, task_id: str, worker_id: str) -> bool:
+        """Give a task `worker_id` holds, unanswered, back to the queue now (a 'skip'), not at lease expiry.
+        False when the worker does not hold it."""
+        _check_worker(worker_id)
+        with write_tx(self._engine) as conn:
+            res = conn.execute(
+                update(T)
+                .where(*_held(task_id, worker_id))
+                .values(status="open", lease_owner=None, lease_expires_at=None)
+            )
         return res.rowcount == 1
 
     # -- answering -------------------------------------------------------------------------------

@@ -98,6 +98,33 @@ def test_expiry_in_real_time(review_url: str) -> None:
     assert [t.lease_owner for t in q.lease("w2", ["ev"], 1, ttl_s=60.0)] == ["w2"]
 
 
+def test_renew_keeps_the_holder_and_release_hands_the_task_back(review_url: str) -> None:
+    clock = Clock()
+    q = ReviewQueue(review_url, clock=clock)
+    q.enqueue([ev_spec(0), ev_spec(1)])
+    a, b = q.lease("w1", ["ev"], 2, ttl_s=10.0)
+    assert q.renew(a.task_id, "w1", 60.0) == clock.t + 60.0
+    assert q.renew(a.task_id, "w2", 60.0) is None  # only the holder renews
+    clock.t += 30  # past the first lease, inside the renewed one
+    assert [t.task_id for t in q.lease("w2", ["ev"], 5, ttl_s=10.0)] == [b.task_id]
+    clock.t += 40  # the renewed lease ran out too, and w2 took b: w1 may revive a, not b
+    assert q.renew(a.task_id, "w1", 60.0) == clock.t + 60.0
+    assert q.renew(b.task_id, "w1", 60.0) is None
+    assert q.renew(b.task_id, "w2", 60.0) == clock.t + 60.0  # (b's holder revives it too)
+    assert q.release(a.task_id, "w2") is False
+    assert q.release(a.task_id, "w1") is True and q.release(a.task_id, "w1") is False
+    released = q.get(a.task_id)
+    assert released is not None and (released.status, released.lease_owner) == ("open", None)
+    (again,) = q.lease("w3", ["ev"], 5, ttl_s=10.0)  # at once, not at lease expiry
+    assert again.task_id == a.task_id
+    assert q.submit(a.task_id, "w3", "Accept").accepted
+    assert q.renew(a.task_id, "w3", 60.0) is None and q.release(a.task_id, "w3") is False  # answered
+    with pytest.raises(ValueError, match="ttl_s"):
+        q.renew(b.task_id, "w2", 0)
+    with pytest.raises(ValueError, match="worker_id"):
+        q.release(b.task_id, "")
+
+
 def test_lease_filters_kind_and_round(review_url: str) -> None:
     q = ReviewQueue(review_url)
     q.enqueue([ev_spec(0, round_index=1), ev_spec(1, round_index=2), mv_spec(0, round_index=1)])

@@ -8,7 +8,6 @@ review), then by the queue for content (choice names, correction RLEs that decod
 from __future__ import annotations
 
 import io
-import time
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +16,7 @@ from PIL import Image
 from conceptengine.engine.media import read_bytes
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.auth import CurrentUser
-from conceptengine.review.web.leases import held_task, release, renew
+from conceptengine.review.web.leases import held_task
 from conceptengine.review.web.run import ReviewRun
 from conceptengine.review.web.schemas import AnswerBody, LeaseBody, RenewBody, question, task_view
 
@@ -70,7 +69,7 @@ def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBod
     """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
     held = held_task(request.app.state.db, task_id, user)
     ttl = body.ttl_s if body is not None and body.ttl_s is not None else _run(request).lease_ttl_s
-    expires = renew(request.app.state.db, held.task.task_id, user, ttl, time.time())
+    expires = _queue(request).renew(held.task.task_id, user.worker_id, ttl)
     if expires is None:
         raise HTTPException(409, f"task_id: {task_id!r} is not leased to you (already answered?)")
     return {"task_id": held.task.task_id, "lease_expires_at": expires}
@@ -80,7 +79,8 @@ def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBod
 def release_task(task_id: str, request: Request, user: CurrentUser) -> dict:
     """Skip: hand a leased, unanswered task back so another reviewer gets it now, not at lease expiry."""
     held = held_task(request.app.state.db, task_id, user)
-    return {"released": release(request.app.state.db, held.task.task_id, user), "task_id": held.task.task_id}
+    released = _queue(request).release(held.task.task_id, user.worker_id)
+    return {"released": released, "task_id": held.task.task_id}
 
 
 @router.get("/api/tasks/{task_id}")
