@@ -23,6 +23,14 @@ def resolve(base: Path, maybe_relative: str) -> str:
     return str((base / maybe_relative).resolve())
 
 
+def run_review_url(cfg: EngineConfig, store: RunStore) -> str:
+    """The run's review queue: `review.url` (e.g. PostgreSQL for a team), else SQLite at RUN/review.db.
+    One definition, so the engine and the review server always open the same queue."""
+    if cfg.review.url:
+        return cfg.review.url
+    return f"sqlite:///{store.local_path('review.db')}"
+
+
 @dataclass
 class RunContext:
     cfg: EngineConfig
@@ -58,9 +66,7 @@ class RunContext:
 
     @property
     def review_url(self) -> str:
-        if self.cfg.review.url:
-            return self.cfg.review.url
-        return f"sqlite:///{self.store.local_path('review.db')}"
+        return run_review_url(self.cfg, self.store)
 
     @property
     def has_oracle(self) -> bool:

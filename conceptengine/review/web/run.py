@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.context import resolve
+from conceptengine.engine.context import resolve, run_review_url
 from conceptengine.engine.store import RunStore, StepRef
 
 
@@ -43,9 +43,7 @@ class ReviewRun:
     @property
     def review_url(self) -> str:
         """The queue the run's HUMAN_REVIEW step fills: `review.url`, else RUN/review.db."""
-        if self.cfg.review.url:
-            return self.cfg.review.url
-        return f"sqlite:///{self.store.local_path('review.db')}"
+        return run_review_url(self.cfg, self.store)
 
     @property
     def lease_ttl_s(self) -> float:
