@@ -53,6 +53,7 @@ from conceptengine.review.queue_rows import (
     answer_of,
     check_kinds,
     chunks,
+    live_task,
     replica_task_id,
     task_of,
 )
@@ -370,15 +371,10 @@ class ReviewQueue(QueueReads):
         """The task an answer to `task_id` belongs to, following roll-overs to the live successor."""
         if not isinstance(task_id, str):
             raise SubmissionError(f"task_id: must be a string, got {task_id!r}")
-        current = task_id
-        for _ in range(1000):
-            row = conn.execute(select(T).where(T.c.task_id == current)).first()
-            if row is None:
-                raise SubmissionError(f"task_id: no task {current!r} in the review queue")
-            if row.status != "rolled" or row.rolled_to is None:
-                return task_of(row)
-            current = row.rolled_to
-        raise SubmissionError(f"task_id: roll-over chain of {task_id!r} does not end")  # pragma: no cover
+        task = live_task(conn, task_id)
+        if task is None:
+            raise SubmissionError(f"task_id: no task {task_id!r} in the review queue")
+        return task
 
     def _record(
         self, task: Task, worker_id: str, choice: str, payload: dict[str, Any] | None, seconds: float

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import Connection, select
+
 from conceptengine.engine import ids
 from conceptengine.review.choices import KINDS, SubmissionError
 from conceptengine.review.consensus import ADJUDICATE
@@ -18,6 +20,7 @@ T = TaskRecord.__table__
 A = AnswerRecord.__table__
 C = ClaimRecord.__table__
 CHUNK = 500
+MAX_HOPS = 1000  # a roll-over chain longer than this is corrupt, not a queue that ran 1000 rounds late
 # Labelled: tasks and answers both have a `payload` column.
 ANSWER_COLS = (A.c.annotator, A.c.choice, A.c.payload.label("answer_payload"), A.c.seconds)
 
@@ -62,6 +65,20 @@ def task_of(row: Any) -> Task:
         replica=row.replica,
         replicas=row.replicas,
     )
+
+
+def live_task(conn: Connection, task_id: str) -> Task | None:
+    """The task an answer to `task_id` lands on: itself, or the live end of its roll-over chain (a task
+    left unanswered at a round's deadline points at its successor). None when there is no such task."""
+    current = task_id
+    for _ in range(MAX_HOPS):
+        row = conn.execute(select(T).where(T.c.task_id == current)).first()
+        if row is None:
+            return None
+        if row.status != "rolled" or row.rolled_to is None:
+            return task_of(row)
+        current = row.rolled_to
+    raise SubmissionError(f"task_id: roll-over chain of {task_id!r} does not end")  # pragma: no cover
 
 
 def answer_of(row: Any) -> AnswerRow:

@@ -3,22 +3,20 @@
 The queue itself takes the first well-formed answer from anyone (a simulated reviewer, a late human).
 People on a network need a stricter gate: a reviewer may answer, look at or segment only a task leased
 to them, so one reviewer can never overwrite or peek into another's work. The check reads the queue's
-tasks table itself (one short read, following roll-overs); renewing and releasing a held task are the
-queue's own `ReviewQueue.renew` / `ReviewQueue.release`.
+tasks table itself, following roll-overs as the queue does (`live_task`); renewing and releasing a held
+task are the queue's own `ReviewQueue.renew` / `ReviewQueue.release`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from conceptengine.review.db import read_tx
-from conceptengine.review.queue_rows import T, task_of
+from conceptengine.review.queue_rows import live_task
 from conceptengine.review.types import Task
 from conceptengine.review.web.accounts import User
-
-_MAX_HOPS = 1000
 
 
 class TaskAccessError(Exception):
@@ -43,22 +41,15 @@ def held_task(engine: Engine, task_id: str, user: User) -> Held:
     Allowed: leased to the user (even if the lease ran out meanwhile and nobody else took it: that work
     is real), done by the user (a retry), or rolled over at a deadline to a successor nobody else holds.
     """
-    current = task_id
     with read_tx(engine) as conn:
-        for _ in range(_MAX_HOPS):
-            row = conn.execute(select(T).where(T.c.task_id == current)).first()
-            if row is None:
-                raise TaskAccessError(404, f"task_id: no task {task_id!r} in the review queue")
-            if row.status == "rolled" and row.rolled_to:
-                current = row.rolled_to
-                continue
-            break
-    task = task_of(row)
+        task = live_task(conn, task_id)
+    if task is None:
+        raise TaskAccessError(404, f"task_id: no task {task_id!r} in the review queue")
     if task.kind not in user.allowed_kinds:
         raise TaskAccessError(
             403, f"task_id: {task_id!r} is a {task.kind} task; {user.name} reviews {list(user.kinds)}"
         )
-    rolled = current != task_id
+    rolled = task.task_id != task_id
     if task.lease_owner == user.worker_id or (rolled and task.status == "open"):
         return Held(task, answered=task.status == "done")
     if task.status == "done":
