@@ -63,7 +63,7 @@ def demo(
     overrides: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="continue the demo's run instead of starting it afresh")] = False,
 ) -> None:
-    """Build a rendered world and small models, then run the whole data-engine loop on it (2 rounds)."""
+    """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
     from conceptengine.pipelines.demo import prepare_demo_workspace, shipped_held_out
 
     console.print(RENDERED_NOTICE)

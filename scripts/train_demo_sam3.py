@@ -1,8 +1,11 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
-Re-run with `python scripts/train_demo_sam3.py` (fixed seeds, 4,500 steps: about 21 minutes on 2 idle CPU
-cores; the shipped checkpoint was made exactly so). A later call with the same --work and a larger --steps
-resumes from the last checkpoint there and re-stretches the cosine schedule to the new length. It:
+The shipped checkpoint was made by two calls with the same --work (fixed seeds, `--style demo`):
+    python scripts/train_demo_sam3.py --steps 1000
+    python scripts/train_demo_sam3.py --steps 5000
+The second resumes from the first's last checkpoint and re-stretches the cosine schedule to 5,000 steps
+(a one-call `--steps 5000` has a different schedule, so it gives a similar, not an identical, model). On 2
+CPU cores shared with other work the pair took about 80 minutes; idle, about 0.35 s per step. It:
 1. renders its own training world (seed WORLD_SEED, not the demo's seed 0) — a RENDERED domain of
    procedural shapes, not real images;
 2. turns the oracle's exact ground truth into SA-Co-style training pairs: positives at every hierarchy level
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=1200)
     ap.add_argument("--n-gold", type=int, default=80)
     ap.add_argument("--image-size", type=int, default=168, help="model input size (multiple of 14)")
-    ap.add_argument("--steps", type=int, default=4500)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-nps", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-4)
