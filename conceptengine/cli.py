@@ -22,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
 console = Console() if sys.stdout.isatty() else Console(width=120)
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")
+]
 
 
 def _fail(msg: str) -> None:
@@ -51,7 +53,9 @@ def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> 
     console.print(round_table(summaries))
     q = summaries[-1].get("quarantined", 0) if summaries else 0
     if q:
-        console.print(f"[yellow]{q} media file(s) did not decode and were quarantined[/] (see `conceptengine status {run_dir}`)")
+        console.print(
+            f"[yellow]{q} media file(s) did not decode and were quarantined[/] (see `conceptengine status {run_dir}`)"
+        )
     return summaries
 
 
@@ -61,7 +65,9 @@ def demo(
         "conceptengine-demo"
     ),
     overrides: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="continue the demo's run instead of starting it afresh")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue the demo's run instead of starting it afresh")
+    ] = False,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
     from conceptengine.pipelines.demo import prepare_demo_workspace, shipped_held_out
@@ -87,7 +93,9 @@ def demo(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config (see configs/)")],
-    run_dir: Annotated[str | None, typer.Option(help="run directory (any fsspec URL); default CONFIG_DIR/run")] = None,
+    run_dir: Annotated[
+        str | None, typer.Option(help="run directory (any fsspec URL); default CONFIG_DIR/run")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue at the first unfinished step")] = False,
     overrides: SetOpt = None,
 ) -> None:
@@ -137,8 +145,12 @@ def export_cmd(
 def eval_cmd(
     gold: Annotated[str, typer.Option("--gold", help="SA-Co/Gold JSON, or a run directory (its gold split)")],
     pred: Annotated[Path | None, typer.Option("--pred", help="COCO-results JSON to score")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="a SAM 3 checkpoint dir to run on the gold set")] = None,
-    ontology: Annotated[Path | None, typer.Option(help="concept graph YAML for the per-concept table")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="a SAM 3 checkpoint dir to run on the gold set")
+    ] = None,
+    ontology: Annotated[
+        Path | None, typer.Option(help="concept graph YAML for the per-concept table")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Score predictions (--pred) or a checkpoint (--model) against a gold set: cgF1, IL_MCC, pmF1."""
@@ -156,7 +168,9 @@ def eval_cmd(
             console.print(concept_table(per_concept))
     except (ValueError, FileNotFoundError, RunError) as exc:
         _fail(str(exc))
-    console.print(json.dumps({"cgF1": round(m.cgF1, 2), "IL_MCC": round(m.IL_MCC, 4), "pmF1": round(m.pmF1, 4)}))
+    console.print(
+        json.dumps({"cgF1": round(m.cgF1, 2), "IL_MCC": round(m.IL_MCC, 4), "pmF1": round(m.pmF1, 4)})
+    )
 
 
 def concept_table(per_concept: dict) -> Table:
@@ -165,8 +179,12 @@ def concept_table(per_concept: dict) -> Table:
         table.add_column(col, justify="left" if col == "concept" else "right")
     for name, m in per_concept.items():
         table.add_row(
-            name, str(m.counts.get("pairs", "")), str(m.counts.get("positive_pairs", "")),
-            f"{m.cgF1:.1f}", f"{m.IL_MCC:.3f}", f"{m.pmF1:.3f}",
+            name,
+            str(m.counts.get("pairs", "")),
+            str(m.counts.get("positive_pairs", "")),
+            f"{m.cgF1:.1f}",
+            f"{m.IL_MCC:.3f}",
+            f"{m.pmF1:.3f}",
         )
     return table
 
@@ -226,7 +244,9 @@ def verifier_serve(
         _fail(str(exc))
 
 
-review_app = typer.Typer(no_args_is_help=True, help="Human review: `conceptengine review serve RUN`, `add-user`.")
+review_app = typer.Typer(
+    no_args_is_help=True, help="Human review: `conceptengine review serve RUN`, `add-user`."
+)
 app.add_typer(review_app, name="review")
 
 
@@ -255,7 +275,9 @@ def review_add_user(
     run_dir: Annotated[str, typer.Argument(help="the run whose review database holds the accounts")],
     name: Annotated[str, typer.Argument(help="login name: lower-case letters, digits, _ . -")],
     role: Annotated[str, typer.Option(help="reviewer | admin")] = "reviewer",
-    kinds: Annotated[str, typer.Option(help="task kinds this user reviews, comma-separated")] = "mv,ev,correction",
+    kinds: Annotated[
+        str, typer.Option(help="task kinds this user reviews, comma-separated")
+    ] = "mv,ev,correction",
     replace: Annotated[bool, typer.Option(help="issue a new token for an existing user")] = False,
 ) -> None:
     """Create a reviewer account and print its token (shown once; only a hash is stored)."""
@@ -313,6 +335,7 @@ def review_import(
     print(json.dumps(report.as_dict()))
     if report.errors:
         raise typer.Exit(1)
+
 
 if __name__ == "__main__":
     app()

@@ -214,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         "untrained_init": evaluate(init, gold),
         "held_out_concepts": list(DEMO_HELD_OUT),
         "world": {
-            "seed": WORLD_SEED, "n_train": args.n_train, "n_gold": args.n_gold, "image_size": 192, "style": args.style
+            "seed": WORLD_SEED,
+            "n_train": args.n_train,
+            "n_gold": args.n_gold,
+            "image_size": 192,
+            "style": args.style,
         },
         "architecture": vars(size),
         "training": {

@@ -13,9 +13,20 @@ from conceptengine.sim.world import build_world
 runner = CliRunner()
 
 TINY_DEMO = [
-    "--set", "media.sim.n_train=6", "--set", "media.sim.n_gold=3", "--set", "rounds.images_per_round=3",
-    "--set", "gold.nps_per_image=3", "--set", "ontology.max_nps_per_image=4", "--set", "runner=local",
-    "--set", "retrain.enabled=false",
+    "--set",
+    "media.sim.n_train=6",
+    "--set",
+    "media.sim.n_gold=3",
+    "--set",
+    "rounds.images_per_round=3",
+    "--set",
+    "gold.nps_per_image=3",
+    "--set",
+    "ontology.max_nps_per_image=4",
+    "--set",
+    "runner=local",
+    "--set",
+    "retrain.enabled=false",
 ]
 
 

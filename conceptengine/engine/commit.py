@@ -30,21 +30,23 @@ def ai_verdicts(routed: pa.Table, r: int) -> pa.Table:
         for mask, probs in zip(row["masks"], row["mv_probs"] or [], strict=False):
             rows.append(_verdict(mask["instance_id"], row["pair_id"], "mv", annotator, MV_CHOICES, probs, r))
         if row["ev_probs"] is not None:
-            rows.append(_verdict(row["pair_id"], row["pair_id"], "ev", annotator, EV_CHOICES, row["ev_probs"], r))
+            rows.append(
+                _verdict(row["pair_id"], row["pair_id"], "ev", annotator, EV_CHOICES, row["ev_probs"], r)
+            )
     return pa.Table.from_pylist(rows, schema=VERDICTS)
 
 
 def _verdict(subject, pair, task, annotator, choices, probs, r) -> dict:
-    return dict(
-        subject_id=subject,
-        pair_id=pair,
-        task=task,
-        annotator=annotator,
-        choice=choices[int(np.argmax(probs))],
-        probs=list(probs),
-        seconds=0.0,
-        round=r,
-    )
+    return {
+        "subject_id": subject,
+        "pair_id": pair,
+        "task": task,
+        "annotator": annotator,
+        "choice": choices[int(np.argmax(probs))],
+        "probs": list(probs),
+        "seconds": 0.0,
+        "round": r,
+    }
 
 
 def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table:
@@ -54,21 +56,23 @@ def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table
         if d["ev_outcome"] == "flagged":
             continue  # the NP was flagged as bad/ungroundable: not a training pair
         p = by_pair[d["pair_id"]]
-        provenance = "corrected" if d["ev_outcome"] == "corrected" else ("human" if d["human_touched"] else "auto")
+        provenance = (
+            "corrected" if d["ev_outcome"] == "corrected" else ("human" if d["human_touched"] else "auto")
+        )
         rows.append(
-            dict(
-                pair_id=p["pair_id"],
-                media_id=p["media_id"],
-                uri=p["uri"],
-                width=p["width"],
-                height=p["height"],
-                noun_phrase=p["noun_phrase"],
-                masks=d["masks"],
-                is_exhaustive=True,
-                is_negative=len(d["masks"]) == 0,
-                provenance=provenance,
-                round=r,
-            )
+            {
+                "pair_id": p["pair_id"],
+                "media_id": p["media_id"],
+                "uri": p["uri"],
+                "width": p["width"],
+                "height": p["height"],
+                "noun_phrase": p["noun_phrase"],
+                "masks": d["masks"],
+                "is_exhaustive": True,
+                "is_negative": len(d["masks"]) == 0,
+                "provenance": provenance,
+                "round": r,
+            }
         )
     table = pa.Table.from_pylist(rows, schema=ANNOTATIONS)
     return table.sort_by([("pair_id", "ascending")]) if table.num_rows else table
@@ -134,11 +138,15 @@ def commit_round(ctx: RunContext, r: int, routed: StepResult, review: StepResult
         }
         return {"annotations": annotations, "verdicts": verdicts}, extra
 
-    return run_step(ctx, StepRef(r, "commit"), [routed.fingerprint, review.fingerprint], ["annotations", "verdicts"], compute)
+    return run_step(
+        ctx,
+        StepRef(r, "commit"),
+        [routed.fingerprint, review.fingerprint],
+        ["annotations", "verdicts"],
+        compute,
+    )
 
 
 def read_annotations(ctx: RunContext) -> pa.Table:
     table = ctx.store.read_parquet_dir("annotations")
     return table if table is not None else ANNOTATIONS.empty_table()
-
-

@@ -51,7 +51,11 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
     if not snapshot:
         store.write_json(
             "run.json",
-            {"config": cfg.model_dump(mode="json"), "config_hash": ctx.config_hash, "workspace": str(workspace)},
+            {
+                "config": cfg.model_dump(mode="json"),
+                "config_hash": ctx.config_hash,
+                "workspace": str(workspace),
+            },
         )
     return ctx
 
@@ -59,7 +63,9 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
 RoundFn = Callable[[RunContext, int, StepResult, StepResult], dict]
 
 
-def run_all(ctx: RunContext, run_round: RoundFn, on_round: Callable[[dict], None] | None = None) -> list[dict]:
+def run_all(
+    ctx: RunContext, run_round: RoundFn, on_round: Callable[[dict], None] | None = None
+) -> list[dict]:
     """`run_round` is a pipeline's composition of steps (pipelines/image.py for image runs)."""
     media = ingest(ctx)
     gold_set = gold(ctx, media)

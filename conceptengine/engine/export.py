@@ -34,7 +34,12 @@ def coco_instances(annotations: pa.Table) -> dict:
         if row["media_id"] not in image_ids:
             image_ids[row["media_id"]] = len(image_ids) + 1
             images.append(
-                {"id": image_ids[row["media_id"]], "file_name": row["uri"], "height": row["height"], "width": row["width"]}
+                {
+                    "id": image_ids[row["media_id"]],
+                    "file_name": row["uri"],
+                    "height": row["height"],
+                    "width": row["width"],
+                }
             )
     nps = sorted({r["noun_phrase"] for r in rows})
     cat_ids = {np_: i + 1 for i, np_ in enumerate(nps)}
@@ -78,6 +83,9 @@ def export(run_url: str, fmt: str, out: str) -> str:
         fs_out, root = fsspec.core.url_to_fs(out)
         fs_out.makedirs(root, exist_ok=True)
         for shard in sorted(store.fs.glob(store.path("shards", "*.tar"))):
-            with store.fs.open(shard, "rb") as src, fs_out.open(posixpath.join(root, posixpath.basename(shard)), "wb") as dst:
+            with (
+                store.fs.open(shard, "rb") as src,
+                fs_out.open(posixpath.join(root, posixpath.basename(shard)), "wb") as dst,
+            ):
                 dst.write(src.read())
     return out

@@ -48,9 +48,17 @@ def gold_metrics(ctx: RunContext, version: ModelVersion, gold: StepResult) -> di
     detector = Sam3Detector.from_pretrained(version.path, device=ctx.cfg.sam3.device)
     grouper = concept_grouper(ctx)
     overall, groups = evaluate_by_group(detector, gold["gold"], grouper or (lambda _np: None))
-    out = {"gold_cgF1": round(overall.cgF1, 2), "gold_IL_MCC": round(overall.IL_MCC, 4), "gold_pmF1": round(overall.pmF1, 4)}
+    out = {
+        "gold_cgF1": round(overall.cgF1, 2),
+        "gold_IL_MCC": round(overall.IL_MCC, 4),
+        "gold_pmF1": round(overall.pmF1, 4),
+    }
     if "reported" in groups:
         m = groups["reported"]
-        out |= {"reported_cgF1": round(m.cgF1, 2), "reported_IL_MCC": round(m.IL_MCC, 4), "reported_pmF1": round(m.pmF1, 4)}
+        out |= {
+            "reported_cgF1": round(m.cgF1, 2),
+            "reported_IL_MCC": round(m.IL_MCC, 4),
+            "reported_pmF1": round(m.pmF1, 4),
+        }
     ctx.store.write_json(f"models/eval/{version.name}-{key}.json", out)
     return out

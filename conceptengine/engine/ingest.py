@@ -36,14 +36,14 @@ class IngestStage(Stage):
                 except CorruptMediaError as exc:
                     error = str(exc)
             rows.append(
-                dict(
-                    media_id=media_id_for_bytes(data),
-                    uri=uri,
-                    width=width,
-                    height=height,
-                    domain=domain,
-                    split=split,
-                    error=error,
-                )
+                {
+                    "media_id": media_id_for_bytes(data),
+                    "uri": uri,
+                    "width": width,
+                    "height": height,
+                    "domain": domain,
+                    "split": split,
+                    "error": error,
+                }
             )
         return pa.Table.from_pylist(rows, schema=MEDIA)

@@ -54,4 +54,6 @@ def load_rgb(uri: str, width: int | None = None, height: int | None = None) -> n
 def check_size(image: np.ndarray, uri: str, width: int, height: int) -> None:
     """Masks are RLEs sized by the row: an image that changed under the same URI would misalign them."""
     if image.shape[:2] != (height, width):
-        raise ValueError(f"image {uri} is {image.shape[1]}x{image.shape[0]} but its row says {width}x{height}")
+        raise ValueError(
+            f"image {uri} is {image.shape[1]}x{image.shape[0]} but its row says {width}x{height}"
+        )

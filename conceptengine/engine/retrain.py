@@ -67,7 +67,12 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             use_gpu=cfg.use_gpu,
         )
         train_sam3_ray(train_cfg)
-        return {}, {"candidate": f"v{r:04d}", "candidate_path": out_dir, "base": base.name, "shards": len(shards)}
+        return {}, {
+            "candidate": f"v{r:04d}",
+            "candidate_path": out_dir,
+            "base": base.name,
+            "shards": len(shards),
+        }
 
     return run_step(ctx, StepRef(r, "retrain"), [committed.fingerprint, base.key], [], compute)
 

@@ -13,15 +13,15 @@ from conceptengine.review.queue import ReviewQueue
 
 
 def _reviewer_kwargs(ctx: RunContext, k: int) -> dict:
-    return dict(
-        queue_url=ctx.review_url,
-        world_dir=ctx.world_dir,
-        reviewer_id=f"sim-{k}",
-        error_rate=ctx.cfg.review.error_rate,
-        seed=ctx.cfg.seed,
-        cost=ctx.cfg.review.cost,
-        lease_ttl_s=ctx.cfg.review.lease_ttl_s,
-    )
+    return {
+        "queue_url": ctx.review_url,
+        "world_dir": ctx.world_dir,
+        "reviewer_id": f"sim-{k}",
+        "error_rate": ctx.cfg.review.error_rate,
+        "seed": ctx.cfg.seed,
+        "cost": ctx.cfg.review.cost,
+        "lease_ttl_s": ctx.cfg.review.lease_ttl_s,
+    }
 
 
 def drain(ctx: RunContext, queue: ReviewQueue, kinds: list[str], r: int) -> None:

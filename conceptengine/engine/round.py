@@ -45,18 +45,18 @@ def _healthy(table: pa.Table) -> pa.Table:
 def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     chosen = select_media(ctx, media["media"], r)
     cfg = ctx.cfg.ontology
-    params = dict(
-        ontology_path=ctx.ontology_path,
-        world_dir=ctx.world_dir if ctx.has_oracle else None,
-        captions_path=resolve(ctx.workspace, cfg.captions_path) if cfg.captions_path else None,
-        captioner_recall=cfg.captioner_recall,
-        captioner_noise=cfg.captioner_noise,
-        negative_share=cfg.negative_share,
-        hard_negative_share=cfg.hard_negative_share,
-        max_nps_per_image=cfg.max_nps_per_image,
-        round=r,
-        seed=ctx.cfg.seed,
-    )
+    params = {
+        "ontology_path": ctx.ontology_path,
+        "world_dir": ctx.world_dir if ctx.has_oracle else None,
+        "captions_path": resolve(ctx.workspace, cfg.captions_path) if cfg.captions_path else None,
+        "captioner_recall": cfg.captioner_recall,
+        "captioner_noise": cfg.captioner_noise,
+        "negative_share": cfg.negative_share,
+        "hard_negative_share": cfg.hard_negative_share,
+        "max_nps_per_image": cfg.max_nps_per_image,
+        "round": r,
+        "seed": ctx.cfg.seed,
+    }
 
     def compute():
         pairs = run_stage(ctx.runner, get_stage("propose_nps"), cfg.stage, params, chosen, "pair_id", PAIRS)
@@ -67,9 +67,12 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
 
 def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVersion) -> StepResult:
     cfg = ctx.cfg.sam3
-    params = dict(
-        model_path=version.path, score_threshold=cfg.score_threshold, device=cfg.device, max_masks=cfg.max_masks
-    )
+    params = {
+        "model_path": version.path,
+        "score_threshold": cfg.score_threshold,
+        "device": cfg.device,
+        "max_masks": cfg.max_masks,
+    }
 
     # Decoding and resizing run on CPU actors ahead of the (GPU) SAM 3 actors, which only compute.
     chain = [
@@ -84,7 +87,11 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
         return {"proposals": out, "quarantine": _errors(out)}, {"errors": _errors(out).num_rows}
 
     return run_step(
-        ctx, StepRef(r, "propose_masks"), [pairs.fingerprint, version.key, version.path], ["proposals", "quarantine"], compute
+        ctx,
+        StepRef(r, "propose_masks"),
+        [pairs.fingerprint, version.key, version.path],
+        ["proposals", "quarantine"],
+        compute,
     )
 
 
@@ -105,7 +112,9 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
         out = run_stage(ctx.runner, get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", VERIFIED)
         return {"verified": out}, {"verifiers": checkpoints}
 
-    return run_step(ctx, StepRef(r, "ai_verify"), [proposals.fingerprint, *checkpoints], ["verified"], compute)
+    return run_step(
+        ctx, StepRef(r, "ai_verify"), [proposals.fingerprint, *checkpoints], ["verified"], compute
+    )
 
 
 def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult) -> StepResult:

@@ -31,7 +31,9 @@ class Link:
 
 
 class Runner(Protocol):
-    def run_chain(self, chain: list[Link], table: pa.Table, sort_key: str, output_schema: pa.Schema) -> pa.Table: ...
+    def run_chain(
+        self, chain: list[Link], table: pa.Table, sort_key: str, output_schema: pa.Schema
+    ) -> pa.Table: ...
 
     def shutdown(self) -> None: ...
 
@@ -117,7 +119,9 @@ class RayRunner:
                 num_cpus=link.cfg.num_cpus,
                 num_gpus=link.cfg.num_gpus or None,
             )
-        result = pa.concat_tables([self._ray.get(ref) for ref in ds.to_arrow_refs()], promote_options="default")
+        result = pa.concat_tables(
+            [self._ray.get(ref) for ref in ds.to_arrow_refs()], promote_options="default"
+        )
         return _sorted(result, sort_key)
 
     def _check_chain_fits(self, chain: list[Link]) -> None:
@@ -129,7 +133,9 @@ class RayRunner:
         total = self._ray.cluster_resources().get("CPU", 0.0)
         claimed = sum(link.cfg.num_cpus * link.cfg.concurrency for link in chain)
         if claimed > total / 2:
-            names = " + ".join(f"{link.stage_cls.name} ({link.cfg.num_cpus} x {link.cfg.concurrency})" for link in chain)
+            names = " + ".join(
+                f"{link.stage_cls.name} ({link.cfg.num_cpus} x {link.cfg.concurrency})" for link in chain
+            )
             raise ResourceConfigError(
                 f"chained stages {names} claim {claimed:g} of the cluster's {total:g} CPUs; chains may claim at "
                 "most half (Ray Data needs the rest to move blocks): lower their stage.num_cpus or concurrency"

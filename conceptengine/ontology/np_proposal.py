@@ -128,7 +128,7 @@ class ProposeNPs(Stage):
                 continue  # quarantined upstream; the media table keeps its error
             try:
                 captions = self.captioner.caption(media["media_id"])  # type: ignore[union-attr]
-            except Exception as exc:  # one bad row never ends the run; it is logged and counted
+            except Exception as exc:  # noqa: BLE001 - any captioner failure: one bad row never ends the run; logged and counted
                 log.warning("propose_nps: captioner failed on media %s: %s", media["media_id"], exc)
                 self.failures.append((media["media_id"], f"{type(exc).__name__}: {exc}"))
                 continue

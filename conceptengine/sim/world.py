@@ -191,9 +191,7 @@ def build_world(
     first_png = b""
     for split, count in (("train", n_train), ("gold", n_gold)):
         for i in range(count):
-            scene = render_scene(
-                ids.stable_seed(seed, split, str(i)), image_size, leaves, style=style
-            )
+            scene = render_scene(ids.stable_seed(seed, split, str(i)), image_size, leaves, style=style)
             data = png_bytes(scene.image)
             first_png = first_png or data
             name = f"{split}-{i:06d}.png"

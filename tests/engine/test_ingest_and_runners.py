@@ -51,7 +51,15 @@ def test_ray_runner_gives_the_same_rows_on_an_actor_pool(pool, ray_session):
 
 
 def test_empty_input_gives_the_output_schema():
-    out = run_stage(LocalRunner(), IngestStage, StageConfig(), {}, pa.table({"uri": pa.array([], pa.string())}), "uri", MEDIA)
+    out = run_stage(
+        LocalRunner(),
+        IngestStage,
+        StageConfig(),
+        {},
+        pa.table({"uri": pa.array([], pa.string())}),
+        "uri",
+        MEDIA,
+    )
     assert out.num_rows == 0 and out.schema.equals(MEDIA)
 
 

@@ -22,14 +22,16 @@ def _cli(*args: str) -> list[str]:
 def _run_to_end(config: Path, run_dir: Path, resume: bool = False) -> float:
     started = time.monotonic()
     args = ["run", str(config), "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
-    done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return time.monotonic() - started
 
 
 def _kill_when(config: Path, run_dir: Path, ready) -> None:
     proc = subprocess.Popen(
-        _cli("run", str(config), "--run-dir", str(run_dir)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _cli("run", str(config), "--run-dir", str(run_dir)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
@@ -49,7 +51,9 @@ def reference(small_workspace, tmp_path_factory):
 
 def _mid_review(run_dir: Path):
     # The queue has answers but the review step has not finished.
-    return lambda: (run_dir / "review.db").exists() and (run_dir / "round-0001" / "route" / "_SUCCESS.json").exists()
+    return lambda: (
+        (run_dir / "review.db").exists() and (run_dir / "round-0001" / "route" / "_SUCCESS.json").exists()
+    )
 
 
 def _second_round_commit(run_dir: Path):
@@ -78,6 +82,11 @@ def test_resume_with_a_changed_config_is_refused(reference, small_workspace, tmp
     run_dir = tmp_path / "run"
     _run_to_end(config, run_dir)
     other = write_config(small_workspace, "other.yaml", ["seed=5"])
-    done = subprocess.run(_cli("run", str(other), "--run-dir", str(run_dir), "--resume"), capture_output=True, text=True)
+    done = subprocess.run(
+        _cli("run", str(other), "--run-dir", str(run_dir), "--resume"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2
     assert "different config" in done.stdout
