@@ -92,6 +92,7 @@ class RayRunner:
 
     def __init__(self, num_cpus: int | None = None) -> None:
         import ray
+        import ray.data  # before the level is set: importing ray.data configures its own loggers
 
         if not ray.is_initialized():
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
