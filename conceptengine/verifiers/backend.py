@@ -45,3 +45,27 @@ def check_request(views: list[list[Image.Image]], prompts: list[str], choice_tok
         raise ValueError(f"need at least 2 choice tokens to score, got {choice_tokens!r}")
     if len(set(choice_tokens)) != len(choice_tokens):
         raise ValueError(f"choice tokens must be distinct, got {choice_tokens!r}")
+
+
+def choice_token_ids(tokenizer, choice_tokens: list[str]) -> list[int]:
+    """Each choice must be exactly one token of this tokenizer, or its probability is meaningless."""
+    ids = []
+    for tok in choice_tokens:
+        enc = tokenizer.encode(tok, add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(
+                f"choice token {tok!r} is {len(enc)} tokens for this verifier's tokenizer; "
+                "choices must be single tokens"
+            )
+        ids.append(int(enc[0]))
+    return ids
+
+
+def chat_prompt(processor, n_images: int, prompt: str) -> str:
+    """The model's own chat template with the images before the question; the answer token comes next."""
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
+    messages = [{"role": "user", "content": content}]
+    if getattr(processor, "chat_template", None):
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    image_token = getattr(processor, "image_token", "<image>")
+    return image_token * n_images + "\n" + prompt + "\n"

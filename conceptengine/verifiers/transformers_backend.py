@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conceptengine.verifiers.backend import check_request, softmax
+from conceptengine.verifiers.backend import chat_prompt, check_request, choice_token_ids, softmax
 
 # Models whose rotary positions are multimodal (3-D) compute their own position ids; 1-D ids would
 # be wrong there. Their processors also pad left, which is what matters for reading the last logit.
@@ -59,29 +59,13 @@ class TransformersBackend:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def token_ids(self, choice_tokens: list[str]) -> list[int]:
-        """Each choice must be exactly one token of this tokenizer, or its probability is meaningless."""
         key = tuple(choice_tokens)
         if key not in self._token_ids:
-            ids = []
-            for tok in choice_tokens:
-                enc = self.processor.tokenizer.encode(tok, add_special_tokens=False)
-                if len(enc) != 1:
-                    raise ValueError(
-                        f"choice token {tok!r} is {len(enc)} tokens for this verifier's tokenizer; "
-                        "choices must be single tokens"
-                    )
-                ids.append(int(enc[0]))
-            self._token_ids[key] = ids
+            self._token_ids[key] = choice_token_ids(self.processor.tokenizer, choice_tokens)
         return self._token_ids[key]
 
     def render_prompt(self, n_images: int, prompt: str) -> str:
-        """The model's own chat template with the images before the question; the answer comes next."""
-        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        image_token = getattr(self.processor, "image_token", "<image>")
-        return image_token * n_images + "\n" + prompt + "\n"
+        return chat_prompt(self.processor, n_images, prompt)
 
     def encode(self, views: list[list[Image.Image]], prompts: list[str]) -> dict[str, torch.Tensor]:
         texts = [self.render_prompt(len(v), p) for v, p in zip(views, prompts)]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from conceptengine.verifiers.backend import check_request
+from conceptengine.verifiers.backend import chat_prompt, check_request, choice_token_ids
 from conceptengine.verifiers.logprobs import choice_probs
 
 INSTALL_HINT = (
@@ -57,26 +57,11 @@ class VLLMBackend:
     def token_ids(self, choice_tokens: list[str]) -> list[int]:
         key = tuple(choice_tokens)
         if key not in self._token_ids:
-            ids = []
-            for tok in choice_tokens:
-                enc = self.processor.tokenizer.encode(tok, add_special_tokens=False)
-                if len(enc) != 1:
-                    raise ValueError(
-                        f"choice token {tok!r} is {len(enc)} tokens for this verifier's tokenizer; "
-                        "choices must be single tokens"
-                    )
-                ids.append(int(enc[0]))
-            self._token_ids[key] = ids
+            self._token_ids[key] = choice_token_ids(self.processor.tokenizer, choice_tokens)
         return self._token_ids[key]
 
     def render_prompt(self, n_images: int, prompt: str) -> str:
-        """Images before the question in the model's chat template; the answer token comes next."""
-        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        image_token = getattr(self.processor, "image_token", "<image>")
-        return image_token * n_images + "\n" + prompt + "\n"
+        return chat_prompt(self.processor, n_images, prompt)
 
     def score(
         self, views: list[list[Image.Image]], prompts: list[str], choice_tokens: list[str]
