@@ -55,7 +55,7 @@ def retrain_verifiers_step(ctx: RunContext, r: int, committed: StepResult) -> St
     from conceptengine.verifiers.retrain import VerifierRetrainConfig, retrain_verifiers
 
     cfg = ctx.cfg.verifier_retrain
-    base = verifiers_at_start_of(ctx, r + 1)  # what round r used, plus nothing newer: r's step is not done
+    base = verifiers_at_start_of(ctx, r)  # what round r verified with (stable when the step is resumed)
 
     def compute():
         train = {
