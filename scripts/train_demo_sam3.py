@@ -1,11 +1,13 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
-The shipped checkpoint was made by two calls with the same --work (fixed seeds, `--style demo`):
+The shipped checkpoint was made by three calls with the same --work (fixed seeds, `--style demo`):
     python scripts/train_demo_sam3.py --steps 1000
     python scripts/train_demo_sam3.py --steps 5000
-The second resumes from the first's last checkpoint and re-stretches the cosine schedule to 5,000 steps
-(a one-call `--steps 5000` has a different schedule, so it gives a similar, not an identical, model). On 2
-CPU cores shared with other work the pair took about 80 minutes; idle, about 0.35 s per step. It:
+    python scripts/train_demo_sam3.py --steps 10000 --threads 2
+Each resumes from the previous call's last checkpoint and re-stretches the cosine schedule to its new
+length (so a single `--steps 10000` call gives a similar, not an identical, model). On 2 CPU cores the
+last call ran at about 0.23 s per step; the first two, sharing the cores with other work, took about
+80 minutes together. It:
 1. renders its own training world (seed WORLD_SEED, not the demo's seed 0) — a RENDERED domain of
    procedural shapes, not real images;
 2. turns the oracle's exact ground truth into SA-Co-style training pairs: positives at every hierarchy level
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=1200)
     ap.add_argument("--n-gold", type=int, default=80)
     ap.add_argument("--image-size", type=int, default=168, help="model input size (multiple of 14)")
-    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-nps", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-4)
