@@ -36,18 +36,8 @@
   async function advance() {
     current = null;
     document.body.classList.add("waiting");
-    let item = null;
-    try {
-      item = await feed.next();
-    } catch (e) {
-      CE.status(e.message, true);
-    }
-    if (!item) {
-      document.getElementById("np").textContent = "";
-      CE.status("No " + kind + " tasks open right now; checking again in 5 s.");
-      setTimeout(advance, 5000);
-      return;
-    }
+    const item = await CE.nextItem(feed, kind, advance);
+    if (!item) return;
     current = item.task;
     document.body.classList.remove("waiting");
     document.body.dataset.taskId = current.task_id;

@@ -183,6 +183,23 @@ CE.Feed = class {
 
 // Keep the lease of the task on screen: renewed now (a prefetched task waited while the previous one was
 // worked on) and every 30 s. `onLost` runs if another reviewer took it after the lease ran out.
+// The next prefetched task, or null after telling the reviewer the queue is empty and scheduling
+// `retry` in 5 s; both task pages move on through this.
+CE.nextItem = async function (feed, label, retry) {
+  let item = null;
+  try {
+    item = await feed.next();
+  } catch (e) {
+    CE.status(e.message, true);
+  }
+  if (!item) {
+    document.getElementById("np").textContent = "";
+    CE.status("No " + label + " tasks open right now; checking again in 5 s.");
+    setTimeout(retry, 5000);
+  }
+  return item;
+};
+
 CE.hold = function (task, onLost) {
   let stopped = false;
   const renew = () => {

@@ -136,18 +136,8 @@
     removed = new Set();
     added = [];
     draft = null;
-    let item = null;
-    try {
-      item = await feed.next();
-    } catch (e) {
-      CE.status(e.message, true);
-    }
-    if (!item) {
-      document.getElementById("np").textContent = "";
-      CE.status("No correction tasks open right now; checking again in 5 s.");
-      setTimeout(advance, 5000);
-      return;
-    }
+    const item = await CE.nextItem(feed, "correction", advance);
+    if (!item) return;
     current = item.task;
     document.body.dataset.taskId = current.task_id;
     document.getElementById("np").textContent = current.noun_phrase;
