@@ -74,8 +74,10 @@ def demo(
 
     console.print(RENDERED_NOTICE)
     try:
-        # Report the concepts the shipped checkpoint never saw as their own gold group, unless told otherwise.
-        defaults = [f"gold.report_concepts={json.dumps(shipped_held_out())}"]
+        # The concepts the shipped checkpoint never saw are the domain the demo expands into: the NP proposer
+        # favours them and gold reports them as their own group, unless told otherwise.
+        held_out = json.dumps(shipped_held_out())
+        defaults = [f"gold.report_concepts={held_out}", f"ontology.focus_concepts={held_out}"]
         cfg = load_config(None, defaults + list(overrides or []))
         config_path = prepare_demo_workspace(workspace, cfg, console)
     except ConfigError as exc:

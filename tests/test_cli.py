@@ -88,3 +88,12 @@ def test_run_with_a_broken_config_gives_one_clear_error(tmp_path):
     result = runner.invoke(app, ["run", str(cfg)])
     assert result.exit_code == 2
     assert "rounds.imagesperround: unknown key" in result.output
+
+
+def test_demo_with_an_unknown_focus_concept_names_it(tmp_path):
+    ws = tmp_path / "demo"
+    bad = ["--set", 'ontology.focus_concepts=["unicorn"]']
+    result = runner.invoke(app, ["demo", "--workspace", str(ws), *TINY_DEMO, *bad])
+    assert result.exit_code != 0
+    assert "ontology.focus_concepts: 'unicorn' not a concept of" in result.output
+    assert not (ws / "run" / "round-0001").exists()  # stopped before any round ran

@@ -32,6 +32,23 @@ def check_models(ctx: RunContext) -> None:
             )
 
 
+def check_concepts(ctx: RunContext) -> None:
+    """Fail before round 1 when ontology.focus_concepts or gold.report_concepts names no concept."""
+    named = [
+        ("ontology.focus_concepts", ctx.cfg.ontology.focus_concepts),
+        ("gold.report_concepts", ctx.cfg.gold.report_concepts),
+    ]
+    if not any(names for _, names in named) or not Path(ctx.ontology_path).is_file():
+        return  # a missing ontology file is reported by the step that reads it
+    from conceptengine.ontology.graph import ConceptGraph
+
+    graph = ConceptGraph.from_yaml(ctx.ontology_path)
+    for key, names in named:
+        unknown = [name for name in names if graph.resolve(name) is None]
+        if unknown:
+            raise RunError(f"{key}: {', '.join(map(repr, unknown))} not a concept of {ctx.ontology_path}")
+
+
 def _looks_like_hub_id(path: str) -> bool:
     return path.count("/") == 1 and not path.startswith((".", "/"))
 
@@ -48,6 +65,7 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
         )
     ctx = RunContext(cfg, store, make_runner(cfg.runner, cfg.ray_num_cpus), workspace)
     check_models(ctx)
+    check_concepts(ctx)
     if not snapshot:
         store.write_json(
             "run.json",

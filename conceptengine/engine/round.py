@@ -54,6 +54,8 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
         "negative_share": cfg.negative_share,
         "hard_negative_share": cfg.hard_negative_share,
         "max_nps_per_image": cfg.max_nps_per_image,
+        "focus_concepts": cfg.focus_concepts,
+        "focus_weight": cfg.focus_weight,
         "round": r,
         "seed": ctx.cfg.seed,
     }

@@ -7,6 +7,10 @@ engine believes absent: hard ones from siblings / cousins / uncles of the captio
 looks at the image; the stage never asks ground truth, so some "negatives" are really present and
 some "positives" absent. Catching that is the verifiers' and reviewers' job, as in SA-Co.
 
+Focus concepts (`focus_concepts`, e.g. a domain the model does not know yet) weigh `focus_weight` times
+more in the draw of positive candidates, so a round spends its few positive slots where the dataset is
+thin; nothing else about the mix changes.
+
 The mix is mostly negatives (SA-Co/HQ: 88.5% of image-NP pairs): per image, up to
 `round(max_nps_per_image * (1 - negative_share))` positives, then on average
 `negative_share / (1 - negative_share)` negatives per positive, so the share holds over the pool.
@@ -37,6 +41,17 @@ log = logging.getLogger(__name__)
 _CAPTION_WEIGHT, _EXPANSION_WEIGHT = 2.0, 1.0
 
 
+def focus_nodes(graph: ConceptGraph, names: list[str], ontology_path: str) -> set[str]:
+    """Node ids of the named concepts and everything below them; an unknown name is an error."""
+    nodes: set[str] = set()
+    for name in names:
+        parsed = graph.resolve(name)
+        if parsed is None:
+            raise ValueError(f"ontology.focus_concepts: {name!r} is not a concept of {ontology_path}")
+        nodes |= {parsed.node_id, *graph.descendants(parsed.node_id)}
+    return nodes
+
+
 class ProposeNPsParams(BaseModel):
     """Parameters of `propose_nps` (the `params:` block of the stage in YAML)."""
 
@@ -50,6 +65,8 @@ class ProposeNPsParams(BaseModel):
     negative_share: float = Field(0.85, ge=0.0, lt=1.0)
     hard_negative_share: float = Field(0.5, ge=0.0, le=1.0)
     max_nps_per_image: int = Field(20, ge=1)
+    focus_concepts: list[str] = []  # ontology concept names; they and their descendants are favoured
+    focus_weight: float = Field(8.0, ge=1.0)
     round: int = Field(0, ge=0)
     seed: int = 0
 
@@ -104,11 +121,13 @@ class ProposeNPs(Stage):
         self.adversarial_filter: Any = None
         self.graph: ConceptGraph | None = None
         self._universe: list[tuple[str, str]] = []  # every (NP, node_id) the ontology can express
+        self._focus: set[str] = set()  # node ids of focus_concepts and all their descendants
         self.failures: list[tuple[str, str]] = []  # (media_id, why) for rows the captioner failed on
 
     def setup(self) -> None:
         self.graph = ConceptGraph.from_yaml(self.p.ontology_path)
         self._universe = [(t, self.graph.resolve(t).node_id) for t in self.graph.noun_phrases()]  # type: ignore[union-attr]
+        self._focus = focus_nodes(self.graph, self.p.focus_concepts, self.p.ontology_path)
         if self.captioner is None and self.p.world_dir is not None:
             from conceptengine.sim import Oracle, OracleCaptioner  # demo only: keep sim out of real runs
 
@@ -148,6 +167,9 @@ class ProposeNPs(Stage):
                 )
         return pa.Table.from_pylist(rows, schema=PAIRS)
 
+    def _boost(self, node_id: str | None) -> float:
+        return self.p.focus_weight if node_id in self._focus else 1.0
+
     def propose(self, media_id: str, captions: list[str]) -> list[tuple[str, str | None, str]]:
         """(noun_phrase, node_id, origin) for one media; deterministic in (seed, round, media_id)."""
         assert self.graph is not None, "call setup() first"
@@ -169,8 +191,8 @@ class ProposeNPs(Stage):
                 if text not in caps:
                     expansions.setdefault(text, node_id)
 
-        pool = [(t, n, "caption", _CAPTION_WEIGHT) for t, n in caps.items()]
-        pool += [(t, n, "ontology", _EXPANSION_WEIGHT) for t, n in expansions.items()]
+        pool = [(t, n, "caption", _CAPTION_WEIGHT * self._boost(n)) for t, n in caps.items()]
+        pool += [(t, n, "ontology", _EXPANSION_WEIGHT * self._boost(n)) for t, n in expansions.items()]
         pos_slots = max(1, round(p.max_nps_per_image * (1 - p.negative_share)))
         n_pos = min(pos_slots, len(pool))
         chosen: list[tuple[str, str | None, str]] = []

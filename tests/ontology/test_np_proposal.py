@@ -130,3 +130,25 @@ def test_bad_params_name_what_to_fix(world: World, tmp_path: Path) -> None:
         ProposeNPs(StageConfig(), ontology_path=base["ontology_path"])
     with pytest.raises(KeyError, match="needs columns"):
         _stage(world)(world.media_table().drop_columns(["error"]))
+
+
+def test_focus_concepts_take_more_of_the_positive_slots(world: World) -> None:
+    media = world.media_table()
+    graph = world.graph
+    focus = graph.resolve("hexagon").node_id
+
+    def focus_positives(out: pa.Table) -> int:
+        return sum(
+            1
+            for row in out.to_pylist()
+            if row["origin"] in {"caption", "ontology"}
+            and (row["node_id"] == focus or focus in graph.ancestors(row["node_id"]))
+        )
+
+    plain = _stage(world, seed=3)(media)
+    focused = _stage(world, seed=3, focus_concepts=["hexagon"], focus_weight=20.0)(media)
+    assert focus_positives(focused) >= 2 * max(1, focus_positives(plain)), (plain, focused)
+    # Only the choice of positives moves: the pair count and the negative mix stay as configured.
+    assert focused.num_rows == plain.num_rows
+    with pytest.raises(ValueError, match="focus_concepts: 'unicorn'"):
+        _stage(world, focus_concepts=["unicorn"])
