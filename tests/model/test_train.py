@@ -14,7 +14,14 @@ from safetensors.torch import load_file
 
 from conceptengine.config import ConfigError
 from conceptengine.model.processing import load_sam3_inputs
-from conceptengine.model.train import TrainSam3Config, checkpoint_dirs, run_training, train_sam3
+from conceptengine.model.train import (
+    LOSS_WEIGHTS_FILE,
+    TrainSam3Config,
+    checkpoint_dirs,
+    effective_loss_weights,
+    run_training,
+    train_sam3,
+)
 from conceptengine.model.train_data import Sam3TrainDataset, StepBatchSampler, collate
 from conceptengine.model.train_ray import load_train_config, train_sam3_from_yaml
 
@@ -223,3 +230,23 @@ def _write(tmp_path: Path, world, **kw) -> Path:
     p = tmp_path / "kw.yaml"
     p.write_text(json.dumps(data))
     return p
+
+
+def test_fine_tuning_keeps_the_loss_weights_the_checkpoint_was_trained_with(world, tmp_path):
+    first = train_sam3(
+        cfg(world, tmp_path / "a", steps=1, loss_weights={"presence": 7.0, "focal_alpha": 0.4})
+    )
+    recorded = json.loads((Path(first) / LOSS_WEIGHTS_FILE).read_text())
+    assert recorded["presence"] == 7.0 and recorded["focal_alpha"] == 0.4 and recorded["cls"] == 2.0
+
+    inherited = effective_loss_weights(cfg(world, tmp_path / "b", init_checkpoint=first))
+    assert (inherited.presence, inherited.focal_alpha) == (7.0, 0.4)
+    overridden = effective_loss_weights(
+        cfg(world, tmp_path / "c", init_checkpoint=first, loss_weights={"presence": 3.0})
+    )
+    assert (overridden.presence, overridden.focal_alpha) == (3.0, 0.4)
+    assert effective_loss_weights(cfg(world, tmp_path / "d")).focal_alpha == 0.25  # no file: library defaults
+
+    (Path(first) / LOSS_WEIGHTS_FILE).write_text(json.dumps({"presense": 1.0}))
+    with pytest.raises(ValueError, match="loss_weights.json: unknown loss weight"):
+        effective_loss_weights(cfg(world, tmp_path / "e", init_checkpoint=first))
