@@ -95,5 +95,5 @@ def test_demo_with_an_unknown_focus_concept_names_it(tmp_path):
     bad = ["--set", 'ontology.focus_concepts=["unicorn"]']
     result = runner.invoke(app, ["demo", "--workspace", str(ws), *TINY_DEMO, *bad])
     assert result.exit_code != 0
-    assert "ontology.focus_concepts: 'unicorn' not a concept of" in result.output
+    assert "ontology.focus_concepts: 'unicorn' is not a concept of the ontology" in result.output
     assert not (ws / "run" / "round-0001").exists()  # stopped before any round ran

@@ -34,19 +34,17 @@ def check_models(ctx: RunContext) -> None:
 
 def check_concepts(ctx: RunContext) -> None:
     """Fail before round 1 when ontology.focus_concepts or gold.report_concepts names no concept."""
-    named = [
-        ("ontology.focus_concepts", ctx.cfg.ontology.focus_concepts),
-        ("gold.report_concepts", ctx.cfg.gold.report_concepts),
-    ]
-    if not any(names for _, names in named) or not Path(ctx.ontology_path).is_file():
+    cfg = ctx.cfg
+    if not (cfg.ontology.focus_concepts or cfg.gold.report_concepts) or not Path(ctx.ontology_path).is_file():
         return  # a missing ontology file is reported by the step that reads it
-    from conceptengine.ontology.graph import ConceptGraph
+    from conceptengine.ontology.graph import ConceptGraph, OntologyError
 
     graph = ConceptGraph.from_yaml(ctx.ontology_path)
-    for key, names in named:
-        unknown = [name for name in names if graph.resolve(name) is None]
-        if unknown:
-            raise RunError(f"{key}: {', '.join(map(repr, unknown))} not a concept of {ctx.ontology_path}")
+    try:
+        graph.subtrees(cfg.ontology.focus_concepts, "ontology.focus_concepts")
+        graph.subtrees(cfg.gold.report_concepts, "gold.report_concepts")
+    except OntologyError as exc:
+        raise RunError(f"{exc} ({ctx.ontology_path})") from None
 
 
 def _looks_like_hub_id(path: str) -> bool:

@@ -20,19 +20,11 @@ def concept_grouper(ctx: RunContext):
     from conceptengine.ontology.graph import ConceptGraph
 
     graph = ConceptGraph.from_yaml(ctx.ontology_path)
-    targets = set()
-    for name in names:
-        parsed = graph.resolve(name)
-        if parsed is None:
-            raise ValueError(f"gold.report_concepts: {name!r} is not a concept of {ctx.ontology_path}")
-        targets.add(parsed.node_id)
+    targets = graph.subtrees(names, "gold.report_concepts")
 
     def group_of(noun_phrase: str) -> str:
         parsed = graph.resolve(noun_phrase)
-        if parsed is None:
-            return "other"
-        hit = parsed.node_id in targets or any(a in targets for a in graph.ancestors(parsed.node_id))
-        return "reported" if hit else "other"
+        return "reported" if parsed is not None and parsed.node_id in targets else "other"
 
     return group_of
 

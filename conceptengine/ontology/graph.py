@@ -337,6 +337,17 @@ class ConceptGraph:
         return not self.children(node_id)
 
     # ---------------------------------------------------------------- NP text
+    def subtrees(self, names: Sequence[str], key: str) -> set[str]:
+        """Node ids of the named concepts and everything below them. `key` is the config key that named
+        them, so an unknown name fails with one error that says where to fix it."""
+        nodes: set[str] = set()
+        for name in names:
+            parsed = self.resolve(name)
+            if parsed is None:
+                raise OntologyError(f"{key}: {name!r} is not a concept of the ontology")
+            nodes |= {parsed.node_id, *self.descendants(parsed.node_id)}
+        return nodes
+
     def resolve(self, noun_phrase: str) -> ParsedNP | None:
         """Parse an NP into a concept and attribute modifiers; None when the graph cannot express it.
 

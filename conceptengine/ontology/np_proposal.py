@@ -41,17 +41,6 @@ log = logging.getLogger(__name__)
 _CAPTION_WEIGHT, _EXPANSION_WEIGHT = 2.0, 1.0
 
 
-def focus_nodes(graph: ConceptGraph, names: list[str], ontology_path: str) -> set[str]:
-    """Node ids of the named concepts and everything below them; an unknown name is an error."""
-    nodes: set[str] = set()
-    for name in names:
-        parsed = graph.resolve(name)
-        if parsed is None:
-            raise ValueError(f"ontology.focus_concepts: {name!r} is not a concept of {ontology_path}")
-        nodes |= {parsed.node_id, *graph.descendants(parsed.node_id)}
-    return nodes
-
-
 class ProposeNPsParams(BaseModel):
     """Parameters of `propose_nps` (the `params:` block of the stage in YAML)."""
 
@@ -127,7 +116,7 @@ class ProposeNPs(Stage):
     def setup(self) -> None:
         self.graph = ConceptGraph.from_yaml(self.p.ontology_path)
         self._universe = [(t, self.graph.resolve(t).node_id) for t in self.graph.noun_phrases()]  # type: ignore[union-attr]
-        self._focus = focus_nodes(self.graph, self.p.focus_concepts, self.p.ontology_path)
+        self._focus = self.graph.subtrees(self.p.focus_concepts, "ontology.focus_concepts")
         if self.captioner is None and self.p.world_dir is not None:
             from conceptengine.sim import Oracle, OracleCaptioner  # demo only: keep sim out of real runs
 

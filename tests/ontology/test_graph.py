@@ -86,3 +86,10 @@ def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("name: x\n")
     with pytest.raises(OntologyError, match="'concepts' must be a non-empty list"):
         ConceptGraph.from_yaml(tmp_path / "empty.yaml")
+
+
+def test_subtrees_take_each_named_concept_and_everything_below_it(zoo: ConceptGraph) -> None:
+    assert zoo.subtrees(["mammal", "eagle"], "x") == {"mammal", "dog", "cat", "bear", "polar_bear", "eagle"}
+    assert zoo.subtrees(["puppy"], "x") == {"dog"}  # synonyms resolve to their node
+    with pytest.raises(OntologyError, match="gold.report_concepts: 'unicorn' is not a concept"):
+        zoo.subtrees(["unicorn"], "gold.report_concepts")

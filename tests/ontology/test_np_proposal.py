@@ -150,5 +150,5 @@ def test_focus_concepts_take_more_of_the_positive_slots(world: World) -> None:
     assert focus_positives(focused) >= 2 * max(1, focus_positives(plain)), (plain, focused)
     # Only the choice of positives moves: the pair count and the negative mix stay as configured.
     assert focused.num_rows == plain.num_rows
-    with pytest.raises(ValueError, match="focus_concepts: 'unicorn'"):
+    with pytest.raises(ValueError, match="focus_concepts: 'unicorn' is not a concept"):
         _stage(world, focus_concepts=["unicorn"])
