@@ -117,6 +117,14 @@ def held_out_gold(oracle) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ANNOTATIONS)
 
 
+def earlier_stages(init: str | None) -> list[dict]:
+    """The training records of the checkpoint a continuation starts from (its own earlier stages first)."""
+    if not init:
+        return []
+    prev = json.loads((Path(init) / "metrics.json").read_text())
+    return [*prev.get("earlier_stages", []), prev["training"]]
+
+
 def evaluate(model_dir: str, gold: dict[str, pa.Table]) -> dict:
     from conceptengine.model.evaluate import evaluate_detector
     from conceptengine.model.sam3_backend import Sam3Detector
@@ -147,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoder-layers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="continue from this checkpoint (its architecture and tokenizer) instead of a fresh tiny SAM 3",
+    )
+    ap.add_argument(
+        "--loss-weights",
+        type=json.loads,
+        default={},
+        help='JSON overrides of DEMO_LOSS_WEIGHTS, e.g. \'{"focal_gamma": 0, "focal_alpha": 0.75}\'',
+    )
+    ap.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes (GPU: keep it fed)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the trainer's device)")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="call the training loop directly instead of through Ray Train (a GPU box without Ray)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -155,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from conceptengine.model.tiny import TinySize, build_tiny_sam3
-    from conceptengine.model.train import TrainSam3Config
+    from conceptengine.model.train import TrainSam3Config, train_sam3
     from conceptengine.model.train_ray import train_sam3_ray
     from conceptengine.pipelines.demo import ontology_vocabulary
     from conceptengine.sim.oracle import Oracle
@@ -182,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         detr_decoder_layers=args.decoder_layers,
         num_queries=args.queries,
     )
-    init = build_tiny_sam3(
-        str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
-    )
+    if args.init:
+        init = args.init
+        size = TinySize(**json.loads((Path(init) / "metrics.json").read_text())["architecture"])
+    else:
+        init = build_tiny_sam3(
+            str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
+        )
     cfg = TrainSam3Config(
         init_checkpoint=init,
         output_dir=str(work / "trained"),
@@ -199,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=100,
         log_every=20,
         num_workers=0,
-        loss_weights=DEMO_LOSS_WEIGHTS,
+        device=args.device,
+        loader_workers=args.loader_workers,
+        loss_weights=DEMO_LOSS_WEIGHTS | args.loss_weights,
     )
-    train_sam3_ray(cfg)
+    (train_sam3 if args.in_process else train_sam3_ray)(cfg)
     t_train = time.time() - t0
 
     gold_all = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=args.seed)
@@ -213,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     metrics = {
         "trained": evaluate(cfg.output_dir, gold),
-        "untrained_init": evaluate(init, gold),
+        # A continuation (--init) is compared with the checkpoint it started from, a fresh run with its
+        # untrained init; the earlier stages' training records are kept, in order.
+        ("init" if args.init else "untrained_init"): evaluate(init, gold),
+        "earlier_stages": earlier_stages(args.init),
         "held_out_concepts": sorted(held_out_nodes(world.graph)),
         "world": {
             "seed": WORLD_SEED,
