@@ -26,6 +26,11 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
 TRAIN_LOG = "train_log.jsonl"
 SUMMARY_FILE = "training.json"
+METRICS_FILE = "metrics.json"  # an evaluation of the checkpoint, written beside it
+# What a training run writes about itself. An output never inherits these from its init checkpoint: a
+# fine-tune of the shipped demo SAM 3 used to end with that checkpoint's 10,000-step log and metrics in
+# place of its own.
+RUN_RECORDS = (TRAIN_LOG, SUMMARY_FILE, METRICS_FILE)
 
 
 class DeviceConfig(Protocol):
@@ -213,8 +218,9 @@ class TrainLog:
 # -- the output ------------------------------------------------------------------------------------------
 def finish_output(out: Path, init_checkpoint: str, summary: dict, replaced: Callable[[str], bool]) -> None:
     """Copy the init checkpoint's other files (processor, tokenizer, ...) next to the saved weights, so the
-    output loads exactly like the input, and write the run's summary. `replaced(name)`: files not copied."""
+    output loads exactly like the input, and write the run's summary. `replaced(name)`: files not copied,
+    besides RUN_RECORDS."""
     for f in Path(init_checkpoint).iterdir():
-        if f.is_file() and not replaced(f.name):
+        if f.is_file() and f.name not in RUN_RECORDS and not replaced(f.name):
             shutil.copy2(f, out / f.name)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -33,6 +33,7 @@ from conceptengine.engine.ids import stable_seed
 # CHECKPOINTS, STATE_FILE and checkpoint_dirs stay importable from here, where they were first defined.
 from conceptengine.engine.training import (  # noqa: F401
     CHECKPOINTS,
+    METRICS_FILE,
     STATE_FILE,
     checkpoint_dirs,
     param_groups,
@@ -46,10 +47,10 @@ from conceptengine.verifiers.train_inputs import Collator, ExampleDataset, choic
 from conceptengine.verifiers.transformers_backend import TransformersBackend
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 ADAPTER_DIR = "adapter"
-# Files of the init checkpoint that the trained output replaces rather than copies.
-_NOT_COPIED = ("config.json", "generation_config.json", "training.json", METRICS_FILE, "train_log.jsonl")
+# Files of the init checkpoint that the trained output replaces rather than copies (besides the run's own
+# records, training.RUN_RECORDS, which are never copied).
+_NOT_COPIED = ("config.json", "generation_config.json")
 LM_ATTENTION = r".*language_model.*\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 
 

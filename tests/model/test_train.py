@@ -201,6 +201,18 @@ def test_output_dir_reloads_like_the_input_and_frozen_vision_stays_fixed(world, 
     assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_decoder."))
 
 
+def test_a_fine_tune_of_a_trained_checkpoint_writes_its_own_log_and_summary(world, tmp_path):
+    # The init is itself a training output (like the shipped demo SAM 3): its log, summary and metrics
+    # describe ITS training, and must not replace the new run's.
+    first = train_sam3(cfg(world, tmp_path / "first", steps=2))
+    (Path(first) / "metrics.json").write_text('{"gold": "of the first run"}')
+    second = train_sam3(cfg(world, tmp_path / "second", init_checkpoint=first, steps=3))
+    log = [json.loads(x) for x in (Path(second) / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert json.loads((Path(second) / "training.json").read_text())["init_checkpoint"] == first
+    assert not (Path(second) / "metrics.json").exists()
+
+
 def test_ray_local_mode_from_yaml_with_overrides(world, tmp_path):
     path = tmp_path / "train.yaml"
     c = cfg(world, tmp_path / "ray-out", steps=2)

@@ -1,0 +1,40 @@
+"""scripts/train_demo_sam3.py as a GPU box runs it: in-process (no Ray), then continued from its own output
+with other loss weights, the way the shipped checkpoint's calibration stage was made."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_sam3.py"
+TINY = ["--n-train", "12", "--n-gold", "3", "--image-size", "112", "--threads", "1", "--in-process"]
+
+
+def _run(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY, *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_fresh_run_then_continuation_records_both_stages(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _run("--steps", "2", "--work", str(tmp_path / "w1"), "--out", str(first), "--device", "cpu")
+    fresh = json.loads((first / "metrics.json").read_text())
+    assert "untrained_init" in fresh and fresh["earlier_stages"] == []
+
+    _run(
+        "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
+        "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}',
+    )  # fmt: skip
+    cont = json.loads((second / "metrics.json").read_text())
+    # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
+    assert cont["init"] == fresh["trained"]
+    assert cont["earlier_stages"] == [fresh["training"]]
+    assert cont["architecture"] == fresh["architecture"]
+    # Its own loss weights are the demo's with the overrides on top, saved for in-loop retraining to inherit.
+    weights = json.loads((second / "loss_weights.json").read_text())
+    assert (weights["focal_gamma"], weights["focal_alpha"], weights["presence"]) == (0.0, 0.75, 10.0)
