@@ -60,6 +60,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             batch_size=cfg.batch_size,
             max_nps_per_image=cfg.max_nps_per_image,
             lr=cfg.lr,
+            max_negative_share=cfg.max_negative_share,
             freeze_vision=cfg.freeze_vision,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,

@@ -59,6 +59,9 @@ class TrainSam3Config(BaseModel):
     steps: int = Field(200, ge=0)
     batch_size: int = Field(4, ge=1)  # images per step and worker; all their sampled NPs go in together
     max_nps_per_image: int = Field(12, ge=1)
+    # Cap an image's negatives at this share of its sampled pairs (None: all of them). Set it to the share
+    # the init checkpoint was trained with when the data is far more negative (the engine's is ~90%).
+    max_negative_share: float | None = Field(None, gt=0, lt=1)
     lr: float = Field(2e-4, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = Field(20, ge=0)
@@ -213,6 +216,7 @@ def run_training(
         max_nps_per_image=cfg.max_nps_per_image,
         seed=cfg.seed,
         hflip=cfg.hflip,
+        max_negative_share=cfg.max_negative_share,
     )
     criterion = Sam3Criterion(effective_loss_weights(cfg))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)

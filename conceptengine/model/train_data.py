@@ -181,6 +181,7 @@ class Sam3TrainDataset(torch.utils.data.Dataset):
         max_nps_per_image: int = 16,
         seed: int = 0,
         hflip: bool = True,
+        max_negative_share: float | None = None,
     ):
         if not records:
             raise ValueError(
@@ -196,6 +197,9 @@ class Sam3TrainDataset(torch.utils.data.Dataset):
         self.max_nps = int(max_nps_per_image)
         self.seed = int(seed)
         self.hflip = hflip
+        if max_negative_share is not None and not 0.0 < max_negative_share < 1.0:
+            raise ValueError(f"max_negative_share must be in (0, 1) or None; got {max_negative_share}")
+        self.max_negative_share = max_negative_share
 
     @classmethod
     def from_shards(cls, urls: Sequence[str], inputs: Sam3Inputs, mask_size: int, **kw) -> Sam3TrainDataset:
@@ -209,11 +213,23 @@ class Sam3TrainDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def _choose_pairs(self, rec: ImageRecord, rng: np.random.Generator) -> list[PairRecord]:
-        """At most `max_nps` pairs, positives first up to half the budget (they are the scarce signal)."""
-        if len(rec.pairs) <= self.max_nps:
-            return list(rec.pairs)
+        """At most `max_nps` pairs, positives first up to half the budget (they are the scarce signal).
+
+        With `max_negative_share`, an image's negatives are also capped at that share of its pairs (one
+        negative where it has no positive): a fine-tune then sees the pair mix its checkpoint was trained on.
+        The engine's committed data is ~90% negative; 40 steps on it taught the demo SAM 3 mostly "absent"
+        and more than halved its gold cgF1, with exact masks as much as with the reviewers' ones.
+        """
         pos = [p for p in rec.pairs if not p.is_negative]
         neg = [p for p in rec.pairs if p.is_negative]
+        if self.max_negative_share is not None:
+            share = self.max_negative_share
+            cap = max(1, int(len(pos) * share / (1.0 - share) + 1e-9))
+            if len(neg) > cap:
+                neg = [neg[i] for i in sorted(rng.choice(len(neg), cap, replace=False))]
+        if len(pos) + len(neg) <= self.max_nps:
+            kept = {id(p) for p in neg}
+            return [p for p in rec.pairs if not p.is_negative or id(p) in kept]  # the record's order
         pos = [pos[i] for i in rng.permutation(len(pos))]
         neg = [neg[i] for i in rng.permutation(len(neg))]
         n_pos = min(len(pos), max(self.max_nps - len(neg), self.max_nps // 2))

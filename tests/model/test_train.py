@@ -111,6 +111,30 @@ def test_shards_and_annotation_tables_give_identical_items(world, tmp_path):
     assert batch.pixel_values.shape[0] == 2 and batch.num_pairs == sum(batch.nps_per_image)
 
 
+def test_max_negative_share_caps_each_images_negatives(world):
+    # At 0.5 an image keeps as many negatives as it has positives, and a negative-only image keeps one.
+    import pyarrow as pa
+
+    inputs = load_sam3_inputs(world["init"])
+    rows = world["table"].to_pylist()
+    media = sorted({r["media_id"] for r in rows})
+    # Image 0 as it is; image 1 with its positives removed (a negative-only image, like most committed ones).
+    keep = [r["media_id"] == media[0] or (r["media_id"] == media[1] and r["is_negative"]) for r in rows]
+    table = world["table"].filter(pa.array(keep))
+    n_pos = sum(1 for r in rows if r["media_id"] == media[0] and not r["is_negative"])
+    capped = Sam3TrainDataset.from_annotations(
+        table, inputs, 32, max_nps_per_image=50, max_negative_share=0.5
+    )
+    plain = Sam3TrainDataset.from_annotations(table, inputs, 32, max_nps_per_image=50)
+    for epoch in range(3):
+        mixed, negative_only = capped[(0, epoch)], capped[(1, epoch)]
+        assert int((~mixed.is_negative).sum()) == n_pos and int(mixed.is_negative.sum()) == n_pos
+        assert negative_only.is_negative.tolist() == [True]
+    assert int(plain[(1, 0)].is_negative.sum()) == sum(keep) - 2 * n_pos  # uncapped: every negative
+    with pytest.raises(ValueError, match="max_negative_share"):
+        Sam3TrainDataset.from_annotations(table, inputs, 32, max_negative_share=1.0)
+
+
 def test_flip_moves_boxes_and_masks_with_the_image(world):
     inputs = load_sam3_inputs(world["init"])
     plain = Sam3TrainDataset.from_annotations(world["table"], inputs, 32, max_nps_per_image=50, hflip=False)
