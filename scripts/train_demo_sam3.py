@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 "resumed_from"
             ],
         },
-        "note": "RENDERED domain (procedural shapes), not real images. Re-create: python scripts/train_demo_sam3.py",
+        "note": "RENDERED domain (procedural shapes), not real images. Re-create: the calls in the docstring of scripts/train_demo_sam3.py",
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
