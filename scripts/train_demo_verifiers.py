@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the budget assumes 1)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda for a longer / larger run on a GPU")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="call the training loop directly instead of through Ray Train (a GPU box without Ray)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from conceptengine.sim.render import STYLES
     from conceptengine.sim.world import build_world
     from conceptengine.verifiers.tiny import build_tiny_verifier
-    from conceptengine.verifiers.train import TrainVerifierConfig
+    from conceptengine.verifiers.train import TrainVerifierConfig, train_verifier
     from conceptengine.verifiers.train_data_sim import oracle_examples
     from conceptengine.verifiers.train_metrics import metrics_table
     from conceptengine.verifiers.train_ray import train_verifier_ray
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             log_every=50,
             num_workers=0,
         )
-        train_verifier_ray(cfg)
+        (train_verifier if args.in_process else train_verifier_ray)(cfg)
         metrics = json.loads((work / task / "metrics.json").read_text())
         metrics["training"] = {
             "world": {
