@@ -124,12 +124,22 @@ def held_out_gold(oracle) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ANNOTATIONS)
 
 
-def earlier_stages(init: str | None) -> list[dict]:
+def init_record(init: str) -> dict:
+    """The metrics.json of a checkpoint this script made: a continuation takes its architecture from it and
+    keeps its training record."""
+    path = Path(init) / "metrics.json"
+    if not path.exists():
+        raise SystemExit(
+            f"--init {init}: no metrics.json there; continue from a checkpoint this script wrote"
+        )
+    return json.loads(path.read_text())
+
+
+def earlier_stages(record: dict | None) -> list[dict]:
     """The training records of the checkpoint a continuation starts from (its own earlier stages first)."""
-    if not init:
+    if record is None:
         return []
-    prev = json.loads((Path(init) / "metrics.json").read_text())
-    return [*prev.get("earlier_stages", []), prev["training"]]
+    return [*record.get("earlier_stages", []), record["training"]]
 
 
 def evaluate(model_dir: str, gold: dict[str, pa.Table]) -> dict:
@@ -194,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from conceptengine.sim.oracle import Oracle
     from conceptengine.sim.world import build_world
 
+    record = init_record(args.init) if args.init else None  # before minutes of rendering, not after
     t0 = time.time()
     work = Path(args.work)
     world = build_world(
@@ -215,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         detr_decoder_layers=args.decoder_layers,
         num_queries=args.queries,
     )
-    if args.init:
+    if record is not None:
         init = args.init
-        size = TinySize(**json.loads((Path(init) / "metrics.json").read_text())["architecture"])
+        size = TinySize(**record["architecture"])
     else:
         init = build_tiny_sam3(
             str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         # A continuation (--init) is compared with the checkpoint it started from, a fresh run with its
         # untrained init; the earlier stages' training records are kept, in order.
         ("init" if args.init else "untrained_init"): evaluate(init, gold),
-        "earlier_stages": earlier_stages(args.init),
+        "earlier_stages": earlier_stages(record),
         "held_out_concepts": sorted(held_out_nodes(world.graph)),
         "world": {
             "seed": WORLD_SEED,
