@@ -19,6 +19,7 @@ from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import CLIPTokenizer, Sam3Config, Sam3Model
 
 from conceptengine.engine.ids import normalize_np
+from conceptengine.model import conv_backbone
 
 MAX_TEXT_LEN = 32  # Sam3Processor pads every prompt to 32 tokens; the text encoder's positions must match
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -124,6 +125,11 @@ class TinySize:
     detr_decoder_layers: int = 2
     num_queries: int = 32
     heads: int = 2
+    # "vit": Sam3ViTModel with patch 14 (what facebook/sam3 has); "conv": the residual CNN of
+    # model/conv_backbone.py, total stride 2 ** len(conv_channels), which learns shapes far faster on a CPU.
+    backbone: str = "vit"
+    conv_channels: tuple[int, ...] = (24, 32, 48, 64)
+    conv_blocks: int = 1
 
 
 def tiny_sam3_config(
@@ -132,9 +138,9 @@ def tiny_sam3_config(
     tokenizer: CLIPTokenizer | None = None,
     size: TinySize = TinySize(),
 ) -> Sam3Config:
-    """A real Sam3Config at toy scale: ViT (patch 14, one global-attention layer), DETR encoder/decoder,
-    CLIP text encoder, all at `size.hidden`."""
-    patch = 14
+    """A real Sam3Config at toy scale: a ViT (patch 14, one global-attention layer) or a small CNN backbone,
+    DETR encoder/decoder, CLIP text encoder, all at `size.hidden`."""
+    patch = 14 if size.backbone == "vit" else 2 ** len(size.conv_channels)
     if image_size % patch or image_size // patch < 8:
         raise ValueError(
             f"image_size must be a multiple of {patch} and at least {8 * patch}; got {image_size}"
@@ -150,18 +156,7 @@ def tiny_sam3_config(
         }
     return Sam3Config(
         vision_config={
-            "backbone_config": {
-                "model_type": "sam3_vit_model",
-                "hidden_size": hidden,
-                "intermediate_size": 2 * hidden,
-                "num_hidden_layers": size.vit_layers,
-                "num_attention_heads": heads,
-                "image_size": image_size,
-                "patch_size": patch,
-                "window_size": 8,
-                "global_attn_indexes": [size.vit_layers - 1],
-                "pretrain_image_size": image_size,
-            },
+            "backbone_config": _backbone_config(size, image_size),
             "fpn_hidden_size": hidden,
             "backbone_feature_sizes": [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
         },
@@ -199,7 +194,32 @@ def tiny_sam3_config(
     )
 
 
-def processor_config(image_size: int) -> dict:
+def _backbone_config(size: TinySize, image_size: int) -> dict:
+    if size.backbone == "conv":
+        return {
+            "model_type": conv_backbone.MODEL_TYPE,
+            "hidden_size": size.hidden,
+            "channels": list(size.conv_channels),
+            "blocks_per_stage": size.conv_blocks,
+            "image_size": image_size,
+        }
+    if size.backbone != "vit":
+        raise ValueError(f"TinySize.backbone must be 'vit' or 'conv'; got {size.backbone!r}")
+    return {
+        "model_type": "sam3_vit_model",
+        "hidden_size": size.hidden,
+        "intermediate_size": 2 * size.hidden,
+        "num_hidden_layers": size.vit_layers,
+        "num_attention_heads": size.heads,
+        "image_size": image_size,
+        "patch_size": 14,
+        "window_size": 8,
+        "global_attn_indexes": [size.vit_layers - 1],
+        "pretrain_image_size": image_size,
+    }
+
+
+def processor_config(image_size: int, patch: int = 14) -> dict:
     """What `Sam3Processor.save_pretrained` writes for a Sam3ImageProcessor resized to `image_size`.
 
     Written by hand because Sam3ImageProcessor needs torchvision, which a CPU-only install may lack; the
@@ -214,7 +234,7 @@ def processor_config(image_size: int) -> dict:
             "image_mean": [0.5, 0.5, 0.5],
             "image_processor_type": "Sam3ImageProcessor",
             "image_std": [0.5, 0.5, 0.5],
-            "mask_size": {"height": 4 * (image_size // 14), "width": 4 * (image_size // 14)},
+            "mask_size": {"height": 4 * (image_size // patch), "width": 4 * (image_size // patch)},
             "resample": 2,  # PIL bilinear
             "rescale_factor": 1 / 255,
             "size": {"height": image_size, "width": image_size},
@@ -247,5 +267,6 @@ def build_tiny_sam3(
     tok_cfg = json.loads(tok_cfg_path.read_text())
     tok_cfg["processor_class"] = "Sam3Processor"
     tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
-    (out / "processor_config.json").write_text(json.dumps(processor_config(image_size), indent=2) + "\n")
+    patch = config.vision_config.backbone_config.patch_size
+    (out / "processor_config.json").write_text(json.dumps(processor_config(image_size, patch), indent=2) + "\n")
     return str(out)
