@@ -28,6 +28,7 @@ Each call:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import shutil
@@ -51,6 +52,10 @@ WORLD_SEED = 20250
 # alpha = 0.25 keeps matched-query probabilities low (a 1,000-step pilot peaked at ~0.16), so the class
 # focal loss is balanced (alpha 0.5, gamma 1) and weighted up as well.
 DEMO_LOSS_WEIGHTS: dict[str, float] = {"presence": 10.0, "cls": 5.0, "focal_alpha": 0.5, "focal_gamma": 1.0}
+# Stage 3 swaps the focal loss on the query scores for plain class-balanced BCE: after stage 2 the
+# best-matching query of a ground-truth instance scored 0.15 (median), ranked right but rarely above the
+# SA-Co threshold of 0.5.
+CALIBRATION_LOSS_WEIGHTS: dict[str, float] = {"focal_gamma": 0.0, "focal_alpha": 0.75}
 REPO = Path(__file__).resolve().parents[1]
 ASSET_DIR = REPO / "conceptengine" / "assets" / "sam3-demo"
 SHIPPED = (
@@ -114,6 +119,36 @@ def annotation_row(oracle, media_id: str, noun_phrase: str) -> dict:
     }  # fmt: skip
 
 
+def region_images(world, split: str = "train") -> list:
+    """Stage 1's data: every visible instance of the split with its leaf / colour / pattern and every NP that
+    names it (the leaf and its ancestors, bare and with each combination of its attributes). Instances of a
+    held-out concept are left out entirely: the towers never see one labelled or named."""
+    from conceptengine.model.pretrain import Region, RegionImage
+
+    graph, held = world.graph, held_out_nodes(world.graph)
+    images = []
+    for media_id in world.media_ids(split):
+        rec = world.record(media_id)
+        regions = []
+        for inst in rec["instances"]:
+            if inst["leaf"] in held:
+                continue
+            attrs = [("colour", inst["colour"]), ("pattern", inst["pattern"])]
+            phrases = tuple(
+                sorted(
+                    graph.np_text(node, mods)
+                    for node in (inst["leaf"], *graph.ancestors(inst["leaf"]))
+                    for r in range(len(attrs) + 1)
+                    for mods in itertools.combinations(attrs, r)
+                )
+            )
+            labels = {"leaf": inst["leaf"], "colour": inst["colour"], "pattern": inst["pattern"]}
+            regions.append(Region(inst["rle"], labels, phrases))
+        uri = str(world.image_path(media_id))
+        images.append(RegionImage(uri, int(rec["height"]), int(rec["width"]), tuple(regions)))
+    return images
+
+
 def held_out_gold(oracle) -> pa.Table:
     """Every gold image asked for every held-out concept by name: positives where present, else negatives."""
     rows = [
@@ -142,26 +177,131 @@ def earlier_stages(record: dict | None) -> list[dict]:
     return [*record.get("earlier_stages", []), record["training"]]
 
 
-def evaluate(model_dir: str, gold: dict[str, pa.Table]) -> dict:
-    from conceptengine.model.evaluate import evaluate_detector
+def detector_from_state(init_dir: str, state_file: Path):
+    """A Sam3Detector with the weights of an intermediate training checkpoint (for the learning curve)."""
+    import torch
+    from transformers import Sam3Model
+
+    from conceptengine.model.processing import load_sam3_inputs
     from conceptengine.model.sam3_backend import Sam3Detector
 
-    det = Sam3Detector.from_pretrained(model_dir)
+    model = Sam3Model.from_pretrained(init_dir)
+    model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=False)["model"])
+    return Sam3Detector(model, load_sam3_inputs(init_dir), f"{state_file.parent.name}")
+
+
+def score(detector, gold: dict[str, pa.Table]) -> dict:
+    from conceptengine.model.evaluate import evaluate_detector
+
     out = {}
     for name, table in gold.items():
-        m = evaluate_detector(det, table)
+        m = evaluate_detector(detector, table)
         out[name] = {"cgF1": m.cgF1, "IL_MCC": m.IL_MCC, "pmF1": m.pmF1, "counts": dict(m.counts)}
     return out
 
 
+def evaluate(model_dir: str, gold: dict[str, pa.Table]) -> dict:
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    return score(Sam3Detector.from_pretrained(model_dir), gold)
+
+
+def stage_done(out_dir: Path, steps: int) -> bool:
+    """A stage is done when its trainer wrote the final summary for this many steps."""
+    summary = out_dir / "training.json"
+    return summary.exists() and json.loads(summary.read_text()).get("steps") == steps
+
+
+class Recipe:
+    """The stages of one call, each resumable: its trainer resumes from its own checkpoints, and a stage
+    whose output is complete is skipped. Wall time and the learning curve are kept in WORK/recipe.json so a
+    call that resumes after an interruption keeps the minutes already spent."""
+
+    def __init__(self, work: Path, curve_points: int):
+        self.path = work / "recipe.json"
+        self.state = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}, "curve": []}
+        self.curve_points = curve_points
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.state, indent=1) + "\n")
+
+    def minutes_before(self, name: str) -> float:
+        done = 0.0
+        for stage, rec in self.state["stages"].items():
+            if stage == name:
+                break
+            done += rec.get("seconds", 0.0) / 60
+        return done
+
+    def run(self, name: str, steps: int, out_dir: Path, train) -> None:
+        rec = self.state["stages"].setdefault(name, {"steps": steps, "seconds": 0.0})
+        if stage_done(out_dir, steps):
+            log.info("stage %s: done already (%s)", name, out_dir)
+            return
+        t0 = time.time()
+        train()
+        rec["seconds"] += time.time() - t0
+        rec["steps"] = steps
+        self.save()
+
+    def curve(self, name: str, out_dir: Path, init_dir: str, gold_seen: pa.Table, held: pa.Table) -> None:
+        """Gold cgF1 at each kept checkpoint of a detector stage, at minutes interpolated by step."""
+        from conceptengine.model.train import checkpoint_dirs
+
+        rec = self.state["stages"][name]
+        start = self.minutes_before(name)
+        have = {(p["stage"], p["step"]) for p in self.state["curve"]}
+        for ckpt in checkpoint_dirs(str(out_dir)):
+            step = int(ckpt.name.split("-")[1])
+            if (name, step) in have:
+                continue
+            m = score(detector_from_state(init_dir, ckpt / "state.pt"), {"seen": gold_seen, "held_out": held})
+            self.state["curve"].append(
+                {
+                    "stage": name,
+                    "step": step,
+                    "minutes": round(start + rec["seconds"] / 60 * step / rec["steps"], 2),
+                    "cgF1": m["seen"]["cgF1"],
+                    "IL_MCC": m["seen"]["IL_MCC"],
+                    "pmF1": m["seen"]["pmF1"],
+                    "held_out_cgF1": m["held_out"]["cgF1"],
+                }
+            )
+            log.info("curve %s step %d: %s", name, step, self.state["curve"][-1])
+        self.state["curve"].sort(key=lambda p: p["minutes"])
+        self.save()
+
+
+def pretrain_curve(out_dir: Path, minutes: float) -> list[dict]:
+    """Stage 1's learning curve: its logged batch accuracies, at minutes interpolated by step."""
+    path = out_dir / "train_log.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    last = max(r["step"] for r in rows)
+    keep = ("acc_leaf", "acc_colour", "acc_pattern", "acc_text")
+    return [
+        {"step": r["step"], "minutes": round(minutes * r["step"] / last, 2), **{k: r[k] for k in keep if k in r}}
+        for r in rows
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="/tmp/sam3-demo-work", help="scratch directory (world, checkpoints)")
+    ap.add_argument("--work", default="/tmp/sam3-demo-work", help="scratch directory (world, stages)")
     ap.add_argument("--out", default=str(ASSET_DIR), help="where the shipped checkpoint is written")
     ap.add_argument("--n-train", type=int, default=1200)
     ap.add_argument("--n-gold", type=int, default=80)
-    ap.add_argument("--image-size", type=int, default=168, help="model input size (multiple of 14)")
-    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--image-size", type=int, default=192, help="model input size (a multiple of the stride)")
+    ap.add_argument("--backbone", choices=("conv", "vit"), default="conv")
+    ap.add_argument("--conv-channels", type=json.loads, default=[24, 32, 48, 64])
+    ap.add_argument("--pretrain-steps", type=int, default=1000, help="stage 1 (0: none)")
+    ap.add_argument("--pretrain-batch", type=int, default=16)
+    ap.add_argument("--pretrain-lr", type=float, default=1e-3)
+    ap.add_argument("--pretrain-losses", choices=("both", "classify", "contrastive"), default="both")
+    ap.add_argument("--steps", type=int, default=10000, help="stage 2: detector steps")
+    ap.add_argument("--calibrate-steps", type=int, default=1000, help="stage 3 (0: none)")
+    ap.add_argument("--calibrate-lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-nps", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -171,17 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vit-layers", type=int, default=2)
     ap.add_argument("--decoder-layers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=32)
+    ap.add_argument("--curve-points", type=int, default=5, help="checkpoints per stage scored for the curve")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument(
         "--init",
         default=None,
-        help="continue from this checkpoint (its architecture and tokenizer) instead of a fresh tiny SAM 3",
+        help="continue from this checkpoint (its architecture and tokenizer): stage 1 is skipped",
     )
     ap.add_argument(
         "--loss-weights",
         type=json.loads,
         default={},
-        help='JSON overrides of DEMO_LOSS_WEIGHTS, e.g. \'{"focal_gamma": 0, "focal_alpha": 0.75}\'',
+        help='JSON overrides of DEMO_LOSS_WEIGHTS for stage 2, e.g. \'{"focal_gamma": 0, "focal_alpha": 0.75}\'',
     )
     ap.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes (GPU: keep it fed)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the trainer's device)")
@@ -190,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="call the training loop directly instead of through Ray Train (a GPU box without Ray)",
     )
+    ap.add_argument("--skip-report", action="store_true", help="no per-leaf scores and confusion (faster)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -197,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
+    import demo_sam3_report as report
+
+    from conceptengine.model.pretrain import PretrainConfig, pretrain_towers
     from conceptengine.model.tiny import TinySize, build_tiny_sam3
     from conceptengine.model.train import TrainSam3Config, train_sam3
     from conceptengine.model.train_ray import train_sam3_ray
@@ -207,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     record = init_record(args.init) if args.init else None  # before minutes of rendering, not after
     t0 = time.time()
     work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     world = build_world(
         work / "world", args.n_train, args.n_gold, seed=WORLD_SEED, image_size=192, style=STYLES[args.style]
     )
@@ -219,41 +365,6 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "world rendered, %d training pairs (%d negative) in %.0fs", train.num_rows, n_neg, time.time() - t0
     )
-
-    size = TinySize(
-        hidden=args.hidden,
-        vit_layers=args.vit_layers,
-        detr_decoder_layers=args.decoder_layers,
-        num_queries=args.queries,
-    )
-    if record is not None:
-        init = args.init
-        size = TinySize(**record["architecture"])
-    else:
-        init = build_tiny_sam3(
-            str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
-        )
-    cfg = TrainSam3Config(
-        init_checkpoint=init,
-        output_dir=str(work / "trained"),
-        annotations=str(work / "train.parquet"),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        max_nps_per_image=args.max_nps,
-        lr=args.lr,
-        warmup_steps=min(100, args.steps // 10),
-        grad_clip=0.1,
-        seed=args.seed,
-        checkpoint_every=100,
-        log_every=20,
-        num_workers=0,
-        device=args.device,
-        loader_workers=args.loader_workers,
-        loss_weights=DEMO_LOSS_WEIGHTS | args.loss_weights,
-    )
-    (train_sam3 if args.in_process else train_sam3_ray)(cfg)
-    t_train = time.time() - t0
-
     gold_all = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=args.seed)
     seen_mask = [not touches_held_out(oracle, r["media_id"], r["noun_phrase"]) for r in gold_all.to_pylist()]
     gold = {
@@ -261,11 +372,82 @@ def main(argv: list[str] | None = None) -> int:
         "seen": gold_all.filter(pa.array(seen_mask)),
         "held_out": held_out_gold(oracle),
     }
+
+    size = TinySize(
+        hidden=args.hidden,
+        vit_layers=args.vit_layers,
+        detr_decoder_layers=args.decoder_layers,
+        num_queries=args.queries,
+        backbone=args.backbone,
+        conv_channels=tuple(args.conv_channels),
+    )
+    recipe = Recipe(work, args.curve_points)
+    if record is not None:
+        detector_init = args.init
+        arch = dict(record["architecture"])
+        arch["conv_channels"] = tuple(arch.get("conv_channels", size.conv_channels))
+        size = TinySize(**arch)
+    else:
+        fresh = build_tiny_sam3(
+            str(work / "init"), ontology_vocabulary(world.graph), args.image_size, args.seed, size=size
+        )
+        detector_init = fresh
+        if args.pretrain_steps:
+            # Stage 1: the vision and text towers learn the domain's shapes, colours, patterns and words.
+            pre = PretrainConfig(
+                init_checkpoint=fresh,
+                output_dir=str(work / "stage1-pretrain"),
+                steps=args.pretrain_steps,
+                batch_size=args.pretrain_batch,
+                lr=args.pretrain_lr,
+                classify=args.pretrain_losses in ("both", "classify"),
+                contrastive=args.pretrain_losses in ("both", "contrastive"),
+                seed=args.seed,
+            )
+            images = region_images(world)
+            recipe.run("pretrain", pre.steps, Path(pre.output_dir), lambda: pretrain_towers(pre, images))
+            detector_init = pre.output_dir
+
+    def detector_stage(name: str, init: str, steps: int, lr: float, weights: dict) -> str:
+        cfg = TrainSam3Config(
+            init_checkpoint=init,
+            output_dir=str(work / name),
+            annotations=str(work / "train.parquet"),
+            steps=steps,
+            batch_size=args.batch_size,
+            max_nps_per_image=args.max_nps,
+            lr=lr,
+            warmup_steps=min(100, steps // 10),
+            grad_clip=0.1,
+            seed=args.seed,
+            checkpoint_every=max(1, steps // max(1, args.curve_points)),
+            keep_checkpoints=max(2, args.curve_points + 1),
+            log_every=20,
+            num_workers=0,
+            device=args.device,
+            loader_workers=args.loader_workers,
+            loss_weights=weights,
+        )
+        recipe.run(name, steps, Path(cfg.output_dir), lambda: (train_sam3 if args.in_process else train_sam3_ray)(cfg))
+        recipe.curve(name, Path(cfg.output_dir), init, gold["seen"], gold["held_out"])
+        return cfg.output_dir
+
+    # Stage 2: the detector (DETR, presence and mask losses) on top of the towers.
+    final = detector_stage("stage2-detector", detector_init, args.steps, args.lr, DEMO_LOSS_WEIGHTS | args.loss_weights)
+    if args.calibrate_steps:
+        # Stage 3: plain class-balanced BCE on the query scores, so that 0.5 means something.
+        final = detector_stage(
+            "stage3-calibrate", final, args.calibrate_steps, args.calibrate_lr,
+            DEMO_LOSS_WEIGHTS | args.loss_weights | CALIBRATION_LOSS_WEIGHTS,
+        )  # fmt: skip
+    t_train = time.time() - t0
+
+    pre_minutes = recipe.state["stages"].get("pretrain", {}).get("seconds", 0.0) / 60
     metrics = {
-        "trained": evaluate(cfg.output_dir, gold),
+        "trained": evaluate(final, gold),
         # A continuation (--init) is compared with the checkpoint it started from, a fresh run with its
         # untrained init; the earlier stages' training records are kept, in order.
-        ("init" if args.init else "untrained_init"): evaluate(init, gold),
+        ("init" if args.init else "untrained_init"): evaluate(detector_init if args.init else fresh, gold),
         "earlier_stages": earlier_stages(record),
         "held_out_concepts": sorted(held_out_nodes(world.graph)),
         "world": {
@@ -275,29 +457,49 @@ def main(argv: list[str] | None = None) -> int:
             "image_size": 192,
             "style": args.style,
         },
-        "architecture": vars(size),
+        "architecture": {**vars(size), "image_size": args.image_size},
+        "stages": recipe.state["stages"],
+        "learning_curve": {
+            "pretrain": pretrain_curve(work / "stage1-pretrain", pre_minutes),
+            "detector": recipe.state["curve"],
+        },
         "training": {
-            **cfg.model_dump(mode="json", exclude={"init_checkpoint", "output_dir", "annotations"}),
+            "steps": args.steps,
+            "pretrain_steps": 0 if args.init else args.pretrain_steps,
+            "calibrate_steps": args.calibrate_steps,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_nps_per_image": args.max_nps,
+            "seed": args.seed,
+            "loss_weights": DEMO_LOSS_WEIGHTS | args.loss_weights,
             "pairs": train.num_rows,
             "negative_pairs": n_neg,
             "wall_seconds_this_call": round(t_train),
-            "resumed_from_step": json.loads((Path(cfg.output_dir) / "training.json").read_text())[
-                "resumed_from"
-            ],
         },
         "note": "RENDERED domain (procedural shapes), not real images. Re-create: the calls in the docstring of scripts/train_demo_sam3.py",
     }
+    if not args.skip_report:
+        from conceptengine.model.sam3_backend import Sam3Detector
+
+        det = Sam3Detector.from_pretrained(final)
+        gold_ids = sorted(world.media_ids("gold"))
+        metrics["per_family"] = report.evaluate_concepts(det, gold["overall"], world.graph, "family")["family"]
+        metrics["per_leaf"] = report.evaluate_concepts(
+            det, report.leaf_gold(oracle, gold_ids, annotation_row), world.graph, "leaf"
+        )["leaf"]
+        metrics["leaf_confusion"] = report.leaf_confusion(det, world, gold_ids)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED:
-        src = Path(cfg.output_dir) / name
+        src = Path(final) / name
         if src.exists():
             shutil.copy2(src, out / name)
-    shutil.copy2(Path(cfg.output_dir) / "train_log.jsonl", out / "train_log.jsonl")
+    shutil.copy2(Path(final) / "train_log.jsonl", out / "train_log.jsonl")
     # Concept names (not node ids): the demo passes them to gold.report_concepts and ontology.focus_concepts.
     names = [world.graph.node(c).name for c in DEMO_HELD_OUT]
     (out / "held_out.json").write_text(json.dumps(names) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    report.plot_curves(metrics["learning_curve"], out / "learning_curve.png")
     log.info("done in %.0fs: %s", time.time() - t0, json.dumps(metrics["trained"], indent=1))
     return 0
 

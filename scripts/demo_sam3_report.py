@@ -1,0 +1,131 @@
+"""Gold sets, per-concept scores, the leaf confusion and the learning-curve plot of the demo SAM 3 recipe.
+
+Used by scripts/train_demo_sam3.py after each stage. Everything here reads the RENDERED world's ground
+truth (leaf, colour, pattern of every instance), which is why it lives beside the script and not in the
+engine: a real run has no such oracle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from conceptengine.engine import rle
+from conceptengine.engine.media import load_rgb
+from conceptengine.engine.tables import ANNOTATIONS
+from conceptengine.model.evaluate import evaluate_by_group
+from conceptengine.model.metrics import SCORE_THRESHOLD
+
+NO_MATCH = "(none)"  # a detection that covers no instance at IoU >= 0.5
+
+
+def family_of(graph, node_id: str) -> str | None:
+    """The node's ancestor just below the root (polygon, round shape, symbol); None for the root."""
+    chain = [node_id, *graph.ancestors(node_id)]
+    return chain[-2] if len(chain) >= 2 else None
+
+
+def leaves(graph) -> list[str]:
+    return list(graph.leaves())
+
+
+def leaf_gold(oracle, media_ids: list[str], annotation_row) -> pa.Table:
+    """Every gold image asked for every leaf concept by name: positives where present, else negatives."""
+    graph = oracle.graph
+    rows = [annotation_row(oracle, m, graph.node(c).name) for m in sorted(media_ids) for c in leaves(graph)]
+    return pa.Table.from_pylist(rows, schema=ANNOTATIONS)
+
+
+def _metrics_dict(m) -> dict:
+    return {"cgF1": m.cgF1, "IL_MCC": m.IL_MCC, "pmF1": m.pmF1, "counts": dict(m.counts)}
+
+
+def evaluate_concepts(detector, table: pa.Table, graph, key: str) -> dict:
+    """Overall metrics plus one group per family ('family') or per leaf ('leaf') of each pair's NP."""
+
+    def group_of(noun_phrase: str) -> str | None:
+        parsed = graph.resolve(noun_phrase)
+        if parsed is None:
+            return None
+        node = parsed.node_id
+        if key == "leaf":
+            return graph.node(node).name if not graph.children(node) else None
+        fam = family_of(graph, node)
+        return graph.node(fam).name if fam else None
+
+    overall, groups = evaluate_by_group(detector, table, group_of)
+    return {"overall": _metrics_dict(overall), key: {k: _metrics_dict(v) for k, v in groups.items()}}
+
+
+def leaf_confusion(detector, world, media_ids: list[str]) -> dict[str, dict[str, int]]:
+    """For each leaf's name as the prompt, which leaf each detection (score >= 0.5) covers at IoU >= 0.5.
+
+    Row = the prompted leaf, column = the leaf of the best-overlapping instance (or NO_MATCH): the
+    diagonal is right, the rest shows which siblings the model mixes up.
+    """
+    graph = world.graph
+    names = {leaf: graph.node(leaf).name for leaf in leaves(graph)}
+    out: dict[str, Counter] = defaultdict(Counter)
+    for media_id in sorted(media_ids):
+        rec = world.record(media_id)
+        h, w = int(rec["height"]), int(rec["width"])
+        image = load_rgb(str(world.image_path(media_id)))
+        inst = rec["instances"]
+        dets = detector.detect(image, list(names.values()), score_threshold=SCORE_THRESHOLD)
+        for leaf, det in zip(names, dets, strict=True):
+            if not det.masks:
+                continue
+            iou = rle.iou_matrix(list(det.masks), [i["rle"] for i in inst], h, w)
+            for row in iou:
+                best = int(np.argmax(row)) if row.size else -1
+                out[leaf][inst[best]["leaf"] if best >= 0 and row[best] >= 0.5 else NO_MATCH] += 1
+    return {k: dict(v) for k, v in sorted(out.items())}
+
+
+def confusion_markdown(confusion: dict[str, dict[str, int]], graph) -> str:
+    """A compact table: per prompted leaf, detections that hit it, the top confusions and misses."""
+    lines = ["| prompt | detections | on the right leaf | most confused with | on no instance |", "|---|---|---|---|---|"]
+    for leaf in leaves(graph):
+        row = confusion.get(leaf, {})
+        total = sum(row.values())
+        right = row.get(leaf, 0)
+        wrong = sorted(((n, k) for k, n in row.items() if k not in (leaf, NO_MATCH)), reverse=True)[:2]
+        confused = ", ".join(f"{graph.node(k).name} {n}" for n, k in wrong) or "–"
+        share = f"{right} ({100 * right / total:.0f}%)" if total else "0"
+        lines.append(f"| {graph.node(leaf).name} | {total} | {share} | {confused} | {row.get(NO_MATCH, 0)} |")
+    return "\n".join(lines)
+
+
+def plot_curves(curve: dict, path: Path) -> None:
+    """Two panels against cumulative training minutes: stage 1's batch accuracies (leaf, colour, pattern),
+    then gold cgF1 of seen concepts and of the held-out family through the detector stages (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    pre = curve.get("pretrain") or []
+    for key in ("acc_leaf", "acc_colour", "acc_pattern"):
+        pts = [p for p in pre if key in p]
+        if pts:
+            ax1.plot([p["minutes"] for p in pts], [p[key] for p in pts], label=key.removeprefix("acc_"))
+    ax1.set_title("stage 1: towers (batch accuracy)")
+    ax1.set_xlabel("minutes on 2 CPU cores")
+    ax1.set_ylim(0, 1)
+    det = curve.get("detector") or []
+    for stage in dict.fromkeys(p["stage"] for p in det):
+        pts = [p for p in det if p["stage"] == stage]
+        ax2.plot([p["minutes"] for p in pts], [p["cgF1"] for p in pts], marker="o", label=f"{stage}: seen")
+        ax2.plot([p["minutes"] for p in pts], [p["held_out_cgF1"] for p in pts], ls="--", label=f"{stage}: held-out")
+    ax2.set_title("stages 2-3: gold cgF1 (rendered world)")
+    ax2.set_xlabel("minutes on 2 CPU cores (cumulative)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
