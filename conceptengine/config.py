@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from conceptengine.engine.stage import StageConfig
 from conceptengine.review.cost import CostModel
@@ -40,6 +40,19 @@ class SimWorldConfig(_Strict):
     # Scene difficulty (sim/render.py STYLES): "demo" is what the shipped CPU-trained checkpoint learned;
     # "full" has more, smaller objects, more crowds and clutter.
     style: Literal["demo", "full"] = "demo"
+    # Share of the images (train pool and gold alike, drawn per image) rendered in a shifted look: other
+    # backgrounds and lighting, same concepts (sim/render.py SHIFTED_LOOK). Their media domain is
+    # "rendered-shapes-shifted"; the shipped checkpoint never saw it, so the demo shows retraining adapt.
+    shifted_share: float = 0.5
+
+    @field_validator("shifted_share")
+    @classmethod
+    def _share_in_unit_interval(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(
+                f"must be a share between 0 and 1 (of images rendered in the shifted look), got {v!r}"
+            )
+        return v
 
 
 class MediaConfig(_Strict):
@@ -134,6 +147,9 @@ class GoldConfig(_Strict):
     negative_share: float = Field(0.5, ge=0, lt=1)
     # Concepts (ontology node names) reported as their own gold group, e.g. ones held out of pre-training.
     report_concepts: list[str] = []
+    # A media domain (MEDIA.domain) reported as its own gold group (domain_cgF1), e.g. a shifted domain the
+    # model is being adapted to; `seen_cgF1` scores the pairs in neither this domain nor report_concepts.
+    report_domain: str | None = None
 
 
 class RetrainConfig(_Strict):

@@ -1,4 +1,8 @@
-"""Round 0: list and ingest the media pool (quarantining what does not decode) and fix the gold set."""
+"""Round 0: list and ingest the media pool (quarantining what does not decode) and fix the gold set.
+
+Each gold pair carries its media's domain, read from the ingested media table, so gold metrics can report
+a domain of their own (gold.report_domain) without asking where the media came from.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from conceptengine.engine.ingest import IngestStage
 from conceptengine.engine.runner import run_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef, fingerprint_of
-from conceptengine.engine.tables import MEDIA
+from conceptengine.engine.tables import ANNOTATIONS, GOLD, MEDIA
 
 LISTING = pa.schema([("uri", pa.string()), ("split", pa.string()), ("domain", pa.string())])
 
@@ -21,15 +25,21 @@ LISTING = pa.schema([("uri", pa.string()), ("split", pa.string()), ("domain", pa
 def list_media(ctx: RunContext) -> pa.Table:
     """The pool as (uri, split, domain), sorted so that a listing is the same on every machine."""
     if ctx.cfg.media.source == "sim":
-        from conceptengine.sim.world import World
+        from conceptengine.sim.world import DOMAIN, World
 
         world = World.load(ctx.world_dir)
         gt = world.ground_truth
-        split_of = dict(zip(gt["file_name"].to_pylist(), gt["split"].to_pylist(), strict=True))
+        names = gt["file_name"].to_pylist()
+        split_of = dict(zip(names, gt["split"].to_pylist(), strict=True))
+        domain_of = dict(zip(names, gt["domain"].to_pylist(), strict=True))
         fs, root = fsspec.core.url_to_fs(posixpath.join(ctx.world_dir, "images"))
         files = sorted(fs.glob(posixpath.join(root, "*")))
         rows = [
-            {"uri": f, "split": split_of.get(posixpath.basename(f), "train"), "domain": "rendered"}
+            {
+                "uri": f,
+                "split": split_of.get(posixpath.basename(f), "train"),
+                "domain": domain_of.get(posixpath.basename(f), DOMAIN),
+            }
             for f in files
         ]
     else:
@@ -57,8 +67,18 @@ def ingest(ctx: RunContext) -> StepResult:
     return run_step(ctx, StepRef(0, "ingest"), [listing_fp], ["media", "quarantine"], compute)
 
 
+def with_media_domain(pairs: pa.Table, media: pa.Table) -> pa.Table:
+    """ANNOTATIONS rows plus their media's `domain` from the MEDIA table (GOLD schema); null for a pair
+    whose media was not ingested."""
+    domain_of = dict(zip(media["media_id"].to_pylist(), media["domain"].to_pylist(), strict=True))
+    domains = [domain_of.get(m) for m in pairs["media_id"].to_pylist()]
+    table = pairs.select(ANNOTATIONS.names).cast(ANNOTATIONS)
+    return table.append_column(GOLD.field("domain"), pa.array(domains, pa.string()))
+
+
 def gold(ctx: RunContext, media: StepResult) -> StepResult:
-    """The gold split's image-NP pairs with exhaustive masks, in the ANNOTATIONS schema."""
+    """The gold split's image-NP pairs with exhaustive masks, in the GOLD schema (ANNOTATIONS + the media's
+    domain)."""
 
     def compute():
         if ctx.cfg.media.source == "sim":
@@ -76,6 +96,7 @@ def gold(ctx: RunContext, media: StepResult) -> StepResult:
             if not ctx.cfg.media.gold_json:
                 raise RunError("media.gold_json is required when media.source is 'files'")
             table = read_saco_gold_annotations(resolve(ctx.workspace, ctx.cfg.media.gold_json))
+        table = with_media_domain(table, media["media"])
         return {"gold": table}, {"pairs": table.num_rows}
 
     return run_step(ctx, StepRef(0, "gold"), [media.fingerprint], ["gold"], compute)

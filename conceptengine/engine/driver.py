@@ -96,7 +96,8 @@ def run_all(
             on_round(summary)
 
     start = evaluate_round(ctx, 0, gold_set, None, initial_version(ctx))
-    finish({"round": 0} | {k: v for k, v in start.manifest["extra"].items() if k != "seconds"})
+    no_retrain = {"candidate_cgF1": None, "promoted": None}  # round 0 only evaluates the starting checkpoint
+    finish({"round": 0} | no_retrain | {k: v for k, v in start.manifest["extra"].items() if k != "seconds"})
     for r in range(1, ctx.cfg.rounds.count + 1):
         finish(run_round(ctx, r, media, gold_set))
     return summaries

@@ -18,25 +18,46 @@ RENDERED_NOTICE = (
 # (header, how to read it from a round summary); short headers keep the table within 120 columns.
 COLUMNS = [
     ("rnd", lambda s: s.get("round")),
-    ("pairs +/−", lambda s: _pair(s.get("pairs_positive"), s.get("pairs_negative"))),
-    ("masks", lambda s: s.get("masks_proposed")),
-    ("auto ✓/✗", lambda s: _pair(s.get("auto_accepted"), s.get("auto_rejected"))),
-    ("seen", lambda s: _percent(s.get("human_share"))),
+    ("pairs", lambda s: _pair(s.get("pairs_positive"), s.get("pairs_negative"))),
+    ("auto", lambda s: _pair(s.get("auto_accepted"), s.get("auto_rejected"))),
+    ("hum%", lambda s: _percent(s.get("human_share"))),
     ("mv ≥/≤", lambda s: _thresholds(s, "mv")),
     ("ev ≥/≤", lambda s: _thresholds(s, "ev")),
-    ("human s", lambda s: s.get("human_seconds")),
+    ("hum s", lambda s: s.get("human_seconds")),
     ("commit", lambda s: s.get("committed_pairs")),
     ("model", lambda s: _model(s)),
     ("cgF1", lambda s: s.get("gold_cgF1")),
+    ("shift", lambda s: s.get("domain_cgF1")),
     ("held", lambda s: s.get("reported_cgF1")),
-    ("prec", lambda s: s.get("precision")),
+    ("seen", lambda s: s.get("seen_cgF1")),
+    ("cand", lambda s: _candidate(s)),
+    ("P/R", lambda s: _pair_2(s.get("precision"), s.get("recall"))),
     ("pair✓", lambda s: s.get("pair_precision")),
-    ("recall", lambda s: s.get("recall")),
 ]
 
 
 def _pair(a, b) -> str | None:
     return None if a is None else f"{a}/{b}"
+
+
+def _two(v: float | None) -> str:
+    """0.97 -> .97, 1.0 -> 1.00: two decimals in few characters."""
+    if v is None:
+        return "–"
+    text = f"{v:.2f}"
+    return text[1:] if text.startswith("0.") else text
+
+
+def _pair_2(a: float | None, b: float | None) -> str | None:
+    return None if a is None and b is None else f"{_two(a)}/{_two(b)}"
+
+
+def _candidate(s: dict) -> str | None:
+    """The round's retrained candidate: its gold cgF1 and ✓ promoted / ✗ kept the old model; – no retrain."""
+    score, promoted = s.get("candidate_cgF1"), s.get("promoted")
+    if score is None:
+        return None
+    return f"{_fmt(score)}{'✓' if promoted else '✗'}"
 
 
 def _percent(share: float | None) -> str | None:
@@ -73,14 +94,16 @@ def _model(s: dict) -> str | None:
 
 
 LEGEND = (
-    "pairs: image-NP pairs proposed (positive candidates / negatives) · masks: SAM 3 proposals · "
-    "auto ✓/✗: masks (MV) plus pairs (EV) the verifiers accepted / rejected without a human · seen: "
+    "pairs: image-NP pairs proposed, positive candidates / negatives · "
+    "auto: masks (MV) plus pairs (EV) the verifiers accepted / rejected without a human · hum%: "
     "share of those items humans saw (audits included) · mv, ev ≥/≤: P(Accept) thresholds in force "
     "(auto-accept at or above / auto-reject at or below; – none), calibrated on earlier rounds' human "
-    "verdicts · human s: simulated reviewer seconds · commit: pairs committed · model: SAM 3 version "
-    "after the round (* = promoted; +mv / +ev: a retrained verifier was promoted) · cgF1: its gold cgF1 · held: gold cgF1 on gold.report_concepts · "
-    "prec/recall: committed masks vs. ground truth · pair✓: committed pairs exactly right (automatic "
-    "and human decisions alike)"
+    "verdicts · hum s: simulated reviewer seconds · commit: pairs committed · model: SAM 3 version "
+    "after the round (* = promoted; +mv / +ev: a retrained verifier was promoted) · cgF1: its gold cgF1 "
+    "· shift: on gold images of gold.report_domain (e.g. a shifted look) · held: on gold.report_concepts "
+    "· seen: on the other gold pairs (what must not be forgotten) · cand: gold cgF1 of the round's "
+    "retrained candidate, ✓ promoted / ✗ not · P/R: committed masks' precision / recall vs. ground "
+    "truth · pair✓: committed pairs exactly right (automatic and human decisions alike)"
 )
 
 

@@ -84,6 +84,10 @@ ANNOTATIONS = pa.schema(
     ]
 )
 
+# The gold split's pairs: annotations plus their media's domain (MEDIA.domain), so gold metrics can score
+# a domain on its own (gold.report_domain).
+GOLD = pa.schema(list(ANNOTATIONS) + [pa.field("domain", pa.string())])
+
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()

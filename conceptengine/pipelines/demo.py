@@ -34,6 +34,14 @@ SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-d
 DEMO_EV_MODEL = "models/verifier-ev"
 
 
+def shifted_domain() -> str:
+    """The media domain of the demo world's shifted look, reported by `conceptengine demo` as its own
+    gold group (gold.report_domain)."""
+    from conceptengine.sim.world import SHIFTED_DOMAIN
+
+    return SHIFTED_DOMAIN
+
+
 def shipped_held_out() -> list[str]:
     """Concepts kept out of the shipped checkpoint's training: the domain the demo's loop expands into."""
     path = SHIPPED_SAM3 / "held_out.json"
@@ -59,22 +67,19 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     (the demo ships one per task) unless the config already names an EV model or uses a served backend."""
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.render import STYLES
-    from conceptengine.sim.world import World, build_world
+    from conceptengine.sim.world import World, build_world, world_spec
 
     workspace.mkdir(parents=True, exist_ok=True)
     world_dir = workspace / cfg.media.world_dir
     sim = cfg.media.sim
-    if not (world_dir / "ground_truth.parquet").exists():
+    args = (sim.n_train, sim.n_gold, cfg.seed, sim.image_size, sim.n_corrupt)
+    kwargs = {"style": STYLES[sim.style], "shifted_share": sim.shifted_share}
+    built = World.load(world_dir) if (world_dir / "ground_truth.parquet").exists() else None
+    # A world built with other settings (or before they were recorded) is rendered again: same seed, so
+    # the images it shares with the requested world come out byte-identical.
+    if built is None or built.spec != world_spec(*args, **kwargs):
         with console.status("rendering the demo world"):
-            build_world(
-                world_dir,
-                sim.n_train,
-                sim.n_gold,
-                cfg.seed,
-                sim.image_size,
-                sim.n_corrupt,
-                style=STYLES[sim.style],
-            )
+            build_world(world_dir, *args, **kwargs)
     world = World.load(world_dir)
     vocabulary = ontology_vocabulary(world.graph)
     sam3_dir = workspace / cfg.sam3.model

@@ -45,6 +45,12 @@ SUMMARY_KEYS = (
     "reported_cgF1",
     "reported_IL_MCC",
     "reported_pmF1",
+    "domain_cgF1",
+    "domain_IL_MCC",
+    "domain_pmF1",
+    "seen_cgF1",
+    "seen_IL_MCC",
+    "seen_pmF1",
     "precision",
     "pair_precision",
     "recall",
@@ -87,6 +93,10 @@ def summarize(r: int, steps: list[StepResult]) -> dict:
         "pairs_negative": negative,
         "masks_proposed": sum(len(m) for m in proposals["proposals"]["masks"].to_pylist()),
         "errors": proposals.manifest.get("extra", {}).get("errors", 0),
+        # The round's retrained candidate: its gold cgF1 and whether it was promoted (the promote step
+        # fills both); null in a round without a retrain.
+        "candidate_cgF1": None,
+        "promoted": None,
     }
     for step in steps:
         extra = step.manifest.get("extra", {})

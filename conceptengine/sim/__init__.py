@@ -7,6 +7,6 @@ crowds; `Oracle` answers any noun phrase exhaustively; `OracleCaptioner` plays t
 
 from conceptengine.sim.captioner import OracleCaptioner
 from conceptengine.sim.oracle import Oracle
-from conceptengine.sim.world import DOMAIN, World, build_world
+from conceptengine.sim.world import DOMAIN, SHIFTED_DOMAIN, World, build_world
 
-__all__ = ["DOMAIN", "Oracle", "OracleCaptioner", "World", "build_world"]
+__all__ = ["DOMAIN", "SHIFTED_DOMAIN", "Oracle", "OracleCaptioner", "World", "build_world"]

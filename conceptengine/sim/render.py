@@ -5,11 +5,17 @@ the engine. Hard cases of real data are imitated on purpose: textured, cluttered
 from a few pixels to a third of the image; rotation; occlusion (later objects cover earlier ones and
 every mask is the *visible* part); crowds of 30+ small objects. Masks are exact because objects are
 drawn without anti-aliasing: a pixel belongs to exactly one object or to the background.
+
+Two orthogonal knobs: `SceneStyle` says how hard a scene is (crowds, object count, sizes, clutter);
+`Look` says how it appears (background texture, lighting, noise, object scale). The default look is the
+one every shipped checkpoint was trained on; `SHIFTED_LOOK` is a second domain, the way a team's own
+photos differ from SAM 3's training data, for showing that retraining adapts the model to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -57,6 +63,63 @@ FULL_STYLE = SceneStyle()
 # Fewer, larger objects, rarer crowds, less clutter: what the demo's CPU-trained model can learn.
 DEMO_STYLE = SceneStyle(crowd_share=0.05, max_objects=6, min_radius=0.08, max_radius=0.3, max_clutter_lines=8)
 STYLES = {"full": FULL_STYLE, "demo": DEMO_STYLE}
+
+# Salt of the look's own RNG stream: a look never consumes draws of the scene's RNG, so a seed places the
+# same objects in every look (with the same radius_scale) and the default look renders as it always did.
+_LOOK_STREAM = 0x1005
+
+
+@dataclass(frozen=True)
+class Look:
+    """How the rendered scenes appear, independent of how hard they are (`SceneStyle`).
+
+    The defaults are the original domain and render byte-identical images. Lighting (contrast, a
+    colour-temperature cast, a brightness ramp across the image) applies to the whole image, objects
+    included, but stays mild enough that a colour keeps its name: a red object still reads as red.
+    Ranges are drawn per image from the look's own RNG stream.
+    """
+
+    name: str = "default"
+    # "mottled": low-saturation grey mottle (the original); "stripes": a coloured two-tone gradient with
+    # soft sinusoidal stripes and fine grain.
+    background: Literal["mottled", "stripes"] = "mottled"
+    contrast: tuple[float, float] = (1.0, 1.0)  # gain around mid-grey
+    temperature: float = 0.0  # max colour cast: red gain 1 + 0.08 t, blue gain 1 - 0.1 t, t in [-max, max]
+    light: tuple[float, float] = (1.0, 1.0)  # brightness ramp across the image, darkest..brightest gain
+    noise: float = 4.0  # sensor noise (std, grey levels)
+    radius_scale: float = 1.0  # multiplies the style's object radius range (crowds keep their grid)
+
+    def __post_init__(self) -> None:
+        for field_name in ("contrast", "light"):
+            lo, hi = getattr(self, field_name)
+            if not 0.0 < lo <= hi <= 2.0:
+                raise ValueError(f"Look.{field_name} needs 0 < low <= high <= 2, got {(lo, hi)!r}")
+        if not 0.0 <= self.temperature <= 1.0:
+            raise ValueError(f"Look.temperature must be in [0, 1], got {self.temperature!r}")
+        if self.noise < 0:
+            raise ValueError(f"Look.noise must be >= 0, got {self.noise!r}")
+        if not 0.0 < self.radius_scale <= 2.0:
+            raise ValueError(f"Look.radius_scale must be in (0, 2], got {self.radius_scale!r}")
+        if self.background not in ("mottled", "stripes"):
+            raise ValueError(f"Look.background must be 'mottled' or 'stripes', got {self.background!r}")
+
+    @property
+    def lit(self) -> bool:
+        """Whether the lighting transform changes anything (the default look skips it exactly)."""
+        return self.contrast != (1.0, 1.0) or self.temperature > 0 or self.light != (1.0, 1.0)
+
+
+DEFAULT_LOOK = Look()
+# A second domain: coloured striped backgrounds, lower contrast, a warm or cool cast, uneven light, grain.
+SHIFTED_LOOK = Look(
+    name="shifted",
+    background="stripes",
+    contrast=(0.8, 0.9),
+    temperature=1.0,
+    light=(0.88, 1.12),
+    noise=6.0,
+)
+LOOKS = {"default": DEFAULT_LOOK, "shifted": SHIFTED_LOOK}
 
 
 @dataclass(frozen=True)
@@ -168,6 +231,51 @@ def _background(rng: np.random.Generator, size: int, max_lines: int = 13) -> np.
     return np.asarray(img, dtype=np.float64).copy()
 
 
+def _hsv_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (all in [0, 1]) as RGB in [0, 255]."""
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6) % 6
+    return 255 * v * (1 - s * np.clip(np.minimum(k, 4 - k), 0, 1))
+
+
+def _striped_background(rng: np.random.Generator, size: int, max_lines: int) -> np.ndarray:
+    """A coloured gradient between two hues, soft sinusoidal stripes at a random angle, fine grain and
+    darker clutter lines: clearly another place than the mottled grey, still never mistakable for a shape."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    h0 = rng.uniform(0, 1)
+    c0 = _hsv_rgb(h0, rng.uniform(0.35, 0.6), rng.uniform(0.5, 0.72))
+    c1 = _hsv_rgb((h0 + rng.uniform(0.15, 0.45)) % 1, rng.uniform(0.35, 0.6), rng.uniform(0.5, 0.72))
+    a = rng.uniform(0, 2 * np.pi)
+    ramp = np.clip((xx - 0.5) * np.cos(a) + (yy - 0.5) * np.sin(a) + 0.5, 0, 1)[..., None]
+    img = c0 * (1 - ramp) + c1 * ramp
+    b = rng.uniform(0, np.pi)
+    period = rng.uniform(6, 14) / size
+    phase = 2 * np.pi * (xx * np.cos(b) + yy * np.sin(b)) / period
+    img = img + rng.uniform(14, 24) * np.sin(phase)[..., None]
+    grain = rng.normal(0, 1, (size // 2 + 1, size // 2 + 1, 3)).repeat(2, 0).repeat(2, 1)[:size, :size]
+    pil = Image.fromarray(np.clip(img + 5 * grain, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    for _ in range(int(rng.integers(4, max_lines + 1))):
+        x0, y0, x1, y1 = rng.uniform(0, size, 4)
+        tone = np.clip(c0 * rng.uniform(0.45, 0.75), 0, 255).astype(int)
+        draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in tone), width=int(rng.integers(1, 4)))
+    return np.asarray(pil, dtype=np.float64).copy()
+
+
+def _light(canvas: np.ndarray, rng: np.random.Generator, look: Look) -> np.ndarray:
+    """The look's lighting on the whole image: contrast around mid-grey, a warm or cool colour cast, and
+    a linear brightness ramp in a random direction. Masks are untouched: only pixel values change."""
+    size_y, size_x = canvas.shape[:2]
+    contrast = rng.uniform(*look.contrast)
+    t = rng.uniform(-look.temperature, look.temperature)
+    gains = np.array([1 + 0.08 * t, 1.0, 1 - 0.1 * t])
+    a = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size_y, 0:size_x].astype(np.float64)
+    ramp = (xx / size_x - 0.5) * np.cos(a) + (yy / size_y - 0.5) * np.sin(a)  # in [-0.71, 0.71]
+    lo, hi = look.light
+    light = (lo + hi) / 2 + (hi - lo) * ramp / np.sqrt(2)
+    return ((canvas - 128) * contrast + 128) * gains * light[..., None]
+
+
 def _secondary(rgb: tuple[float, float, float]) -> np.ndarray:
     """The pattern's second tone: a darker shade of light colours, a lighter one of dark colours."""
     c = np.asarray(rgb)
@@ -192,7 +300,14 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, obj: Placed) -> None:
     canvas[ys, xs] = np.where(second[:, None], _secondary(obj.rgb), np.asarray(obj.rgb))
 
 
-def compose(objects: list[Placed], background: np.ndarray, rng: np.random.Generator, crowd: bool) -> Scene:
+def compose(
+    objects: list[Placed],
+    background: np.ndarray,
+    rng: np.random.Generator,
+    crowd: bool,
+    look: Look = DEFAULT_LOOK,
+    look_rng: np.random.Generator | None = None,
+) -> Scene:
     """Resolve occlusion, drop (almost) hidden objects, paint the rest, and return exact visible masks.
 
     Removing a hidden object only uncovers pixels of earlier objects or background, so the survivors'
@@ -216,7 +331,9 @@ def compose(objects: list[Placed], background: np.ndarray, rng: np.random.Genera
         mask = owner == slot
         _paint(canvas, mask, objects[k])
         instances.append(Instance(objects[k].leaf, objects[k].colour, objects[k].pattern, mask))
-    canvas = canvas + rng.normal(0, 4, canvas.shape)  # sensor noise; masks stay exact
+    if look.lit:
+        canvas = _light(canvas, look_rng or rng, look)
+    canvas = canvas + rng.normal(0, look.noise, canvas.shape)  # sensor noise; masks stay exact
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return Scene(image, instances, [objects[k] for k in keep], len(objects) - len(keep), crowd)
 
@@ -227,11 +344,23 @@ def render_scene(
     leaves: list[str] | None = None,
     crowd: bool | None = None,
     style: SceneStyle = FULL_STYLE,
+    look: Look = DEFAULT_LOOK,
 ) -> Scene:
-    """Render one scene, fully determined by `seed` and `style`. `crowd=None` draws a crowd at the style's share."""
+    """Render one scene, fully determined by `seed`, `style` and `look`. `crowd=None` draws a crowd at the
+    style's share. The look draws from its own RNG stream, so the objects depend on the seed and style
+    only (and the look's radius_scale)."""
     rng = np.random.default_rng(seed)
+    look_rng = np.random.default_rng([seed, _LOOK_STREAM])
     leaves = sorted(OUTLINES) if leaves is None else leaves
     is_crowd = bool(rng.random() < style.crowd_share) if crowd is None else crowd
-    background = _background(rng, image_size, style.max_clutter_lines)
+    background = _background(rng, image_size, style.max_clutter_lines)  # drawn always: keeps the stream
+    if look.background == "stripes":
+        background = _striped_background(look_rng, image_size, style.max_clutter_lines)
+    if look.radius_scale != 1.0:
+        style = replace(
+            style,
+            min_radius=min(0.5, style.min_radius * look.radius_scale),
+            max_radius=min(0.5, style.max_radius * look.radius_scale),
+        )
     objects = sample_objects(rng, image_size, leaves, is_crowd, style)
-    return compose(objects, background, rng, is_crowd)
+    return compose(objects, background, rng, is_crowd, look, look_rng)

@@ -4,18 +4,24 @@ Layout of a world directory:
     images/train-000000.png ...  the train pool
     images/gold-000000.png ...   the gold split (the engine is evaluated here, never trained on it)
     images/corrupt-000.png ...   deliberately broken files, to exercise quarantine
-    ground_truth.parquet         one row per valid image with every visible instance (COCO RLE)
+    ground_truth.parquet         one row per valid image with every visible instance (COCO RLE) and
+                                 its domain (which look it was rendered in)
+    world.json                   the arguments it was built with, to tell whether a rebuild is due
     ontology.yaml                the concept graph, read by the engine like any user's ontology
     README.txt                   says that this is a rendered domain
 
 Every image is rendered from `stable_seed(seed, split, index)`, so the same seed gives byte-identical
-files and adding gold images never changes a train image.
+files and adding gold images never changes a train image. With `shifted_share > 0`, that share of the
+images (chosen per image by `is_shifted` from the seed, so share 0 changes nothing) is rendered in a second
+look (`render.SHIFTED_LOOK`: other backgrounds and lighting, same objects and concepts) and recorded as
+domain SHIFTED_DOMAIN: a shifted domain for showing that retraining adapts a model to it.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +32,21 @@ from PIL import Image
 from conceptengine.engine import ids, rle
 from conceptengine.engine.tables import MEDIA
 from conceptengine.ontology.graph import ConceptGraph
-from conceptengine.sim.render import FULL_STYLE, Scene, SceneStyle, render_scene
+from conceptengine.sim.render import (
+    DEFAULT_LOOK,
+    FULL_STYLE,
+    SHIFTED_LOOK,
+    Look,
+    Scene,
+    SceneStyle,
+    render_scene,
+)
 from conceptengine.sim.taxonomy import shapes_graph
 
 DOMAIN = "rendered-shapes"
+SHIFTED_DOMAIN = "rendered-shapes-shifted"  # images rendered in the shifted look
 GT_FILE = "ground_truth.parquet"
+SPEC_FILE = "world.json"
 ONTOLOGY_FILE = "ontology.yaml"
 
 INSTANCE = pa.struct(
@@ -52,6 +68,7 @@ GROUND_TRUTH = pa.schema(
         ("width", pa.int32()),
         ("crowd", pa.bool_()),
         ("instances", pa.list_(INSTANCE)),
+        ("domain", pa.string()),  # DOMAIN or SHIFTED_DOMAIN
     ]
 )
 
@@ -78,7 +95,7 @@ def _corrupt_bytes(valid_png: bytes, k: int) -> bytes:
     return b"<html>404 not found</html>\n"
 
 
-def _gt_row(scene: Scene, media_id: str, file_name: str, split: str, size: int) -> dict:
+def _gt_row(scene: Scene, media_id: str, file_name: str, split: str, size: int, domain: str) -> dict:
     instances = []
     for inst in scene.instances:
         counts = rle.encode(inst.mask)
@@ -99,6 +116,7 @@ def _gt_row(scene: Scene, media_id: str, file_name: str, split: str, size: int) 
         "width": size,
         "crowd": scene.crowd,
         "instances": instances,
+        "domain": domain,
     }
 
 
@@ -121,9 +139,18 @@ class World:
                 "conceptengine.sim.build_world(out_dir, ...)"
             )
         table = pq.read_table(gt_path)
+        if "domain" not in table.column_names:  # built before worlds had a shifted look: all one domain
+            table = table.append_column("domain", pa.array([DOMAIN] * table.num_rows, pa.string()))
         graph = ConceptGraph.from_yaml(root / ONTOLOGY_FILE)
         rows = {r["media_id"]: r for r in table.to_pylist()}
         return cls(root, table, graph, rows)
+
+    @property
+    def spec(self) -> dict | None:
+        """The arguments the world was built with (`world_spec`), None for a world built before they were
+        recorded."""
+        path = self.root / SPEC_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
 
     @property
     def images_dir(self) -> Path:
@@ -152,7 +179,7 @@ class World:
                 "uri": str(self.images_dir / r["file_name"]),
                 "width": r["width"],
                 "height": r["height"],
-                "domain": DOMAIN,
+                "domain": r["domain"],
                 "split": r["split"],
                 "error": None,
             }
@@ -160,6 +187,46 @@ class World:
             if split is None or r["split"] == split
         ]
         return pa.Table.from_pylist(rows, schema=MEDIA)
+
+
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+def is_shifted(seed: int, split: str, index: int, shifted_share: float) -> bool:
+    """Whether image `index` of `split` is rendered in the shifted look.
+
+    Image i of a split draws u_i = frac(start + i * golden ratio), the start coming from the stable seed
+    (not the scene's), and is shifted when u_i < shifted_share. The u_i spread evenly over [0, 1), so any
+    first n images hold the share to within about two images (independent draws would stray by about
+    sqrt(n) / 2); a larger share only adds shifted images, and share 0 shifts none.
+    """
+    start = ids.stable_seed(seed, "look", split) / 16**12
+    return shifted_share > 0 and (start + index * _GOLDEN) % 1.0 < shifted_share
+
+
+def world_spec(
+    n_train: int,
+    n_gold: int,
+    seed: int,
+    image_size: int = 192,
+    n_corrupt: int = 0,
+    *,
+    style: SceneStyle = FULL_STYLE,
+    shifted_share: float = 0.0,
+    shifted_look: Look = SHIFTED_LOOK,
+) -> dict:
+    """What `build_world` records in world.json (JSON types), to compare a built world with a request."""
+    spec = {
+        "n_train": n_train,
+        "n_gold": n_gold,
+        "seed": seed,
+        "image_size": image_size,
+        "n_corrupt": n_corrupt,
+        "style": asdict(style),
+        "shifted_share": float(shifted_share),
+        "shifted_look": asdict(shifted_look) if shifted_share > 0 else None,
+    }
+    return json.loads(json.dumps(spec))
 
 
 def build_world(
@@ -171,8 +238,14 @@ def build_world(
     n_corrupt: int = 0,
     *,
     style: SceneStyle = FULL_STYLE,
+    shifted_share: float = 0.0,
+    shifted_look: Look = SHIFTED_LOOK,
 ) -> World:
-    """Render a world into `out_dir` (created if needed) and return it loaded. Idempotent per seed."""
+    """Render a world into `out_dir` (created if needed) and return it loaded. Idempotent per seed.
+
+    `shifted_share` of the images (each decided by `is_shifted`) are rendered in `shifted_look` and
+    recorded as domain SHIFTED_DOMAIN; the others are rendered exactly as with share 0.
+    """
     for name, value, low in (
         ("n_train", n_train, 0),
         ("n_gold", n_gold, 0),
@@ -181,6 +254,9 @@ def build_world(
     ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"build_world: {name} must be an integer >= {low}, got {value!r}")
+    share_ok = isinstance(shifted_share, int | float) and not isinstance(shifted_share, bool)
+    if not share_ok or not 0 <= shifted_share <= 1:
+        raise ValueError(f"build_world: shifted_share must be a number in [0, 1], got {shifted_share!r}")
     root = Path(out_dir)
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -191,13 +267,17 @@ def build_world(
     first_png = b""
     for split, count in (("train", n_train), ("gold", n_gold)):
         for i in range(count):
-            scene = render_scene(ids.stable_seed(seed, split, str(i)), image_size, leaves, style=style)
+            shifted = is_shifted(seed, split, i, shifted_share)
+            look = shifted_look if shifted else DEFAULT_LOOK
+            scene_seed = ids.stable_seed(seed, split, str(i))
+            scene = render_scene(scene_seed, image_size, leaves, style=style, look=look)
             data = png_bytes(scene.image)
             first_png = first_png or data
             name = f"{split}-{i:06d}.png"
             (images / name).write_bytes(data)
             written.add(name)
-            rows.append(_gt_row(scene, ids.media_id_for_bytes(data), name, split, image_size))
+            domain = SHIFTED_DOMAIN if shifted else DOMAIN
+            rows.append(_gt_row(scene, ids.media_id_for_bytes(data), name, split, image_size, domain))
     if n_corrupt and not first_png:
         first_png = png_bytes(render_scene(ids.stable_seed(seed, "corrupt"), image_size, leaves).image)
     for k in range(n_corrupt):
@@ -209,5 +289,16 @@ def build_world(
             stale.unlink()
     pq.write_table(pa.Table.from_pylist(rows, schema=GROUND_TRUTH), root / GT_FILE)
     graph.to_yaml(root / ONTOLOGY_FILE)
+    spec = world_spec(
+        n_train,
+        n_gold,
+        seed,
+        image_size,
+        n_corrupt,
+        style=style,
+        shifted_share=shifted_share,
+        shifted_look=shifted_look,
+    )
+    (root / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (root / "README.txt").write_text(_README, encoding="utf-8")
     return World.load(root)

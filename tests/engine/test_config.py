@@ -69,3 +69,18 @@ def test_training_template_validates():
 
     cfg = load_train_config(ROOT / "configs" / "train-sam3.yaml", ["steps=5"])
     assert cfg.steps == 5 and cfg.freeze_vision and len(cfg.shards) == 3
+
+
+def test_shifted_share_must_be_a_share():
+    assert load_config(None, ["media.sim.shifted_share=0"]).media.sim.shifted_share == 0.0
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(ConfigError, match=r"media\.sim\.shifted_share: .*between 0 and 1"):
+            load_config(None, [f"media.sim.shifted_share={bad}"])
+    with pytest.raises(ConfigError, match=r"media\.sim\.shifted_share"):
+        load_config(None, ["media.sim.shifted_share=half"])
+
+
+def test_demo_reports_half_its_world_in_the_shifted_look():
+    cfg = EngineConfig()
+    assert cfg.media.sim.shifted_share == 0.5
+    assert cfg.gold.report_domain is None  # `conceptengine demo` sets it to the shifted domain

@@ -10,6 +10,9 @@ from conceptengine.config import load_config
 from conceptengine.pipelines.demo import prepare_demo_workspace
 
 SMALL = [
+    # The plain look only: these tests' expectations were set on this world (the shifted look changes
+    # images, hence media ids and every hash-based split); `shifted_workspace` has half its images shifted.
+    "media.sim.shifted_share=0",
     "media.sim.n_train=12",
     "media.sim.n_gold=4",
     "media.sim.n_corrupt=1",
@@ -33,6 +36,17 @@ def small_workspace(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("ws")
     cfg = load_config(None, SMALL)
     prepare_demo_workspace(ws, cfg, Console(quiet=True))
+    return ws
+
+
+# Half the images in the shifted look, as in the demo: gold then scores that domain on its own.
+SHIFTED = ["media.sim.shifted_share=0.5", "gold.report_domain=rendered-shapes-shifted"]
+
+
+@pytest.fixture(scope="session")
+def shifted_workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("ws-shifted")
+    prepare_demo_workspace(ws, load_config(None, SMALL + SHIFTED), Console(quiet=True))
     return ws
 
 

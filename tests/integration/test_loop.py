@@ -46,6 +46,7 @@ def test_local_loop_commits_a_dataset_and_reports_each_round(small_workspace, tm
         assert s["auto_accepted"] + s["auto_rejected"] + s["to_human"] > 0
         assert 0.0 <= s["precision"] <= 1.0 and 0.0 <= s["recall"] <= 1.0
         assert "gold_cgF1" in s
+        assert s["candidate_cgF1"] is None and s["promoted"] is None  # retraining is off here
         assert s["quarantined"] == 1
     # The corrupt file is reported and quarantined; the run finished anyway.
     status = run_status(str(tmp_path / "run"))

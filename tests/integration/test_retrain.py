@@ -10,24 +10,31 @@ from conceptengine.engine.driver import run_all, start_run
 from conceptengine.engine.registry import promoted_at_start_of
 from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.image import run_round
-from tests.integration.conftest import SMALL
+from conceptengine.sim.world import SHIFTED_DOMAIN
+from tests.integration.conftest import SHIFTED, SMALL
 
 
-def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(small_workspace, tmp_path):
-    cfg = load_config(
-        None,
-        SMALL + ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"],
-    )
+def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shifted_workspace, tmp_path):
+    retrain = ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"]
+    cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
-    ctx = start_run(cfg, str(run_dir), small_workspace, resume=False)
+    ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
     summaries = run_all(ctx, run_round)
 
+    assert summaries[0]["candidate_cgF1"] is None and summaries[0]["promoted"] is None
     for r in (1, 2):
         promo = ctx.store.manifest(StepRef(r, "promote"))["extra"]
         cand = run_dir / "models" / "sam3" / f"v{r:04d}"
         assert (cand / "config.json").exists() and promo["candidate"] == f"v{r:04d}"
         assert promo["promoted"] == (promo["candidate_cgF1"] > promo["base_cgF1"])
         assert summaries[r]["promoted"] == promo["promoted"]
+        assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]
+        on_disk = json.loads((run_dir / f"round-{r:04d}" / "summary.json").read_text())
+        assert {"gold_cgF1", "domain_cgF1", "seen_cgF1", "candidate_cgF1", "promoted"} <= set(on_disk)
+    # Half the world is rendered in the shifted look, gold included: that domain is scored on its own.
+    gold = ctx.store.read_step(StepRef(0, "gold"), "gold")
+    assert SHIFTED_DOMAIN in gold["domain"].to_pylist()
+    assert all(isinstance(s["domain_cgF1"], float) for s in summaries)
 
     # Round 2 proposed with whatever was promoted after round 1, and every mask says which version.
     expected = promoted_at_start_of(ctx, 2)
