@@ -56,6 +56,19 @@ class ConvBackboneConfig(PreTrainedConfig):
         return 2 ** len(self.channels)
 
 
+POSITION_FREQUENCIES = 8
+
+
+def sincos_grid(h: int, w: int, device, dtype) -> torch.Tensor:
+    """(h * w, 4 * POSITION_FREQUENCIES) sine and cosine features of each cell's centre in [0, 1]^2."""
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    freqs = torch.pi * 2.0 ** torch.arange(POSITION_FREQUENCIES, device=device, dtype=dtype) / 2
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    angles = torch.cat([yy.reshape(-1, 1) * freqs, xx.reshape(-1, 1) * freqs], dim=1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     # GroupNorm, not BatchNorm: training batches are a handful of images and inference is one image.
     return nn.GroupNorm(min(8, channels // 4), channels)
@@ -102,6 +115,11 @@ class ConvBackboneModel(PreTrainedModel):
         self.stages = nn.Sequential(*stages)
         # Project to the width the FPN neck expects; a LayerNorm matches what the ViT hands the neck.
         self.proj = nn.Conv2d(c_in, config.hidden_size, 1)
+        # Absolute position, as the ViT's position embeddings give it: convolutions are translation-
+        # equivariant, and the mask head selects an instance by a dot product of a query with each pixel's
+        # features, which cannot single out one of two identical objects without knowing where each pixel is.
+        # A learned projection of fixed sine-cosine features works at any input size (crops in stage 1).
+        self.position = nn.Linear(4 * POSITION_FREQUENCIES, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size)
         self.post_init()
 
@@ -110,6 +128,9 @@ class ConvBackboneModel(PreTrainedModel):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -120,7 +141,8 @@ class ConvBackboneModel(PreTrainedModel):
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutput:
         grid = self.proj(self.stages(pixel_values.to(self.proj.weight.dtype)))  # (B, C, H/p, W/p)
         tokens = grid.flatten(2).transpose(1, 2)  # (B, H/p * W/p, C): row-major, as the neck reads it
-        return BaseModelOutput(last_hidden_state=self.layer_norm(tokens))
+        pos = self.position(sincos_grid(grid.shape[-2], grid.shape[-1], grid.device, grid.dtype))
+        return BaseModelOutput(last_hidden_state=self.layer_norm(tokens + pos))
 
 
 def register() -> None:
