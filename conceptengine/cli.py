@@ -70,18 +70,25 @@ def demo(
     ] = False,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
-    from conceptengine.pipelines.demo import prepare_demo_workspace, shifted_domain, shipped_held_out
+    from conceptengine.pipelines.demo import (
+        prepare_demo_workspace,
+        replay_overrides,
+        shifted_domain,
+        shipped_held_out,
+    )
 
     console.print(RENDERED_NOTICE)
     try:
         # The concepts the shipped checkpoint never saw are the domain the demo expands into: the NP proposer
         # favours them and gold reports them as their own group, unless told otherwise. Gold also reports
         # the world's shifted look (media.sim.shifted_share), which the shipped checkpoint never saw either.
+        # Retraining replays the shipped checkpoint's own training data, so it keeps what it knew.
         held_out = json.dumps(shipped_held_out())
         defaults = [
             f"gold.report_concepts={held_out}",
             f"ontology.focus_concepts={held_out}",
             f"gold.report_domain={shifted_domain()}",
+            *replay_overrides(),
         ]
         cfg = load_config(None, defaults + list(overrides or []))
         config_path = prepare_demo_workspace(workspace, cfg, console)

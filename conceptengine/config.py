@@ -168,6 +168,15 @@ class RetrainConfig(_Strict):
     # steps). Cap each image's negatives at this share of its pairs; null trains on the committed mix as it
     # is (right for a checkpoint trained on SA-Co's mix, such as facebook/sam3).
     max_negative_share: float | None = Field(0.5, gt=0, lt=1)
+    # Replay of base data. Committed data is small and skewed toward what the rounds focused on (a new
+    # concept family, a shifted domain), so a fine-tune on it alone can forget what the checkpoint knew.
+    # replay_annotations: an ANNOTATIONS Parquet file or directory (media_id, uri, width, height,
+    # noun_phrase, masks, is_negative, ...) of data the checkpoint was trained on, e.g. a slice of SA-Co/HQ;
+    # a relative path resolves against the config's folder. replay_share: about this share of the images a
+    # fine-tune samples are drawn from it (0 = no replay). Replay pairs are capped by max_negative_share too.
+    # `conceptengine demo` replays the first images of the shipped checkpoint's own training world.
+    replay_annotations: str | None = None
+    replay_share: float = Field(0.0, ge=0, lt=1)
     freeze_vision: bool = True  # keeps in-loop fine-tuning within minutes on a CPU
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
@@ -176,6 +185,11 @@ class RetrainConfig(_Strict):
     def _one_cadence(self) -> RetrainConfig:
         if self.enabled and self.every_rounds is None and self.min_new_pairs is None:
             raise ValueError("retrain needs a cadence: set retrain.every_rounds or retrain.min_new_pairs")
+        if self.replay_share > 0 and not self.replay_annotations:
+            raise ValueError(
+                f"retrain.replay_share is {self.replay_share} but retrain.replay_annotations is not set: "
+                "name the base data to replay (an ANNOTATIONS Parquet path), or set retrain.replay_share to 0"
+            )
         return self
 
 

@@ -47,6 +47,19 @@ def check_concepts(ctx: RunContext) -> None:
         raise RunError(f"{exc} ({ctx.ontology_path})") from None
 
 
+def check_replay(ctx: RunContext) -> None:
+    """Fail before round 1 when retraining would replay base data from a local path that does not exist
+    (a URL is checked by the trainer, which names it)."""
+    from conceptengine.engine.retrain import replay_path
+
+    path = replay_path(ctx) if ctx.cfg.retrain.enabled else None
+    if path is not None and "://" not in path and not Path(path).exists():
+        raise RunError(
+            f"retrain.replay_annotations: nothing at {path}. Point it at an ANNOTATIONS Parquet file or "
+            "directory of data the SAM 3 checkpoint was trained on, or set retrain.replay_share to 0."
+        )
+
+
 def _looks_like_hub_id(path: str) -> bool:
     return path.count("/") == 1 and not path.startswith((".", "/"))
 
@@ -64,6 +77,7 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
     ctx = RunContext(cfg, store, make_runner(cfg.runner, cfg.ray_num_cpus), workspace)
     check_models(ctx)
     check_concepts(ctx)
+    check_replay(ctx)
     if not snapshot:
         store.write_json(
             "run.json",

@@ -7,7 +7,10 @@ only, never on the data the candidate was trained on.
 
 from __future__ import annotations
 
-from conceptengine.engine.context import RunContext
+import json
+from pathlib import Path
+
+from conceptengine.engine.context import RunContext, resolve
 from conceptengine.engine.gold_eval import gold_metrics
 from conceptengine.engine.registry import ModelVersion, candidate_dir
 from conceptengine.engine.steps import StepResult, run_step
@@ -35,6 +38,14 @@ def _pairs_since_last_retrain(ctx: RunContext, r: int) -> int:
     return total
 
 
+def replay_path(ctx: RunContext) -> str | None:
+    """`retrain.replay_annotations` resolved against the workspace; None when nothing is replayed."""
+    cfg = ctx.cfg.retrain
+    if not cfg.replay_annotations or cfg.replay_share <= 0:
+        return None
+    return resolve(ctx.workspace, cfg.replay_annotations)
+
+
 def committed_shards(ctx: RunContext, r: int) -> list[str]:
     shards = []
     for past in range(1, r + 1):
@@ -44,6 +55,7 @@ def committed_shards(ctx: RunContext, r: int) -> list[str]:
 
 
 def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) -> StepResult:
+    from conceptengine.engine.training import SUMMARY_FILE
     from conceptengine.model.train import TrainSam3Config
     from conceptengine.model.train_ray import train_sam3_ray
 
@@ -61,6 +73,8 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             max_nps_per_image=cfg.max_nps_per_image,
             lr=cfg.lr,
             max_negative_share=cfg.max_negative_share,
+            replay_annotations=replay_path(ctx),
+            replay_share=cfg.replay_share,
             freeze_vision=cfg.freeze_vision,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
@@ -68,11 +82,15 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             use_gpu=cfg.use_gpu,
         )
         train_sam3_ray(train_cfg)
+        summary_path = Path(out_dir) / SUMMARY_FILE
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         return {}, {
             "candidate": f"v{r:04d}",
             "candidate_path": out_dir,
             "base": base.name,
             "shards": len(shards),
+            "images": summary.get("images"),
+            "replay_images": summary.get("replay_images", 0),
         }
 
     return run_step(ctx, StepRef(r, "retrain"), [committed.fingerprint, base.key], [], compute)

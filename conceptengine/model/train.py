@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import fsspec
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,7 +39,15 @@ from conceptengine.engine.training import (  # noqa: F401
 )
 from conceptengine.model.losses import DetectorOutputs, LossWeights, Sam3Criterion, detector_outputs
 from conceptengine.model.processing import load_sam3_inputs
-from conceptengine.model.train_data import Sam3TrainDataset, StepBatchSampler, TrainBatch, collate
+from conceptengine.model.train_data import (
+    ImageRecord,
+    Sam3TrainDataset,
+    StepBatchSampler,
+    TrainBatch,
+    collate,
+    read_shards,
+    records_from_annotations,
+)
 
 log = logging.getLogger(__name__)
 _WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json")
@@ -56,6 +66,12 @@ class TrainSam3Config(BaseModel):
     output_dir: str
     shards: list[str] = []  # WebDataset shard URLs (RUN/shards/train-*.tar) ...
     annotations: str | None = None  # ... and/or an ANNOTATIONS Parquet file or directory
+    # Replay of base data: images of the data the init checkpoint was trained on (an ANNOTATIONS Parquet file
+    # or directory, e.g. a slice of SA-Co/HQ), mixed in so they make up about `replay_share` of the images
+    # the run samples. Fine-tuning on committed data alone, skewed toward what the rounds focused on (a new
+    # concept family, a shifted domain), forgets the concepts the checkpoint knew.
+    replay_annotations: str | None = None
+    replay_share: float = Field(0.0, ge=0, lt=1)
     steps: int = Field(200, ge=0)
     batch_size: int = Field(4, ge=1)  # images per step and worker; all their sampled NPs go in together
     max_nps_per_image: int = Field(12, ge=1)
@@ -99,6 +115,11 @@ class TrainSam3Config(BaseModel):
     def _data_and_paths(self) -> TrainSam3Config:
         if not self.shards and not self.annotations:
             raise ValueError("no training data: set shards (WebDataset URLs) or annotations (a Parquet path)")
+        if self.replay_share > 0 and not self.replay_annotations:
+            raise ValueError(
+                f"replay_share is {self.replay_share} but replay_annotations is not set: name the base data "
+                "to replay (an ANNOTATIONS Parquet path), or set replay_share to 0"
+            )
         if Path(self.init_checkpoint).resolve() == Path(self.output_dir).resolve():
             raise ValueError(
                 "output_dir must differ from init_checkpoint (the init weights would be overwritten)"
@@ -112,18 +133,58 @@ def lr_lambda(cfg: TrainSam3Config) -> Callable[[int], float]:
     return training.warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def load_training_records(cfg: TrainSam3Config):
-    from conceptengine.model.train_data import read_shards, records_from_annotations
+def _read_annotations(path: str, key: str):
+    """An ANNOTATIONS Parquet file or directory, local or any fsspec URL; `key` names the config key."""
+    if "://" in path:
+        fs, inner = fsspec.core.url_to_fs(path)
+        if not fs.exists(inner):
+            raise FileNotFoundError(f"{key} path {path} does not exist (set {key} in the config)")
+        return records_from_annotations(pq.read_table(inner, filesystem=fs))
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{key} path {path} does not exist (set {key} in the config)")
+    return records_from_annotations(pq.read_table(path))
 
+
+def replay_records(replay: list[ImageRecord], n_committed: int, share: float, seed: int) -> list[ImageRecord]:
+    """round(n * share / (1 - share)) replay images for n committed ones, so replay is about `share` of the
+    images a run samples (the sampler visits every record once per epoch).
+
+    Drawn without repetition from a generator seeded by `seed` (then sorted, so the list is a pure function
+    of its inputs and a resumed run sees the same batches); each image repeats only when the replay set has
+    fewer than that: every whole multiple of it, then a draw for the rest.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"replay_share must be in [0, 1); got {share}")
+    replay = [r for r in replay if r.pairs]
+    want = round(n_committed * share / (1.0 - share))
+    if want == 0:
+        return []
+    if not replay:
+        raise ValueError("replay_annotations holds no exhaustive image-NP pairs to replay")
+    rng = np.random.default_rng(stable_seed(seed, "replay"))
+    whole, rest = divmod(want, len(replay))
+    picked = sorted(rng.choice(len(replay), rest, replace=False).tolist())
+    return [r for _ in range(whole) for r in replay] + [replay[i] for i in picked]
+
+
+def load_training_records(cfg: TrainSam3Config) -> tuple[list[ImageRecord], int]:
+    """The committed records (shards, annotations), then the replay ones; returns (records, n_replay)."""
     records = []
     if cfg.shards:
         records += read_shards(cfg.shards)
     if cfg.annotations:
-        path = Path(cfg.annotations)
-        if not path.exists():
-            raise FileNotFoundError(f"annotations path {path} does not exist (set annotations in the config)")
-        records += records_from_annotations(pq.read_table(path))
-    return records
+        records += _read_annotations(cfg.annotations, "annotations")
+    replay: list[ImageRecord] = []
+    if cfg.replay_annotations and cfg.replay_share > 0:
+        n_committed = sum(1 for r in records if r.pairs)
+        replay = replay_records(
+            _read_annotations(cfg.replay_annotations, "replay_annotations"),
+            n_committed,
+            cfg.replay_share,
+            cfg.seed,
+        )
+        log.info("replaying %d base images beside %d committed ones", len(replay), n_committed)
+    return records + replay, len(replay)
 
 
 def model_mask_size(model: Sam3Model) -> int:
@@ -209,8 +270,9 @@ def run_training(
         model.vision_encoder.requires_grad_(False)
         model.vision_encoder.eval()
     inputs = load_sam3_inputs(cfg.init_checkpoint)
+    records, n_replay = load_training_records(cfg)
     dataset = Sam3TrainDataset(
-        load_training_records(cfg),
+        records,
         inputs,
         model_mask_size(model),
         max_nps_per_image=cfg.max_nps_per_image,
@@ -263,6 +325,8 @@ def run_training(
                 "steps": cfg.steps,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
+                "images": len(dataset),
+                "replay_images": n_replay,
                 "last": last,
                 "config": cfg.model_dump(mode="json"),
             },

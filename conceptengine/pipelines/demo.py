@@ -1,4 +1,5 @@
-"""The demo's workspace: a rendered world, small SAM 3 and verifier checkpoints, and its config file.
+"""The demo's workspace: a rendered world, small SAM 3 and verifier checkpoints, the replay set of the SAM 3's
+own training data, and its config file.
 
 Built once per workspace and reused: the world is deterministic per seed, and a checkpoint directory
 that already exists is never rebuilt (delete it to start over).
@@ -32,6 +33,22 @@ SHIPPED_SAM3 = Path(__file__).resolve().parents[1] / "assets" / "sam3-demo"
 # The small MV and EV verifiers (mv/, ev/) trained by scripts/train_demo_verifiers.py, shipped likewise.
 SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-demo"
 DEMO_EV_MODEL = "models/verifier-ev"
+# Replay of base data during the demo's retraining (retrain.replay_annotations / replay_share): the first
+# DEMO_REPLAY_IMAGES train images of the world the shipped SAM 3 was trained on (sim/base_data.py), with the
+# pairs it was trained on, rendered into the workspace. 120 images hold ~1,400 pairs and render in seconds.
+DEMO_REPLAY_DIR = "replay-world"
+DEMO_REPLAY_ANNOTATIONS = f"{DEMO_REPLAY_DIR}/pairs.parquet"
+DEMO_REPLAY_IMAGES = 120
+DEMO_REPLAY_SHARE = 0.5
+
+
+def replay_overrides() -> list[str]:
+    """`--set` defaults of `conceptengine demo`: retraining replays the shipped checkpoint's own data (the
+    user's overrides come after them, e.g. retrain.replay_share=0 to replay nothing)."""
+    return [
+        f"retrain.replay_annotations={DEMO_REPLAY_ANNOTATIONS}",
+        f"retrain.replay_share={DEMO_REPLAY_SHARE}",
+    ]
 
 
 def shifted_domain() -> str:
@@ -63,7 +80,8 @@ def install_verifier(target: Path, task: str, vocabulary: list[str], seed: int, 
 
 
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
-    """Render the world and install the checkpoints. Points `cfg.verifier` at separate MV and EV checkpoints
+    """Render the world and install the checkpoints; with the demo's replay settings (`replay_overrides`)
+    and retraining on, render the replay set too. Points `cfg.verifier` at separate MV and EV checkpoints
     (the demo ships one per task) unless the config already names an EV model or uses a served backend."""
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.render import STYLES
@@ -89,6 +107,12 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
         else:  # a checkout without the shipped weights: an untrained model of the same architecture
             with console.status("building the small SAM 3 checkpoint"):
                 build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
+    retrain = cfg.retrain
+    if retrain.enabled and retrain.replay_share > 0 and retrain.replay_annotations == DEMO_REPLAY_ANNOTATIONS:
+        from conceptengine.sim.base_data import build_replay_set
+
+        with console.status("rendering the replay set (the shipped SAM 3's own training images)"):
+            build_replay_set(workspace / DEMO_REPLAY_DIR, DEMO_REPLAY_IMAGES)
     if cfg.verifier.backend == "transformers":
         if cfg.verifier.ev_model is None:
             cfg.verifier.ev_model = DEMO_EV_MODEL

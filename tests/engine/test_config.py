@@ -84,3 +84,46 @@ def test_demo_reports_half_its_world_in_the_shifted_look():
     cfg = EngineConfig()
     assert cfg.media.sim.shifted_share == 0.5
     assert cfg.gold.report_domain is None  # `conceptengine demo` sets it to the shifted domain
+
+
+def test_retrain_replay_keys():
+    cfg = EngineConfig()
+    assert cfg.retrain.replay_annotations is None and cfg.retrain.replay_share == 0.0  # no replay
+    for bad in ("1", "1.5", "-0.1"):
+        with pytest.raises(ConfigError, match=r"retrain\.replay_share"):
+            load_config(None, ["retrain.replay_annotations=base.parquet", f"retrain.replay_share={bad}"])
+    with pytest.raises(ConfigError, match=r"retrain\.replay_annotations is not set"):
+        load_config(None, ["retrain.replay_share=0.5"])
+    # `conceptengine demo` replays the shipped checkpoint's own data; the template documents the keys.
+    from conceptengine.pipelines.demo import DEMO_REPLAY_ANNOTATIONS, replay_overrides
+
+    demo = load_config(None, replay_overrides()).retrain
+    assert demo.replay_annotations == DEMO_REPLAY_ANNOTATIONS and 0 < demo.replay_share < 1
+    template = (ROOT / "configs" / "sa-co-image.yaml").read_text()
+    assert "  # replay_annotations:" in template and "  # replay_share:" in template
+    uncommented = EngineConfig.model_validate(yaml.safe_load(template.replace("# replay_", "replay_")))
+    assert uncommented.retrain.replay_annotations and uncommented.retrain.replay_share > 0
+
+
+def test_replay_path_resolves_against_the_workspace_and_is_checked_before_round_1(tmp_path):
+    from types import SimpleNamespace
+
+    from conceptengine.engine.context import RunError
+    from conceptengine.engine.driver import check_replay
+    from conceptengine.engine.retrain import replay_path
+
+    def ctx(*overrides):
+        return SimpleNamespace(cfg=load_config(None, list(overrides)), workspace=tmp_path)
+
+    on = ("retrain.replay_annotations=replay/pairs.parquet", "retrain.replay_share=0.5")
+    assert replay_path(ctx(*on)) == str(tmp_path / "replay" / "pairs.parquet")
+    assert replay_path(ctx("retrain.replay_annotations=/abs/pairs.parquet", "retrain.replay_share=0.5")) == (
+        "/abs/pairs.parquet"
+    )
+    assert replay_path(ctx("retrain.replay_annotations=replay/pairs.parquet")) is None  # share 0: no replay
+    with pytest.raises(RunError, match=r"retrain\.replay_annotations: nothing at .*replay/pairs\.parquet"):
+        check_replay(ctx(*on))
+    check_replay(ctx(*on, "retrain.enabled=false"))  # no retraining, nothing to replay
+    (tmp_path / "replay").mkdir()
+    (tmp_path / "replay" / "pairs.parquet").write_bytes(b"")
+    check_replay(ctx(*on))

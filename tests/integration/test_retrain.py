@@ -15,7 +15,12 @@ from tests.integration.conftest import SHIFTED, SMALL
 
 
 def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shifted_workspace, tmp_path):
+    from conceptengine.sim.base_data import build_replay_set
+
     retrain = ["retrain.enabled=true", "retrain.steps=3", "retrain.batch_size=2", "retrain.every_rounds=1"]
+    # Replay of base data: a few of the shipped checkpoint's own training images, as `conceptengine demo` does.
+    replay = build_replay_set(tmp_path / "replay-world", 4)
+    retrain += [f"retrain.replay_annotations={replay}", "retrain.replay_share=0.5"]
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
@@ -27,6 +32,11 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
         cand = run_dir / "models" / "sam3" / f"v{r:04d}"
         assert (cand / "config.json").exists() and promo["candidate"] == f"v{r:04d}"
         assert promo["promoted"] == (promo["candidate_cgF1"] > promo["base_cgF1"])
+        trained = ctx.store.manifest(StepRef(r, "retrain"))["extra"]
+        # As many replay images as committed ones at share 0.5, up to repeats of the 4 there are.
+        assert trained["replay_images"] == trained["images"] - trained["replay_images"] > 0
+        summary = json.loads((cand / "training.json").read_text())
+        assert summary["config"]["replay_annotations"] == str(replay)
         assert summaries[r]["promoted"] == promo["promoted"]
         assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]
         on_disk = json.loads((run_dir / f"round-{r:04d}" / "summary.json").read_text())

@@ -286,3 +286,83 @@ def test_fine_tuning_keeps_the_loss_weights_the_checkpoint_was_trained_with(worl
     (Path(first) / LOSS_WEIGHTS_FILE).write_text(json.dumps({"presense": 1.0}))
     with pytest.raises(ValueError, match="loss_weights.json: unknown loss weight"):
         effective_loss_weights(cfg(world, tmp_path / "e", init_checkpoint=first))
+
+
+# -- replay of base data ---------------------------------------------------------------------------------
+def _records(prefix: str, n: int):
+    from conceptengine.model.train_data import ImageRecord, PairRecord
+
+    pair = PairRecord("square", True, (), ())
+    return [ImageRecord(f"{prefix}{i:03d}", 8, 8, (pair,)) for i in range(n)]
+
+
+def test_replay_makes_up_about_its_share_of_the_images_deterministically():
+    from conceptengine.model.train import replay_records
+
+    base = _records("r", 40)
+    for n, share in ((10, 0.5), (30, 0.25), (7, 0.3), (100, 0.2)):
+        picked = replay_records(base, n, share, seed=3)
+        assert len(picked) == round(n * share / (1 - share))
+        assert abs(len(picked) / (n + len(picked)) - share) <= 0.5 / (n + len(picked)) + 1e-9
+        assert picked == replay_records(base, n, share, seed=3)  # a pure function of its inputs
+    ids = [r.media_id for r in replay_records(base, 10, 0.5, seed=3)]
+    assert len(set(ids)) == len(ids) == 10  # no repetition while the replay set is large enough
+    assert ids != [r.media_id for r in replay_records(base, 10, 0.5, seed=4)]  # the seed picks them
+    # A replay set smaller than needed repeats: every image the same number of times, then a draw.
+    small = _records("s", 4)
+    counts = np.unique([r.media_id for r in replay_records(small, 30, 0.25, seed=0)], return_counts=True)[1]
+    assert counts.sum() == 10 and sorted(counts.tolist()) == [2, 2, 3, 3]
+    assert replay_records(base, 10, 0.0, seed=0) == []
+    with pytest.raises(ValueError, match="replay_share"):
+        replay_records(base, 10, 1.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def replay_table(world, tmp_path_factory):
+    """Another rendered world's oracle pairs: the base data a fine-tune replays."""
+    from conceptengine.sim.oracle import Oracle
+    from conceptengine.sim.world import build_world
+
+    root = tmp_path_factory.mktemp("replay")
+    build_world(root / "world", n_train=5, n_gold=0, seed=12, image_size=IMAGE)
+    table = Oracle(root / "world").gold_annotations(split="train", nps_per_image=6, negative_share=0.8)
+    pq.write_table(table, root / "replay.parquet")
+    return root / "replay.parquet"
+
+
+def test_replay_images_join_the_records_and_are_capped_like_committed_ones(world, replay_table, tmp_path):
+    from conceptengine.model.train import load_training_records
+
+    c = cfg(world, tmp_path / "o", replay_annotations=str(replay_table), replay_share=0.5)
+    records, n_replay = load_training_records(c)
+    replayed = set(pq.read_table(replay_table)["media_id"].to_pylist())
+    assert n_replay == 3 and len(records) == 6  # 3 committed images, 3 of the 5 replay ones
+    assert {r.media_id for r in records[3:]} <= replayed and not {r.media_id for r in records[:3]} & replayed
+    again, _ = load_training_records(c)
+    assert [r.media_id for r in again] == [r.media_id for r in records]  # resume sees the same records
+    # Replay pairs follow max_negative_share like the committed ones (the replay set is 80% negative).
+    inputs = load_sam3_inputs(world["init"])
+    ds = Sam3TrainDataset(records, inputs, 32, max_nps_per_image=50, max_negative_share=0.5)
+    for i in range(3, 6):
+        item = ds[(i, 0)]
+        assert int(item.is_negative.sum()) <= max(1, int((~item.is_negative).sum()))
+    # Share 0 (or no replay at all) trains on the committed images only.
+    assert load_training_records(cfg(world, tmp_path / "o", replay_annotations=str(replay_table)))[1] == 0
+
+
+def test_a_run_with_replay_records_how_many_images_it_replayed(world, replay_table, tmp_path):
+    c = cfg(world, tmp_path / "out", steps=1, replay_annotations=str(replay_table), replay_share=0.25)
+    summary = json.loads((Path(train_sam3(c)) / "training.json").read_text())
+    assert summary["replay_images"] == 1 and summary["images"] == 4
+
+
+def test_replay_config_errors_name_the_key(world, tmp_path):
+    with pytest.raises(ConfigError, match=r"replay_share: Input should be less than 1"):
+        load_train_config(_write(tmp_path, world, replay_annotations="x.parquet", replay_share=1.0))
+    with pytest.raises(ConfigError, match=r"replay_share"):
+        load_train_config(_write(tmp_path, world, replay_annotations="x.parquet", replay_share=-0.1))
+    with pytest.raises(ValueError, match="replay_annotations is not set"):
+        cfg(world, tmp_path / "o", replay_share=0.5)
+    missing = cfg(world, tmp_path / "o", replay_annotations=str(tmp_path / "nope.parquet"), replay_share=0.5)
+    with pytest.raises(FileNotFoundError, match=r"replay_annotations path .*nope\.parquet does not exist"):
+        train_sam3(missing)
