@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_sam3.py"
-TINY = ["--n-train", "12", "--n-gold", "3", "--image-size", "112", "--threads", "1", "--in-process"]
+TINY = ["--n-train", "12", "--n-gold", "3", "--image-size", "128", "--threads", "1", "--in-process",
+        "--pretrain-steps", "2", "--pretrain-batch", "2", "--calibrate-steps", "2", "--curve-points", "1"]  # fmt: skip
 
 
 def _run(*args: str) -> None:
@@ -25,6 +26,12 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     _run("--steps", "2", "--work", str(tmp_path / "w1"), "--out", str(first), "--device", "cpu")
     fresh = json.loads((first / "metrics.json").read_text())
     assert "untrained_init" in fresh and fresh["earlier_stages"] == []
+    # All three stages ran, each left a point on the learning curve, and the report covers every leaf.
+    assert set(fresh["stages"]) == {"pretrain", "stage2-detector", "stage3-calibrate"}
+    assert {p["stage"] for p in fresh["learning_curve"]["detector"]} == {"stage2-detector", "stage3-calibrate"}
+    assert fresh["learning_curve"]["pretrain"] and "acc_leaf" in fresh["learning_curve"]["pretrain"][-1]
+    assert len(fresh["per_leaf"]) == 22 and "polygon" in fresh["per_family"]
+    assert (first / "learning_curve.png").stat().st_size > 1000
 
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
