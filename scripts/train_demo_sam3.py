@@ -1,14 +1,18 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
-The shipped checkpoint was made by two calls (fixed seeds, `--style demo`), the second continuing the first:
-    python scripts/train_demo_sam3.py --steps 10000 --threads 2
-    python scripts/train_demo_sam3.py --init conceptengine/assets/sam3-demo --steps 1000 --lr 1e-4 \
-        --threads 2 --loss-weights '{"focal_gamma": 0.0, "focal_alpha": 0.75}'
-On 2 CPU cores they ran at about 0.2-0.3 s per step (55 + 5 minutes, sharing the cores with other work).
-The second stage swaps the focal loss on the query scores for plain class-balanced BCE: after the first,
-the best-matching query of a ground-truth instance scored 0.15 (median), so few detections reached the
-SA-Co threshold of 0.5 although the ranking was right; 1,000 calibrating steps raised gold cgF1 4.5x.
-`--in-process --device cuda` runs the same training on a GPU box without Ray (scripts/device/gpu_check.sh).
+One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`):
+    python scripts/train_demo_sam3.py --pretrain-steps 600 --steps 6000 --calibrate-steps 500 \
+        --curve-points 6 --in-process --threads 2
+1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
+   encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
+   SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
+2. stage 2: the detector (DETR, presence and mask losses of `model/losses.py`) with balanced BCE on the
+   query scores, from queries that start local (`model/tiny.py` `init_local_queries`);
+3. stage 3: a short low-learning-rate pass with the same loss, so scores settle around the 0.5 threshold.
+Every stage resumes from its own checkpoints; a stage whose output is complete is skipped, and
+WORK/recipe.json keeps the minutes spent and the learning curve across interruptions. `--init DIR`
+continues an earlier output instead (stage 1 is skipped). `--in-process --device cuda` runs the same
+recipe on a GPU box without Ray (scripts/device/gpu_check.sh).
 Each call:
 1. renders its own training world (seed WORLD_SEED, not the demo's seed 0) — a RENDERED domain of
    procedural shapes, not real images;
@@ -16,13 +20,13 @@ Each call:
    and with attribute modifiers ("polygon", "red striped square"), half of the pairs negatives (many of them
    hard: siblings / cousins / uncles), the presence head's only teacher of "absent";
 3. HOLDS OUT the concept family in `DEMO_HELD_OUT` ("round shape": circle, ellipse, ring, semicircle,
-   crescent): no NP naming them or their synonyms, and no pair whose instances include one (a "shape" pair
-   on an image with a circle would either teach a circle as a shape or, with the circle left out, as
-   background) — the engine's retraining rounds are meant to grow them;
-4. builds the tiny Sam3Model (model/tiny.py) at 168 px with a tokenizer over the FULL ontology vocabulary,
-   so held-out words have tokens, and trains it with the engine's trainer (Ray Train local mode);
-5. evaluates on the world's gold split — overall, seen concepts, held-out concepts (cgF1, IL_MCC, pmF1) —
-   and writes the checkpoint plus metrics.json.
+   crescent): no NP naming them or their synonyms, no pair whose instances include one, and no crop of one
+   in stage 1 — the engine's retraining rounds are meant to grow them;
+4. builds the tiny Sam3Model (model/tiny.py) at 192 px with a tokenizer over the FULL ontology vocabulary,
+   so held-out words have tokens, and trains it with the engine's trainers;
+5. evaluates on the world's gold split — overall, seen concepts, held-out concepts, per family and per
+   leaf (cgF1, IL_MCC, pmF1), a leaf-by-leaf confusion, gold cgF1 at each kept checkpoint — and writes the
+   checkpoint, metrics.json and learning_curve.png.
 """
 
 from __future__ import annotations
@@ -177,6 +181,19 @@ def evaluate(model_dir: str, gold: dict[str, pa.Table]) -> dict:
     from conceptengine.model.sam3_backend import Sam3Detector
 
     return score(Sam3Detector.from_pretrained(model_dir), gold)
+
+
+def hard_world_metrics(model_dir: str, work: Path, n_gold: int, seed: int) -> dict:
+    """The same gold protocol on a world of the harder `full` style (crowds of 34-49 small objects, more and
+    smaller objects, more clutter), a separate seed: what the demo style leaves rarer, reported apart."""
+    from conceptengine.sim.oracle import Oracle
+    from conceptengine.sim.world import build_world
+
+    build_world(work / "world-full", 0, n_gold, seed=WORLD_SEED + 1, image_size=192, style=STYLES["full"])
+    oracle = Oracle(work / "world-full")
+    table = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=seed)
+    seen = [not touches_held_out(oracle, r["media_id"], r["noun_phrase"]) for r in table.to_pylist()]
+    return evaluate(model_dir, {"overall": table, "seen": table.filter(pa.array(seen))})
 
 
 def stage_done(out_dir: Path, steps: int) -> bool:
@@ -376,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 classify=args.pretrain_losses in ("both", "classify"),
                 contrastive=args.pretrain_losses in ("both", "contrastive"),
                 seed=args.seed,
+                device=args.device,
             )
             images = region_images(world)
             recipe.run("pretrain", pre.steps, Path(pre.output_dir), lambda: pretrain_towers(pre, images))
@@ -461,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             det, report.leaf_gold(oracle, gold_ids, annotation_row), world.graph, "leaf"
         )["leaf"]
         metrics["leaf_confusion"] = report.leaf_confusion(det, world, gold_ids)
+        metrics["hard_world"] = hard_world_metrics(final, work, args.n_gold, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED:

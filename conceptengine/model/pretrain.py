@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from transformers import Sam3Model
 
@@ -63,7 +63,13 @@ class PretrainConfig(BaseModel):
     classify: bool = True
     contrastive: bool = True
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    use_gpu: bool = False  # what "auto" resolves by, as in the other trainers
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return training.check_device(v)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(20, ge=1)
 
@@ -143,6 +149,7 @@ def _losses(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The loss terms, and accuracies of this batch for the learning curve (before the step)."""
     crops, regions = batch
+    device = crops.device
     tokens = model.vision_encoder.backbone(crops).last_hidden_state  # (R, cells, C)
     pooled = tokens.mean(1)
     region_feats = torch.cat([pooled, tokens.flatten(1)], dim=1)
@@ -152,7 +159,9 @@ def _losses(
         for attr, head in heads.cls.items():
             idx = [k for k, r in enumerate(regions) if attr in r.labels]
             if idx:
-                target = torch.tensor([heads.classes[attr].index(regions[k].labels[attr]) for k in idx])
+                target = torch.tensor(
+                    [heads.classes[attr].index(regions[k].labels[attr]) for k in idx], device=device
+                )
                 logits = head(region_feats[idx])
                 out[f"cls_{attr}"] = F.cross_entropy(logits, target)
                 acc[f"acc_{attr}"] = float((logits.argmax(-1) == target).float().mean())
@@ -161,13 +170,15 @@ def _losses(
         if named:
             # One sampled phrase per region, deduplicated; each phrase is a positive of every region it names.
             texts = sorted({regions[k].phrases[int(rng.integers(len(regions[k].phrases)))] for k in named})
-            tok = inputs.tokens(texts)
+            tok = {k: v.to(device) for k, v in inputs.tokens(texts).items()}
             text_tokens = model.get_text_features(**tok).pooler_output  # (P, T, C)
             mask = tok["attention_mask"].unsqueeze(-1).to(text_tokens.dtype)
             text = F.normalize(heads.text_proj((text_tokens * mask).sum(1) / mask.sum(1)), dim=-1)
             reg = F.normalize(heads.region_proj(pooled[named]), dim=-1)
             logits = reg @ text.T * heads.logit_scale.exp() + heads.logit_bias
-            target = torch.tensor([[1.0 if t in regions[k].phrases else 0.0 for t in texts] for k in named])
+            target = torch.tensor(
+                [[1.0 if t in regions[k].phrases else 0.0 for t in texts] for k in named], device=device
+            )
             out["contrastive"] = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(named)
             # Retrieval: does a region's best-scoring phrase of the batch name it?
             acc["acc_text"] = float(target.gather(1, logits.argmax(1, keepdim=True)).mean())
@@ -181,7 +192,8 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
         raise ValueError("pretrain: enable classify, contrastive or both")
     training.require_init_checkpoint(cfg.init_checkpoint, "SAM 3")
     torch.manual_seed(cfg.seed)
-    model = Sam3Model.from_pretrained(cfg.init_checkpoint)
+    device = training.resolve_device(cfg)
+    model = Sam3Model.from_pretrained(cfg.init_checkpoint).to(device)
     model.train()
     inputs = load_sam3_inputs(cfg.init_checkpoint)
     backbone_cfg = model.config.vision_config.backbone_config
@@ -190,7 +202,7 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
     crop = cfg.crop_size if backbone_cfg.model_type == "conceptengine_conv_backbone" else int(backbone_cfg.image_size)
     if crop % patch:
         raise ValueError(f"pretrain: crop_size {crop} is not a multiple of the backbone's stride {patch}")
-    heads = _Heads(int(backbone_cfg.hidden_size), (crop // patch) ** 2, attribute_classes(images))
+    heads = _Heads(int(backbone_cfg.hidden_size), (crop // patch) ** 2, attribute_classes(images)).to(device)
     if cfg.contrastive and heads.text_proj.in_features != model.text_projection.out_features:
         raise ValueError("pretrain: the text projection and the backbone must have the same width")
     trained = [*model.vision_encoder.backbone.parameters(), *model.text_encoder.parameters(),
@@ -202,12 +214,13 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
 
-    start = training.resume(cfg.output_dir, torch.device("cpu"), optimizer, scheduler, load)
+    start = training.resume(cfg.output_dir, device, optimizer, scheduler, load)
     loader = _Loader(images, inputs, crop, cfg.batch_size, cfg.seed)
     train_log = training.TrainLog(cfg.output_dir, cfg.steps, cfg.log_every, 0, None)
     for step in range(start, cfg.steps):
         rng = np.random.default_rng(stable_seed(cfg.seed, "pretrain-text", str(step)))
-        terms, acc = _losses(model, heads, loader.batch(step), inputs, cfg, rng)
+        crops, regions = loader.batch(step)
+        terms, acc = _losses(model, heads, (crops.to(device), regions), inputs, cfg, rng)
         training.optimizer_step(terms["loss"], model, trained, optimizer, 1.0, 1)
         scheduler.step()
         metrics = {**{k: float(v.detach()) for k, v in terms.items()}, **acc}

@@ -9,8 +9,8 @@
 # 2. a 60-step pilot of the demo trainer, to measure seconds per step on this GPU;
 # 3. `scripts/train_demo_sam3.py` for TRAIN_SECONDS (the first argument, default 200) worth of steps, on
 #    CUDA, in-process (no Ray there), with its own gold evaluation  ->  $OUT/sam3-demo.tar.gz + train log.
-#    Then, as the shipped checkpoint was made, STAGE2_STEPS (default 1000) calibration steps from it with
-#    class-balanced BCE on the query scores (train_demo_sam3.py's docstring says why).
+#    The call runs the whole recipe (stage 1 towers, stage 2 detector, stage 3 STAGE3_STEPS (default 500)
+#    low-rate steps); train_demo_sam3.py's docstring says why.
 #    Unpack the tarball over conceptengine/assets/sam3-demo/ here, then re-run the demo on the CPU.
 # 4. with VERIFIER_STEPS=N (default 0: skipped), `scripts/train_demo_verifiers.py` for N steps per task on
 #    CUDA, in-process  ->  $OUT/verifier-demo.tar.gz (mv/ and ev/ with their hold-out metrics.json).
@@ -43,6 +43,7 @@ fi
 echo "== pilot: seconds per training step on $DEVICE"
 # shellcheck disable=SC2086
 python3 scripts/train_demo_sam3.py --in-process --device "$DEVICE" --loader-workers 4 --steps 60 \
+  --pretrain-steps 0 --calibrate-steps 0 --curve-points 1 --skip-report \
   --n-train 120 --n-gold 8 --work /tmp/pilot --out /tmp/pilot/out ${TRAIN_ARGS:-} > "$OUT/pilot.log" 2>&1 \
   || { tail -n 40 "$OUT/pilot.log"; exit 1; }
 steps=$(python3 - "$TRAIN_SECONDS" <<'PY'
@@ -57,14 +58,8 @@ PY
 echo "== training the demo SAM 3: $steps steps"
 # shellcheck disable=SC2086
 python3 scripts/train_demo_sam3.py --in-process --device "$DEVICE" --loader-workers 4 --steps "$steps" \
-  --work /tmp/sam3-demo-work --out /tmp/sam3-demo-out ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" | tail -n 60
-if [ "${STAGE2_STEPS:-1000}" -gt 0 ]; then
-  echo "== stage 2: ${STAGE2_STEPS:-1000} calibration steps"
-  python3 scripts/train_demo_sam3.py --in-process --device "$DEVICE" --loader-workers 4 \
-    --init /tmp/sam3-demo-out --steps "${STAGE2_STEPS:-1000}" --lr 1e-4 \
-    --loss-weights '{"focal_gamma": 0.0, "focal_alpha": 0.75}' \
-    --work /tmp/sam3-stage2-work --out /tmp/sam3-demo-out 2>&1 | tee "$OUT/train_stage2.log" | tail -n 30
-fi
+  --calibrate-steps "${STAGE3_STEPS:-500}" --work /tmp/sam3-demo-work --out /tmp/sam3-demo-out ${TRAIN_ARGS:-} \
+  2>&1 | tee "$OUT/train.log" | tail -n 60
 tar -C /tmp/sam3-demo-out -czf "$OUT/sam3-demo.tar.gz" .
 
 if [ "${VERIFIER_STEPS:-0}" -gt 0 ]; then
