@@ -61,7 +61,11 @@ def build_tracker_checkpoint(sam3_dir: str, out_dir: str, seed: int = 0) -> str:
     heads = max(1, min(8, hidden // 32))
     config = Sam3TrackerConfig(
         vision_config=vision.to_dict(),
-        prompt_encoder_config={"hidden_size": hidden, "image_size": image_size, "patch_size": 14},
+        prompt_encoder_config={
+            "hidden_size": hidden,
+            "image_size": image_size,
+            "patch_size": vision.backbone_config.patch_size,  # the token grid the prompt encoder matches
+        },
         mask_decoder_config={
             "hidden_size": hidden,
             "num_attention_heads": heads,
