@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     if record is not None:
         detector_init = args.init
         arch = dict(record["architecture"])
+        arch.pop("image_size", None)  # recorded beside the TinySize fields; the init's processor has it
         arch["conv_channels"] = tuple(arch.get("conv_channels", size.conv_channels))
         size = TinySize(**arch)
     else:
