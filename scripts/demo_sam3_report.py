@@ -87,7 +87,10 @@ def leaf_confusion(detector, world, media_ids: list[str]) -> dict[str, dict[str,
 
 def confusion_markdown(confusion: dict[str, dict[str, int]], graph) -> str:
     """A compact table: per prompted leaf, detections that hit it, the top confusions and misses."""
-    lines = ["| prompt | detections | on the right leaf | most confused with | on no instance |", "|---|---|---|---|---|"]
+    lines = [
+        "| prompt | detections | on the right leaf | most confused with | on no instance |",
+        "|---|---|---|---|---|",
+    ]
     for leaf in leaves(graph):
         row = confusion.get(leaf, {})
         total = sum(row.values())
@@ -120,7 +123,12 @@ def plot_curves(curve: dict, path: Path) -> None:
     for stage in dict.fromkeys(p["stage"] for p in det):
         pts = [p for p in det if p["stage"] == stage]
         ax2.plot([p["minutes"] for p in pts], [p["cgF1"] for p in pts], marker="o", label=f"{stage}: seen")
-        ax2.plot([p["minutes"] for p in pts], [p["held_out_cgF1"] for p in pts], ls="--", label=f"{stage}: held-out")
+        ax2.plot(
+            [p["minutes"] for p in pts],
+            [p["held_out_cgF1"] for p in pts],
+            ls="--",
+            label=f"{stage}: held-out",
+        )
     ax2.set_title("stages 2-3: gold cgF1 (rendered world)")
     ax2.set_xlabel("minutes on 2 CPU cores (cumulative)")
     for ax in (ax1, ax2):

@@ -271,7 +271,11 @@ def pretrain_curve(out_dir: Path, minutes: float) -> list[dict]:
     last = max(r["step"] for r in rows)
     keep = ("acc_leaf", "acc_colour", "acc_pattern", "acc_text")
     return [
-        {"step": r["step"], "minutes": round(minutes * r["step"] / last, 2), **{k: r[k] for k in keep if k in r}}
+        {
+            "step": r["step"],
+            "minutes": round(minutes * r["step"] / last, 2),
+            **{k: r[k] for k in keep if k in r},
+        }
         for r in rows
     ]
 
@@ -420,12 +424,19 @@ def main(argv: list[str] | None = None) -> int:
             loader_workers=args.loader_workers,
             loss_weights=weights,
         )
-        recipe.run(name, steps, Path(cfg.output_dir), lambda: (train_sam3 if args.in_process else train_sam3_ray)(cfg))
+        recipe.run(
+            name,
+            steps,
+            Path(cfg.output_dir),
+            lambda: (train_sam3 if args.in_process else train_sam3_ray)(cfg),
+        )
         recipe.curve(name, Path(cfg.output_dir), init, gold["seen"], gold["held_out"])
         return cfg.output_dir
 
     # Stage 2: the detector (DETR, presence and mask losses) on top of the towers.
-    final = detector_stage("stage2-detector", detector_init, args.steps, args.lr, DEMO_LOSS_WEIGHTS | args.loss_weights)
+    final = detector_stage(
+        "stage2-detector", detector_init, args.steps, args.lr, DEMO_LOSS_WEIGHTS | args.loss_weights
+    )
     if args.calibrate_steps:
         # Stage 3: plain class-balanced BCE on the query scores, so that 0.5 means something.
         final = detector_stage(
@@ -475,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
 
         det = Sam3Detector.from_pretrained(final)
         gold_ids = sorted(world.media_ids("gold"))
-        metrics["per_family"] = report.evaluate_concepts(det, gold["overall"], world.graph, "family")["family"]
+        metrics["per_family"] = report.evaluate_concepts(det, gold["overall"], world.graph, "family")[
+            "family"
+        ]
         metrics["per_leaf"] = report.evaluate_concepts(
             det, report.leaf_gold(oracle, gold_ids, annotation_row), world.graph, "leaf"
         )["leaf"]

@@ -70,6 +70,7 @@ class PretrainConfig(BaseModel):
     @classmethod
     def _device(cls, v: str) -> str:
         return training.check_device(v)
+
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(20, ge=1)
 
@@ -134,7 +135,10 @@ class _Loader:
                 cx, cy = cx + rng.uniform(-0.1, 0.1) * side, cy + rng.uniform(-0.1, 0.1) * side
                 # affine_grid maps the crop's [-1, 1] square onto this box of the image's [-1, 1] frame
                 thetas.append(
-                    [[side / im.width, 0.0, 2 * cx / im.width - 1], [0.0, side / im.height, 2 * cy / im.height - 1]]
+                    [
+                        [side / im.width, 0.0, 2 * cx / im.width - 1],
+                        [0.0, side / im.height, 2 * cy / im.height - 1],
+                    ]
                 )
                 owners.append(b)
                 regions.append(r)
@@ -179,7 +183,9 @@ def _losses(
             target = torch.tensor(
                 [[1.0 if t in regions[k].phrases else 0.0 for t in texts] for k in named], device=device
             )
-            out["contrastive"] = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(named)
+            out["contrastive"] = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(
+                named
+            )
             # Retrieval: does a region's best-scoring phrase of the batch name it?
             acc["acc_text"] = float(target.gather(1, logits.argmax(1, keepdim=True)).mean())
     out["loss"] = sum(out.values())
@@ -199,7 +205,11 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
     backbone_cfg = model.config.vision_config.backbone_config
     patch = int(backbone_cfg.patch_size)
     # A ViT's position embeddings fix its input size; a CNN takes crops of any multiple of its stride.
-    crop = cfg.crop_size if backbone_cfg.model_type == "conceptengine_conv_backbone" else int(backbone_cfg.image_size)
+    crop = (
+        cfg.crop_size
+        if backbone_cfg.model_type == "conceptengine_conv_backbone"
+        else int(backbone_cfg.image_size)
+    )
     if crop % patch:
         raise ValueError(f"pretrain: crop_size {crop} is not a multiple of the backbone's stride {patch}")
     heads = _Heads(int(backbone_cfg.hidden_size), (crop // patch) ** 2, attribute_classes(images)).to(device)
@@ -208,7 +218,9 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
     trained = [*model.vision_encoder.backbone.parameters(), *model.text_encoder.parameters(),
                *model.text_projection.parameters(), *heads.parameters()]  # fmt: skip
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, training.warmup_cosine(cfg.steps, cfg.warmup_steps, 0.1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, training.warmup_cosine(cfg.steps, cfg.warmup_steps, 0.1)
+    )
 
     def load(state: dict, _: Path) -> None:
         model.load_state_dict(state["model"])

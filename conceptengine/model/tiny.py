@@ -297,5 +297,7 @@ def build_tiny_sam3(
     tok_cfg["processor_class"] = "Sam3Processor"
     tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
     patch = config.vision_config.backbone_config.patch_size
-    (out / "processor_config.json").write_text(json.dumps(processor_config(image_size, patch), indent=2) + "\n")
+    (out / "processor_config.json").write_text(
+        json.dumps(processor_config(image_size, patch), indent=2) + "\n"
+    )
     return str(out)

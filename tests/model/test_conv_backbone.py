@@ -37,7 +37,7 @@ def test_output_is_the_row_major_token_grid_the_neck_reads():
 
 def test_sam3_with_conv_backbone_saves_loads_and_detects(conv_sam3, tmp_path):
     again = build_tiny_sam3(str(tmp_path / "again"), VOCAB, image_size=128, seed=0, size=CONV)
-    digest = lambda d: hashlib.sha256((Path(d) / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    digest = lambda d: hashlib.sha256((Path(d) / "model.safetensors").read_bytes()).hexdigest()
     assert digest(again) == digest(conv_sam3)  # deterministic per seed
     model = Sam3Model.from_pretrained(conv_sam3)
     assert isinstance(model.vision_encoder.backbone, ConvBackboneModel)

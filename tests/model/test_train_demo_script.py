@@ -28,7 +28,10 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     assert "untrained_init" in fresh and fresh["earlier_stages"] == []
     # All three stages ran, each left a point on the learning curve, and the report covers every leaf.
     assert set(fresh["stages"]) == {"pretrain", "stage2-detector", "stage3-calibrate"}
-    assert {p["stage"] for p in fresh["learning_curve"]["detector"]} == {"stage2-detector", "stage3-calibrate"}
+    assert {p["stage"] for p in fresh["learning_curve"]["detector"]} == {
+        "stage2-detector",
+        "stage3-calibrate",
+    }
     assert fresh["learning_curve"]["pretrain"] and "acc_leaf" in fresh["learning_curve"]["pretrain"][-1]
     assert len(fresh["per_leaf"]) == 22 and "polygon" in fresh["per_family"]
     assert (first / "learning_curve.png").stat().st_size > 1000
