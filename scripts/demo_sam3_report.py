@@ -60,6 +60,41 @@ def evaluate_concepts(detector, table: pa.Table, graph, key: str) -> dict:
     return {"overall": _metrics_dict(overall), key: {k: _metrics_dict(v) for k, v in groups.items()}}
 
 
+def phrase_kind(graph, noun_phrase: str) -> str | None:
+    """What an NP asks for: the level of its concept (root, family, group such as "triangle", or leaf) and
+    the attribute kinds it names, e.g. "leaf + colour + pattern". None for a phrase the graph cannot parse."""
+    parsed = graph.resolve(noun_phrase)
+    if parsed is None:
+        return None
+    node = parsed.node_id
+    depth = len(graph.ancestors(node))
+    if not graph.children(node):
+        level = "leaf"
+    else:
+        level = {0: "root", 1: "family"}.get(depth, "group")
+    return " + ".join([level, *(kind for kind, _ in parsed.modifiers)])
+
+
+def evaluate_phrase_kinds(detector, table: pa.Table, graph) -> dict:
+    """Metrics per `phrase_kind` of the gold pairs: which kind of question the model cannot answer yet."""
+    _, groups = evaluate_by_group(detector, table, lambda np_: phrase_kind(graph, np_))
+    return {k: _metrics_dict(v) for k, v in groups.items()}
+
+
+def phrase_kind_markdown(per_kind: dict[str, dict]) -> str:
+    lines = [
+        "| phrase kind | pairs (positive) | cgF1 | IL_MCC | pmF1 | positives answered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, m in per_kind.items():
+        c = m["counts"]
+        lines.append(
+            f"| {kind} | {c['pairs']} ({c['positive_pairs']}) | {m['cgF1']:.1f} | {m['IL_MCC']:.2f} | "
+            f"{m['pmF1']:.2f} | {c['il_tp']} of {c['positive_pairs']} |"
+        )
+    return "\n".join(lines)
+
+
 def leaf_confusion(detector, world, media_ids: list[str]) -> dict[str, dict[str, int]]:
     """For each leaf's name as the prompt, which leaf each detection (score >= 0.5) covers at IoU >= 0.5.
 

@@ -147,6 +147,16 @@ def init_record(init: str) -> dict:
     return json.loads(path.read_text())
 
 
+def with_dropout(init: str, dropout: float, out: Path) -> str:
+    """A copy of checkpoint `init` whose DETR encoder and decoder train with `dropout` (weights unchanged)."""
+    shutil.copytree(init, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    for part in ("detr_encoder_config", "detr_decoder_config"):
+        config[part]["dropout"] = dropout
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return str(out)
+
+
 def earlier_stages(record: dict | None) -> list[dict]:
     """The training records of the checkpoint a continuation starts from (its own earlier stages first)."""
     if record is None:
@@ -305,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vit-layers", type=int, default=2)
     ap.add_argument("--decoder-layers", type=int, default=2)
     ap.add_argument("--queries", type=int, default=32)
+    ap.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="DETR encoder/decoder dropout (default: 0.1 when fresh, the init's own when continuing)",
+    )
     ap.add_argument("--curve-points", type=int, default=5, help="checkpoints per stage scored for the curve")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument(
@@ -374,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         num_queries=args.queries,
         backbone=args.backbone,
         conv_channels=tuple(args.conv_channels),
+        dropout=0.1 if args.dropout is None else args.dropout,
     )
     recipe = Recipe(work, args.curve_points)
     if record is not None:
@@ -381,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         arch = dict(record["architecture"])
         arch.pop("image_size", None)  # recorded beside the TinySize fields; the init's processor has it
         arch["conv_channels"] = tuple(arch.get("conv_channels", size.conv_channels))
+        if args.dropout is not None:
+            arch["dropout"] = args.dropout
+            detector_init = with_dropout(args.init, args.dropout, work / "init-continue")
         size = TinySize(**arch)
     else:
         fresh = build_tiny_sam3(
@@ -489,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics["per_family"] = report.evaluate_concepts(det, gold["overall"], world.graph, "family")[
             "family"
         ]
+        metrics["per_phrase_kind"] = report.evaluate_phrase_kinds(det, gold["overall"], world.graph)
         metrics["per_leaf"] = report.evaluate_concepts(
             det, report.leaf_gold(oracle, gold_ids, annotation_row), world.graph, "leaf"
         )["leaf"]

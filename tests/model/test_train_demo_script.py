@@ -1,5 +1,5 @@
 """scripts/train_demo_sam3.py as a GPU box runs it: in-process (no Ray), then continued from its own output
-with other loss weights, the way the shipped checkpoint's calibration stage was made."""
+with other loss weights and no dropout, the way the shipped checkpoint's calibration stage was made."""
 
 import json
 import subprocess
@@ -34,17 +34,24 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     }
     assert fresh["learning_curve"]["pretrain"] and "acc_leaf" in fresh["learning_curve"]["pretrain"][-1]
     assert len(fresh["per_leaf"]) == 22 and "polygon" in fresh["per_family"]
+    assert fresh["per_phrase_kind"] and all(
+        kind.split(" + ")[0] in {"root", "family", "group", "leaf"} for kind in fresh["per_phrase_kind"]
+    )
     assert (first / "learning_curve.png").stat().st_size > 1000
 
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
-        "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}',
+        "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0",
     )  # fmt: skip
     cont = json.loads((second / "metrics.json").read_text())
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
     assert cont["init"] == fresh["trained"]
     assert cont["earlier_stages"] == [fresh["training"]]
-    assert cont["architecture"] == fresh["architecture"]
+    # Same architecture, but the continuation trained its DETR without dropout, as asked.
+    assert fresh["architecture"]["dropout"] == 0.1
+    assert cont["architecture"] == {**fresh["architecture"], "dropout": 0.0}
+    config = json.loads((second / "config.json").read_text())
+    assert config["detr_encoder_config"]["dropout"] == config["detr_decoder_config"]["dropout"] == 0.0
     # Its own loss weights are the demo's with the overrides on top, saved for in-loop retraining to inherit.
     weights = json.loads((second / "loss_weights.json").read_text())
     assert (weights["focal_gamma"], weights["focal_alpha"], weights["presence"]) == (0.0, 0.75, 10.0)
