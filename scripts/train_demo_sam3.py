@@ -63,7 +63,13 @@ log = logging.getLogger("train_demo_sam3")
 # loss (or alpha 0.5, gamma 1) the best-matching query of an instance scored 0.15 (median) after 10,000
 # steps, ranked right but rarely above 0.5, and needed a separate calibration stage; with BCE from the
 # start a 333-step run already scored gold cgF1 3.6-4.3 (the focal run: 1.0 after 10,000 steps).
-DEMO_LOSS_WEIGHTS: dict[str, float] = {"presence": 10.0, "cls": 5.0, "focal_alpha": 0.75, "focal_gamma": 0.0}
+DEMO_LOSS_WEIGHTS: dict[str, float | bool] = {
+    "presence": 10.0,
+    "cls": 5.0,
+    "focal_alpha": 0.75,
+    "focal_gamma": 0.0,
+    "negative_pair_cls": False,  # SAM 3's decoupling: negative pairs teach the presence head only
+}
 # Stage 3 ends at a low learning rate with the same balanced BCE (a calibration pass when stage 2 was given
 # focal weights through --loss-weights).
 CALIBRATION_LOSS_WEIGHTS: dict[str, float] = {"focal_gamma": 0.0, "focal_alpha": 0.75}

@@ -8,7 +8,7 @@ import pytest
 from conceptengine.sim.taxonomy import shapes_graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import demo_sam3_report as report  # noqa: E402
+import demo_sam3_report as report
 
 
 @pytest.mark.parametrize(

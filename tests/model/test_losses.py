@@ -229,6 +229,25 @@ def test_class_loss_is_normalised_by_instances_and_all_negative_batches_work():
     assert not any("_aux" in k for k in no_aux)
 
 
+def test_negative_pair_cls_off_leaves_negative_pairs_to_the_presence_head():
+    """SAM 3's decoupling, the default: a query that fires on a negative pair costs nothing in the class
+    term (presence still pays for it); on a positive pair it still does. negative_pair_cls=True restores
+    the coupled loss."""
+    out = perfect_outputs([4, 0, 2])
+    fired = out.logits.clone()
+    fired[:, 1, 3] = 12.0  # a confident query on the negative pair
+    on_negative = DetectorOutputs(fired, out.boxes, out.presence, out.masks, out.semantic)
+    coupled, decoupled = Sam3Criterion(LossWeights(negative_pair_cls=True)), Sam3Criterion()
+    assert float(coupled(on_negative, targets())["cls"]) > 1.0
+    assert float(decoupled(on_negative, targets())["cls"]) < 0.05
+    fired_pos = out.logits.clone()
+    fired_pos[:, 0, 3] = 12.0  # an extra confident query on the positive pair
+    on_positive = DetectorOutputs(fired_pos, out.boxes, out.presence, out.masks, out.semantic)
+    assert float(decoupled(on_positive, targets())["cls"]) > 1.0
+    wrong_presence = DetectorOutputs(out.logits, out.boxes, -out.presence, out.masks, out.semantic)
+    assert float(decoupled(wrong_presence, targets())["presence"]) > 1.0
+
+
 def test_detector_outputs_match_the_models_own_last_layer(tiny_sam3):
     from transformers import Sam3Model
 
