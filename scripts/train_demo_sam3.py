@@ -1,8 +1,12 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
-One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`):
+One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
+that call, then one continuation of its output (the second call; fresh runs now default to SAM 3's decoupled
+query loss, which the first call predates):
     python scripts/train_demo_sam3.py --pretrain-steps 600 --steps 6000 --calibrate-steps 500 \
-        --curve-points 6 --in-process --threads 2
+        --curve-points 6 --in-process --threads 2 --out OUT1 --loss-weights '{"negative_pair_cls": true}'
+    python scripts/train_demo_sam3.py --init OUT1 --steps 6000 --lr 3e-4 --calibrate-steps 500 --dropout 0 \
+        --curve-points 3 --in-process --threads 2 --loss-weights '{"negative_pair_cls": false}'
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
