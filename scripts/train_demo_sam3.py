@@ -67,13 +67,8 @@ log = logging.getLogger("train_demo_sam3")
 # loss (or alpha 0.5, gamma 1) the best-matching query of an instance scored 0.15 (median) after 10,000
 # steps, ranked right but rarely above 0.5, and needed a separate calibration stage; with BCE from the
 # start a 333-step run already scored gold cgF1 3.6-4.3 (the focal run: 1.0 after 10,000 steps).
-DEMO_LOSS_WEIGHTS: dict[str, float | bool] = {
-    "presence": 10.0,
-    "cls": 5.0,
-    "focal_alpha": 0.75,
-    "focal_gamma": 0.0,
-    "negative_pair_cls": False,  # SAM 3's decoupling: negative pairs teach the presence head only
-}
+# Query scores are trained on positive pairs only (LossWeights' default, SAM 3's decoupling).
+DEMO_LOSS_WEIGHTS: dict[str, float] = {"presence": 10.0, "cls": 5.0, "focal_alpha": 0.75, "focal_gamma": 0.0}
 # Stage 3 ends at a low learning rate with the same balanced BCE (a calibration pass when stage 2 was given
 # focal weights through --loss-weights).
 CALIBRATION_LOSS_WEIGHTS: dict[str, float] = {"focal_gamma": 0.0, "focal_alpha": 0.75}
@@ -134,6 +129,14 @@ def region_images(world, split: str = "train") -> list:
         uri = str(world.image_path(media_id))
         images.append(RegionImage(uri, int(rec["height"]), int(rec["width"]), tuple(regions)))
     return images
+
+
+def gold_sets(oracle, seed: int) -> dict[str, pa.Table]:
+    """The gold protocol of every score here: 8 NPs per gold image, half negatives; all of them and the
+    pairs that touch no held-out concept."""
+    table = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=seed)
+    seen = [not touches_held_out(oracle, r["media_id"], r["noun_phrase"]) for r in table.to_pylist()]
+    return {"overall": table, "seen": table.filter(pa.array(seen))}
 
 
 def held_out_gold(oracle) -> pa.Table:
@@ -210,10 +213,7 @@ def hard_world_metrics(model_dir: str, work: Path, n_gold: int, seed: int) -> di
     from conceptengine.sim.world import build_world
 
     build_world(work / "world-full", 0, n_gold, seed=WORLD_SEED + 1, image_size=192, style=STYLES["full"])
-    oracle = Oracle(work / "world-full")
-    table = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=seed)
-    seen = [not touches_held_out(oracle, r["media_id"], r["noun_phrase"]) for r in table.to_pylist()]
-    return evaluate(model_dir, {"overall": table, "seen": table.filter(pa.array(seen))})
+    return evaluate(model_dir, gold_sets(Oracle(work / "world-full"), seed))
 
 
 def stage_done(out_dir: Path, steps: int) -> bool:
@@ -385,13 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "world rendered, %d training pairs (%d negative) in %.0fs", train.num_rows, n_neg, time.time() - t0
     )
-    gold_all = oracle.gold_annotations(split="gold", nps_per_image=8, negative_share=0.5, seed=args.seed)
-    seen_mask = [not touches_held_out(oracle, r["media_id"], r["noun_phrase"]) for r in gold_all.to_pylist()]
-    gold = {
-        "overall": gold_all,
-        "seen": gold_all.filter(pa.array(seen_mask)),
-        "held_out": held_out_gold(oracle),
-    }
+    gold = {**gold_sets(oracle, args.seed), "held_out": held_out_gold(oracle)}
 
     size = TinySize(
         hidden=args.hidden,
@@ -400,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         num_queries=args.queries,
         backbone=args.backbone,
         conv_channels=tuple(args.conv_channels),
-        dropout=0.1 if args.dropout is None else args.dropout,
+        **({} if args.dropout is None else {"dropout": args.dropout}),
     )
     recipe = Recipe(work, args.curve_points)
     if record is not None:
