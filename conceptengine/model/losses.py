@@ -9,6 +9,9 @@ Why each term (SAM 3 paper, DETR, Deformable DETR):
 - Auxiliary losses on every decoder layer: without them a small DETR barely trains in CPU budgets.
 - Dense supervision of `semantic_seg` with the union of a pair's GT masks: a per-pixel signal from the
   first step that trains the pixel decoder long before the matching stabilises.
+- Optional one-to-many branch (SAM 3's DAC-DETR, `LossWeights.o2m`): the same queries go through the
+  decoder a second time without self-attention, and each instance supervises up to four of them (class and
+  box terms). The branch only trains; inference never runs it.
 
 `Sam3Model.forward` returns only the last decoder layer; `detector_outputs` runs that same forward and
 captures every layer's logits (from `dot_product_scoring`) and boxes (recomputed with the decoder's own
@@ -17,6 +20,7 @@ captures every layer's logits (from `dot_product_scoring`) and boxes (recomputed
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +30,7 @@ from transformers import Sam3Model
 from conceptengine.model.matcher import (
     HungarianMatcher,
     MatcherWeights,
+    OneToManyMatcher,
     box_cxcywh_to_xyxy,
     box_xyxy_to_cxcywh,
     generalized_box_iou,
@@ -41,6 +46,8 @@ class DetectorOutputs:
     presence: torch.Tensor  # (L, N) presence logits
     masks: torch.Tensor  # (N, Q, h, w) mask logits of the last layer (the mask head runs once)
     semantic: torch.Tensor | None = None  # (N, 1, h, w) semantic logits
+    o2m_logits: torch.Tensor | None = None  # (L, N, Q) the one-to-many branch, when it was run
+    o2m_boxes: torch.Tensor | None = None  # (L, N, Q, 4)
 
 
 @dataclass
@@ -86,6 +93,8 @@ class LossWeights:
     # (final score = query * presence). On the demo SAM 3, 2,000 steps continued each way from the same
     # checkpoint: gold cgF1 6.9 without vs. 5.7 with.
     negative_pair_cls: bool = False
+    # Weight of the one-to-many (DAC) branch's class + box terms; 0 runs no branch. SAM 3 trains with 2.0.
+    o2m: float = 0.0
 
 
 def sigmoid_focal_loss(
@@ -116,13 +125,13 @@ class Sam3Criterion:
         self.matcher = matcher or HungarianMatcher(
             MatcherWeights(focal_alpha=self.w.focal_alpha, focal_gamma=self.w.focal_gamma)
         )
+        self.o2m_matcher = OneToManyMatcher()
 
     # -- per-layer terms --------------------------------------------------------------------------------
-    def _class_box_presence(
+    def _class_box(
         self,
         logits: torch.Tensor,
         boxes: torch.Tensor,
-        presence: torch.Tensor,
         targets: PairTargets,
         matches: list[tuple[torch.Tensor, torch.Tensor]],
         num_boxes: float,
@@ -138,8 +147,6 @@ class Sam3Criterion:
         if not w.negative_pair_cls:
             loss_cls = loss_cls * (~targets.is_negative).to(loss_cls.dtype)[:, None]
         loss_cls = loss_cls.sum() / num_boxes
-        present = (~targets.is_negative).to(presence.dtype)
-        loss_presence = F.binary_cross_entropy_with_logits(presence, present)
         if sum(len(q) for q, _ in matches):
             src = torch.cat(src_boxes)
             tgt = torch.cat(tgt_boxes)
@@ -149,7 +156,11 @@ class Sam3Criterion:
         else:  # an all-negative batch: no box to regress, but keep the graph (and DDP) consistent
             loss_bbox = boxes.sum() * 0.0
             loss_giou = boxes.sum() * 0.0
-        return {"cls": loss_cls, "bbox": loss_bbox, "giou": loss_giou, "presence": loss_presence}
+        return {"cls": loss_cls, "bbox": loss_bbox, "giou": loss_giou}
+
+    def _presence(self, presence: torch.Tensor, targets: PairTargets) -> torch.Tensor:
+        present = (~targets.is_negative).to(presence.dtype)
+        return F.binary_cross_entropy_with_logits(presence, present)
 
     def _masks(
         self,
@@ -211,14 +222,10 @@ class Sam3Criterion:
                 mask_logits,
                 targets.masks if mask_logits is not None else None,
             )
-            layer_terms = self._class_box_presence(
-                outputs.logits[layer],
-                outputs.boxes[layer],
-                outputs.presence[layer],
-                targets,
-                matches,
-                num_boxes,
+            layer_terms = self._class_box(
+                outputs.logits[layer], outputs.boxes[layer], targets, matches, num_boxes
             )
+            layer_terms["presence"] = self._presence(outputs.presence[layer], targets)
             if last:
                 layer_terms.update(self._masks(outputs.masks, targets, matches, num_boxes))
                 if outputs.semantic is not None:
@@ -227,8 +234,61 @@ class Sam3Criterion:
             for name, value in layer_terms.items():
                 terms[name + suffix] = value
                 total = total + getattr(w, name) * value
+        if w.o2m and outputs.o2m_logits is not None:
+            total = total + w.o2m * self._one_to_many(outputs, targets, layers, num_boxes, terms)
         terms["loss"] = total
         return terms
+
+    def _one_to_many(
+        self,
+        outputs: DetectorOutputs,
+        targets: PairTargets,
+        layers: range | list[int],
+        num_boxes: float,
+        terms: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """The DAC branch's class and box terms, added to `terms` as o2m_*; returns their weighted sum.
+        As in SAM 3, the last layer is matched one-to-many and earlier layers one-to-one."""
+        n_layers = outputs.o2m_logits.shape[0]
+        total = outputs.o2m_logits.new_zeros(())
+        for layer in layers:
+            logits, boxes = outputs.o2m_logits[layer], outputs.o2m_boxes[layer]
+            last = layer == n_layers - 1
+            if last:
+                matches = self.o2m_matcher(logits, boxes, targets.boxes)
+            else:
+                matches = self.matcher(logits, boxes, targets.boxes)
+            suffix = "" if last else f"_aux{layer}"
+            for name, value in self._class_box(logits, boxes, targets, matches, num_boxes).items():
+                terms[f"o2m_{name}{suffix}"] = value
+                total = total + getattr(self.w, name) * value
+        return total
+
+
+class _NoSelfAttention(torch.nn.Module):
+    """Stands in for a decoder layer's query self-attention: adds nothing (DAC's one-to-many pass)."""
+
+    def forward(self, query: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return torch.zeros_like(query), None
+
+
+@contextmanager
+def _without_self_attention(decoder):
+    saved = [layer.self_attn for layer in decoder.layers]
+    try:
+        for layer in decoder.layers:
+            layer.self_attn = _NoSelfAttention()
+        yield
+    finally:
+        for layer, attn in zip(decoder.layers, saved, strict=True):
+            layer.self_attn = attn
+
+
+def _layer_boxes(decoder, decoded) -> torch.Tensor:
+    """Every layer's boxes (L, N, Q, 4) xyxy, refined from its reference boxes as the model's forward does."""
+    ref = decoded.reference_boxes.clamp(0, 1)  # (L, N, Q, 4) cxcywh, before each layer's refinement
+    ref_logit = torch.log(ref.clamp(min=1e-3) / (1 - ref).clamp(min=1e-3))  # transformers' inverse_sigmoid
+    return box_cxcywh_to_xyxy((ref_logit + decoder.box_head(decoded.intermediate_hidden_states)).sigmoid())
 
 
 def detector_outputs(
@@ -237,23 +297,26 @@ def detector_outputs(
     attention_mask: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     vision_embeds=None,
+    one_to_many: bool = False,
 ) -> DetectorOutputs:
     """Run `model`'s own forward once and keep every decoder layer's predictions.
 
     Hooks read the DETR decoder's per-layer states and the query scores of all layers, which the forward
-    computes and then drops; only the per-layer boxes are recomputed (one small MLP).
+    computes and then drops; only the per-layer boxes are recomputed (one small MLP). With `one_to_many`,
+    the decoder runs once more on the same inputs without self-attention (SAM 3's DAC branch).
     """
     captured: dict[str, object] = {}
 
     def keep(name: str):
-        def hook(_module, _inputs, output):
+        def hook(_module, _args, kwargs, output):
             captured[name] = output
+            captured[name + "_kwargs"] = kwargs
 
         return hook
 
     handles = [
-        model.detr_decoder.register_forward_hook(keep("decoder")),
-        model.dot_product_scoring.register_forward_hook(keep("scores")),
+        model.detr_decoder.register_forward_hook(keep("decoder"), with_kwargs=True),
+        model.dot_product_scoring.register_forward_hook(keep("scores"), with_kwargs=True),
     ]
     try:
         out = model(
@@ -266,14 +329,19 @@ def detector_outputs(
         for h in handles:
             h.remove()
     dec = captured["decoder"]
-    inter = dec.intermediate_hidden_states  # (L, N, Q, D), already layer-normed
-    ref = dec.reference_boxes.clamp(0, 1)  # (L, N, Q, 4) cxcywh, before each layer's refinement
-    ref_logit = torch.log(ref.clamp(min=1e-3) / (1 - ref).clamp(min=1e-3))  # transformers' inverse_sigmoid
-    boxes = box_cxcywh_to_xyxy((ref_logit + model.detr_decoder.box_head(inter)).sigmoid())
+    o2m_logits = o2m_boxes = None
+    if one_to_many:
+        with _without_self_attention(model.detr_decoder):
+            o2m = model.detr_decoder(**captured["decoder_kwargs"])
+        scoring_kwargs = dict(captured["scores_kwargs"], decoder_hidden_states=o2m.intermediate_hidden_states)
+        o2m_logits = model.dot_product_scoring(**scoring_kwargs).squeeze(-1)
+        o2m_boxes = _layer_boxes(model.detr_decoder, o2m)
     return DetectorOutputs(
         logits=captured["scores"].squeeze(-1),
-        boxes=boxes,
+        boxes=_layer_boxes(model.detr_decoder, dec),
         presence=dec.presence_logits.squeeze(-1),
         masks=out.pred_masks,
         semantic=out.semantic_seg,
+        o2m_logits=o2m_logits,
+        o2m_boxes=o2m_boxes,
     )

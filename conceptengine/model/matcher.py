@@ -25,21 +25,28 @@ def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
-def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise GIoU of xyxy boxes (N, 4) x (M, 4) -> (N, M). Degenerate (zero-area) boxes are allowed:
-    the epsilon keeps the gradient finite, which matters early in training when predicted boxes collapse."""
-    eps = 1e-7
+_EPS = 1e-7
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise IoU of xyxy boxes (N, 4) x (M, 4) -> (IoU, union), each (N, M)."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     lt = torch.max(a[:, None, :2], b[None, :, :2])
     rb = torch.min(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     union = area_a[:, None] + area_b[None, :] - inter
-    iou = inter / (union + eps)
+    return inter / (union + _EPS), union
+
+
+def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise GIoU of xyxy boxes (N, 4) x (M, 4) -> (N, M). Degenerate (zero-area) boxes are allowed:
+    the epsilon keeps the gradient finite, which matters early in training when predicted boxes collapse."""
+    iou, union = box_iou(a, b)
     lt_c = torch.min(a[:, None, :2], b[None, :, :2])
     rb_c = torch.max(a[:, None, 2:], b[None, :, 2:])
     hull = (rb_c - lt_c).clamp(min=0).prod(-1)
-    return iou - (hull - union) / (hull + eps)
+    return iou - (hull - union) / (hull + _EPS)
 
 
 def batch_dice_cost(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -135,3 +142,50 @@ class HungarianMatcher:
             tm = target_masks[i] if target_masks is not None else None
             out.append(self.match_one(logits[i], boxes_xyxy[i], tb.to(logits.device), ml, tm))
         return out
+
+
+@dataclass(frozen=True)
+class OneToManyWeights:
+    """SAM 3's one-to-many matcher settings (DAC-DETR): quality = alpha * score + (1 - alpha) * box IoU."""
+
+    alpha: float = 0.3
+    threshold: float = 0.4  # a query is assigned only above this quality
+    topk: int = 4  # at most this many queries per target
+
+
+class OneToManyMatcher:
+    """Per pair: every target gets up to `topk` queries whose quality beats `threshold` (a query keeps only
+    its best target). Supervising several queries per instance, on a decoder pass without self-attention
+    that is dropped at inference, gives DETR's queries denser positive signal early in training."""
+
+    def __init__(self, weights: OneToManyWeights | None = None):
+        self.w = weights or OneToManyWeights()
+
+    @torch.no_grad()
+    def match_one(
+        self, logits: torch.Tensor, boxes_xyxy: torch.Tensor, target_boxes_cxcywh: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        empty = torch.zeros(0, dtype=torch.long, device=logits.device)
+        if target_boxes_cxcywh.shape[0] == 0:
+            return empty, empty
+        iou, _ = box_iou(boxes_xyxy.float(), box_cxcywh_to_xyxy(target_boxes_cxcywh.float()))
+        quality = self.w.alpha * logits.float().sigmoid()[:, None] + (1 - self.w.alpha) * iou  # (Q, M)
+        k = min(self.w.topk, quality.shape[0])
+        in_top = torch.zeros_like(quality, dtype=torch.bool)
+        in_top.scatter_(0, quality.topk(k, dim=0).indices, True)
+        allowed = in_top & (quality > self.w.threshold)
+        best = torch.where(allowed, quality, torch.full_like(quality, -1.0)).argmax(dim=1)  # (Q,)
+        rows = torch.nonzero(allowed.any(dim=1)).flatten()
+        cols = best[rows]
+        order = torch.argsort(cols, stable=True)
+        return rows[order], cols[order]
+
+    def __call__(
+        self, logits: torch.Tensor, boxes_xyxy: torch.Tensor, target_boxes: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if logits.shape[0] != len(target_boxes):
+            raise ValueError(f"matcher: {logits.shape[0]} predictions but {len(target_boxes)} target sets")
+        return [
+            self.match_one(logits[i], boxes_xyxy[i], tb.to(logits.device))
+            for i, tb in enumerate(target_boxes)
+        ]

@@ -238,7 +238,7 @@ def expand_vision(vision, counts: list[int]):
 
 
 def forward_batch(
-    model: Sam3Model, batch: TrainBatch, device: torch.device, freeze_vision: bool
+    model: Sam3Model, batch: TrainBatch, device: torch.device, freeze_vision: bool, one_to_many: bool = False
 ) -> DetectorOutputs:
     pixels = batch.pixel_values.to(device)
     if freeze_vision:
@@ -251,6 +251,7 @@ def forward_batch(
         batch.input_ids.to(device),
         batch.attention_mask.to(device),
         vision_embeds=expand_vision(vision, batch.nps_per_image),
+        one_to_many=one_to_many,
     )
 
 
@@ -305,7 +306,8 @@ def run_training(
             # Dropout draws from a per-step seed: a resumed run repeats the uninterrupted run exactly.
             torch.manual_seed(stable_seed(cfg.seed, "step", str(step), str(rank)))
             terms = criterion(
-                forward_batch(model, batch, device, cfg.freeze_vision), batch.targets.to(device)
+                forward_batch(model, batch, device, cfg.freeze_vision, criterion.w.o2m > 0),
+                batch.targets.to(device),
             )
             training.optimizer_step(
                 terms["loss"], model, model.parameters(), optimizer, cfg.grad_clip, world_size

@@ -19,6 +19,8 @@ from conceptengine.model.losses import (
 from conceptengine.model.matcher import (
     HungarianMatcher,
     MatcherWeights,
+    OneToManyMatcher,
+    OneToManyWeights,
     box_cxcywh_to_xyxy,
     generalized_box_iou,
 )
@@ -276,3 +278,58 @@ def test_target_mask_size_mismatch_is_a_clear_error():
         Sam3Criterion(LossWeights(semantic_bce=0, semantic_dice=0))(
             DetectorOutputs(out.logits, out.boxes, out.presence, out.masks, None), bad
         )
+
+
+def test_one_to_many_matcher_gives_each_target_its_best_queries_above_threshold():
+    # Queries 0-2 sit on target 0 (1 exactly but unsure, 2 roughly but sure), 3 and 5 on target 1 (5 unsure),
+    # 4 on neither.
+    tgt = BOXES[:2]
+    boxes = box_cxcywh_to_xyxy(torch.stack([tgt[0], tgt[0], tgt[0] + 0.03, tgt[1], BOXES[2], tgt[1]]))
+    logits = torch.tensor([3.0, -2.0, 3.0, 3.0, 5.0, -3.0])
+    rows, cols = OneToManyMatcher(OneToManyWeights(topk=2))(logits[None], boxes[None], [tgt])[0]
+    pairs = set(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert pairs == {(0, 0), (2, 0), (3, 1), (5, 1)}  # top 2 per target by 0.3 score + 0.7 IoU
+    assert cols.tolist() == sorted(cols.tolist())
+    strict = OneToManyMatcher(OneToManyWeights(topk=2, threshold=0.9))(logits[None], boxes[None], [tgt])[0]
+    assert set(strict[0].tolist()) == {0, 3}  # only confident, exact queries pass a high threshold
+    none = OneToManyMatcher()(logits[None], boxes[None], [torch.zeros(0, 4)])[0]
+    assert none[0].numel() == 0 and none[1].numel() == 0
+
+
+def test_one_to_many_terms_are_added_only_when_weighted_and_present():
+    out = perfect_outputs([4, 0, 2])
+    o2m = DetectorOutputs(
+        out.logits, out.boxes, out.presence, out.masks, out.semantic, out.logits * 0.1, out.boxes + 0.05
+    )
+    plain = Sam3Criterion()(o2m, targets())
+    assert not any(k.startswith("o2m_") for k in plain), "o2m weight 0: the branch is not trained"
+    weighted = Sam3Criterion(LossWeights(o2m=2.0))(o2m, targets())
+    assert {"o2m_cls", "o2m_bbox", "o2m_giou", "o2m_cls_aux0"} <= set(weighted)
+    extra = sum(
+        getattr(LossWeights, k.split("_")[1]) * float(v) for k, v in weighted.items() if k.startswith("o2m_")
+    )
+    assert float(weighted["loss"]) == pytest.approx(float(plain["loss"]) + 2.0 * extra, rel=1e-5)
+    assert float(weighted["o2m_bbox"]) > 0.1  # the shifted boxes are penalised
+
+
+def test_one_to_many_branch_reruns_the_decoder_without_self_attention(tiny_sam3):
+    from transformers import Sam3Model
+
+    from conceptengine.model.processing import load_sam3_inputs
+
+    model = Sam3Model.from_pretrained(tiny_sam3).eval()
+    tok = load_sam3_inputs(tiny_sam3).tokens(["red square", "polygon"])
+    pixels = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    plain = detector_outputs(model, tok["input_ids"], tok["attention_mask"], pixel_values=pixels)
+    both = detector_outputs(
+        model, tok["input_ids"], tok["attention_mask"], pixel_values=pixels, one_to_many=True
+    )
+    assert plain.o2m_logits is None and both.o2m_logits.shape == both.logits.shape
+    assert both.o2m_boxes.shape == both.boxes.shape
+    assert torch.allclose(both.logits, plain.logits), "the one-to-one outputs are untouched"
+    assert not torch.allclose(both.o2m_logits, both.logits), "no self-attention: other query states"
+    assert all(type(layer.self_attn).__name__ == "Sam3Attention" for layer in model.detr_decoder.layers)
+    both.o2m_logits.sum().backward()
+    grads = [p.grad for p in model.detr_decoder.layers[0].text_cross_attn.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in model.detr_decoder.layers[0].self_attn.parameters())
