@@ -10,7 +10,8 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_sam3.py"
 TINY = ["--n-train", "12", "--n-gold", "3", "--image-size", "128", "--threads", "1", "--in-process",
-        "--pretrain-steps", "2", "--pretrain-batch", "2", "--calibrate-steps", "2", "--curve-points", "1"]  # fmt: skip
+        "--pretrain-steps", "2", "--pretrain-batch", "2", "--calibrate-steps", "2", "--curve-points", "1",
+        "--calibration-images", "3"]  # fmt: skip
 
 
 def _run(*args: str) -> None:
@@ -38,6 +39,11 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
         kind.split(" + ")[0] in {"root", "family", "group", "leaf"} for kind in fresh["per_phrase_kind"]
     )
     assert (first / "learning_curve.png").stat().st_size > 1000
+    # Stage 4 tried every presence shift on its own world and shipped the best one.
+    fit = fresh["presence_bias"]
+    assert fit["world_seed"] != fresh["world"]["seed"] and len(fit["cgF1"]) == 7
+    assert fit["cgF1"][str(fit["offset"])] == max(fit["cgF1"].values())
+    assert set(fresh["before_presence_bias"]) == set(fresh["trained"])
 
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
