@@ -56,7 +56,8 @@ def check_replay(ctx: RunContext) -> None:
     if path is not None and "://" not in path and not Path(path).exists():
         raise RunError(
             f"retrain.replay_annotations: nothing at {path}. Point it at an ANNOTATIONS Parquet file or "
-            "directory of data the SAM 3 checkpoint was trained on, or set retrain.replay_share to 0."
+            "directory of data the SAM 3 checkpoint was trained on, or set retrain.replay_share and "
+            "retrain.presence_fit_images to 0."
         )
 
 

@@ -39,9 +39,10 @@ def _pairs_since_last_retrain(ctx: RunContext, r: int) -> int:
 
 
 def replay_path(ctx: RunContext) -> str | None:
-    """`retrain.replay_annotations` resolved against the workspace; None when nothing is replayed."""
+    """`retrain.replay_annotations` resolved against the workspace; None when the fine-tune neither replays
+    base data nor fits its operating point on it."""
     cfg = ctx.cfg.retrain
-    if not cfg.replay_annotations or cfg.replay_share <= 0:
+    if not cfg.replay_annotations or (cfg.replay_share <= 0 and not cfg.presence_fit_images):
         return None
     return resolve(ctx.workspace, cfg.replay_annotations)
 
@@ -75,6 +76,8 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             max_negative_share=cfg.max_negative_share,
             replay_annotations=replay_path(ctx),
             replay_share=cfg.replay_share,
+            presence_fit_images=cfg.presence_fit_images,
+            presence_fit_offsets=cfg.presence_fit_offsets,
             freeze_vision=cfg.freeze_vision,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
@@ -91,6 +94,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             "shards": len(shards),
             "images": summary.get("images"),
             "replay_images": summary.get("replay_images", 0),
+            "presence_fit": summary.get("presence_fit"),
         }
 
     return run_step(ctx, StepRef(r, "retrain"), [committed.fingerprint, base.key], [], compute)

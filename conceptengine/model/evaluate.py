@@ -4,13 +4,14 @@ promoted. Each gold image is decoded and encoded once, then queried with all its
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from conceptengine.engine.media import load_rgb
 from conceptengine.model.metrics import SCORE_THRESHOLD, Metrics, PairGT, PairPred, saco_metrics
-from conceptengine.model.sam3_backend import Sam3Detector
+from conceptengine.model.sam3_backend import Detection, Sam3Detector
 
 
 def evaluate_detector(detector: Sam3Detector, gold: pa.Table) -> Metrics:
@@ -35,26 +36,37 @@ def evaluate_by_group(
 
 
 def predict_gold(detector: Sam3Detector, gold: pa.Table) -> tuple[list[PairGT], list[PairPred]]:
-    """Run the detector on every gold pair. A gold image that cannot be read is an error: a gold set with
-    holes would silently change what the metric measures."""
-    rows = gold.to_pylist()
-    by_media: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_media[r["media_id"]].append(r)
+    """Run the detector on every gold pair."""
     gts: list[PairGT] = []
     preds: list[PairPred] = []
+    for image, group in gold_images(gold):
+        dets = detector.detect(image, [r["noun_phrase"] for r in group], score_threshold=SCORE_THRESHOLD)
+        gts += [pair_truth(r, image) for r in group]
+        preds += [pair_prediction(r, det) for r, det in zip(group, dets, strict=True)]
+    return gts, preds
+
+
+def gold_images(gold: pa.Table) -> Iterator[tuple[np.ndarray, list[dict]]]:
+    """Each gold image, decoded once, with its rows (in media_id order). A gold image that cannot be read is
+    an error: a gold set with holes would silently change what the metric measures."""
+    by_media: dict[str, list[dict]] = defaultdict(list)
+    for r in gold.to_pylist():
+        by_media[r["media_id"]].append(r)
     for media_id in sorted(by_media):
         group = by_media[media_id]
-        image = load_rgb(group[0]["uri"])
-        h, w = image.shape[:2]
-        dets = detector.detect(image, [r["noun_phrase"] for r in group], score_threshold=SCORE_THRESHOLD)
-        for r, det in zip(group, dets):
-            if (r["height"], r["width"]) != (h, w):
-                raise ValueError(
-                    f"gold pair {r['pair_id']}: {r['uri']} is {w}x{h}, the row says "
-                    f"{r['width']}x{r['height']}"
-                )
-            masks = [] if r["is_negative"] else [m["rle"] for m in r["masks"] or []]
-            gts.append(PairGT(r["pair_id"], h, w, masks, concept=r["noun_phrase"]))
-            preds.append(PairPred(r["pair_id"], h, w, list(det.masks), list(det.scores)))
-    return gts, preds
+        yield load_rgb(group[0]["uri"]), group
+
+
+def pair_truth(row: dict, image: np.ndarray) -> PairGT:
+    """A gold row's ground truth; its recorded size must be the image's."""
+    h, w = image.shape[:2]
+    if (row["height"], row["width"]) != (h, w):
+        raise ValueError(
+            f"gold pair {row['pair_id']}: {row['uri']} is {w}x{h}, the row says {row['width']}x{row['height']}"
+        )
+    masks = [] if row["is_negative"] else [m["rle"] for m in row["masks"] or []]
+    return PairGT(row["pair_id"], h, w, masks, concept=row["noun_phrase"])
+
+
+def pair_prediction(row: dict, det: Detection) -> PairPred:
+    return PairPred(row["pair_id"], row["height"], row["width"], list(det.masks), list(det.scores))

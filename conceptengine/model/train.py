@@ -21,6 +21,8 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -72,6 +74,14 @@ class TrainSam3Config(BaseModel):
     # concept family, a shifted domain), forgets the concepts the checkpoint knew.
     replay_annotations: str | None = None
     replay_share: float = Field(0.0, ge=0, lt=1)
+    # The operating point after training (model/presence_bias.py). A detection needs query x presence score
+    # >= 0.5; a fine-tune retrains the presence head and drifts from the shift its init was calibrated with.
+    # With presence_fit_images > 0, these shifts of the presence logit are scored on the first that many
+    # images (by media_id) of replay_annotations, and the best is kept in the saved weights. Base data, not
+    # the committed data, because it is what the checkpoint must keep answering; one scalar fitted on data
+    # the model saw barely overfits. On the demo: seen concepts 10.8 -> 13.8 (init 13.2), shifted look equal.
+    presence_fit_images: int = Field(0, ge=0)
+    presence_fit_offsets: list[float] = Field([-0.5, 0.0, 0.5, 1.0], min_length=1)
     steps: int = Field(200, ge=0)
     batch_size: int = Field(4, ge=1)  # images per step and worker; all their sampled NPs go in together
     max_nps_per_image: int = Field(12, ge=1)
@@ -115,6 +125,11 @@ class TrainSam3Config(BaseModel):
     def _data_and_paths(self) -> TrainSam3Config:
         if not self.shards and not self.annotations:
             raise ValueError("no training data: set shards (WebDataset URLs) or annotations (a Parquet path)")
+        if self.presence_fit_images and not self.replay_annotations:
+            raise ValueError(
+                f"presence_fit_images is {self.presence_fit_images} but replay_annotations is not set: the "
+                "operating point is fitted on base data; name it, or set presence_fit_images to 0"
+            )
         if self.replay_share > 0 and not self.replay_annotations:
             raise ValueError(
                 f"replay_share is {self.replay_share} but replay_annotations is not set: name the base data "
@@ -133,16 +148,36 @@ def lr_lambda(cfg: TrainSam3Config) -> Callable[[int], float]:
     return training.warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def _read_annotations(path: str, key: str):
+def _annotation_table(path: str, key: str) -> pa.Table:
     """An ANNOTATIONS Parquet file or directory, local or any fsspec URL; `key` names the config key."""
     if "://" in path:
         fs, inner = fsspec.core.url_to_fs(path)
         if not fs.exists(inner):
             raise FileNotFoundError(f"{key} path {path} does not exist (set {key} in the config)")
-        return records_from_annotations(pq.read_table(inner, filesystem=fs))
+        return pq.read_table(inner, filesystem=fs)
     if not Path(path).exists():
         raise FileNotFoundError(f"{key} path {path} does not exist (set {key} in the config)")
-    return records_from_annotations(pq.read_table(path))
+    return pq.read_table(path)
+
+
+def _read_annotations(path: str, key: str):
+    return records_from_annotations(_annotation_table(path, key))
+
+
+def fit_operating_point(model: Sam3Model, inputs, cfg: TrainSam3Config) -> dict:
+    """Fit the presence-logit shift on the first `presence_fit_images` replay images; kept in `model`."""
+    from conceptengine.model.presence_bias import fit_presence_bias
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    table = _annotation_table(cfg.replay_annotations, "replay_annotations")
+    media = sorted(set(table["media_id"].to_pylist()))[: cfg.presence_fit_images]
+    table = table.filter(pc.is_in(table["media_id"], pa.array(media)))
+    device = str(next(model.parameters()).device)
+    fit = fit_presence_bias(
+        Sam3Detector(model, inputs, "candidate", device), table, tuple(cfg.presence_fit_offsets)
+    )
+    log.info("operating point: presence shift %+.2f (cgF1 by shift %s)", fit["offset"], fit["cgF1"])
+    return {**fit, "images": len(media)}
 
 
 def replay_records(replay: list[ImageRecord], n_committed: int, share: float, seed: int) -> list[ImageRecord]:
@@ -320,11 +355,13 @@ def run_training(
         if rank == 0 and training.due(step, cfg.checkpoint_every, cfg.steps):
             save_checkpoint(cfg.output_dir, step, model, optimizer, scheduler, cfg.keep_checkpoints)
     if rank == 0:
+        fitted = fit_operating_point(model, inputs, cfg) if cfg.presence_fit_images else None
         save_final(
             model,
             cfg,
             {
                 "steps": cfg.steps,
+                "presence_fit": fitted,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
                 "images": len(dataset),

@@ -40,14 +40,18 @@ DEMO_REPLAY_DIR = "replay-world"
 DEMO_REPLAY_ANNOTATIONS = f"{DEMO_REPLAY_DIR}/pairs.parquet"
 DEMO_REPLAY_IMAGES = 120
 DEMO_REPLAY_SHARE = 0.5
+# Each candidate's operating point is refitted on this many of those images (retrain.presence_fit_images).
+DEMO_PRESENCE_FIT_IMAGES = 60
 
 
 def replay_overrides() -> list[str]:
-    """`--set` defaults of `conceptengine demo`: retraining replays the shipped checkpoint's own data (the
-    user's overrides come after them, e.g. retrain.replay_share=0 to replay nothing)."""
+    """`--set` defaults of `conceptengine demo`: retraining replays the shipped checkpoint's own data and
+    refits each candidate's operating point on it (the user's overrides come after them, e.g.
+    retrain.replay_share=0 retrain.presence_fit_images=0 to replay nothing)."""
     return [
         f"retrain.replay_annotations={DEMO_REPLAY_ANNOTATIONS}",
         f"retrain.replay_share={DEMO_REPLAY_SHARE}",
+        f"retrain.presence_fit_images={DEMO_PRESENCE_FIT_IMAGES}",
     ]
 
 
@@ -81,7 +85,7 @@ def install_verifier(target: Path, task: str, vocabulary: list[str], seed: int, 
 
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
     """Render the world and install the checkpoints; with the demo's replay settings (`replay_overrides`)
-    and retraining on, render the replay set too. Points `cfg.verifier` at separate MV and EV checkpoints
+    and retraining on, render the replay set too (what fine-tunes replay and fit their operating point on). Points `cfg.verifier` at separate MV and EV checkpoints
     (the demo ships one per task) unless the config already names an EV model or uses a served backend."""
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.render import STYLES
@@ -108,7 +112,8 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
             with console.status("building the small SAM 3 checkpoint"):
                 build_tiny_sam3(str(sam3_dir), vocabulary, seed=cfg.seed)
     retrain = cfg.retrain
-    if retrain.enabled and retrain.replay_share > 0 and retrain.replay_annotations == DEMO_REPLAY_ANNOTATIONS:
+    uses_replay = retrain.replay_share > 0 or retrain.presence_fit_images > 0
+    if retrain.enabled and uses_replay and retrain.replay_annotations == DEMO_REPLAY_ANNOTATIONS:
         from conceptengine.sim.base_data import build_replay_set
 
         with console.status("rendering the replay set (the shipped SAM 3's own training images)"):

@@ -99,6 +99,11 @@ def test_retrain_replay_keys():
 
     demo = load_config(None, replay_overrides()).retrain
     assert demo.replay_annotations == DEMO_REPLAY_ANNOTATIONS and 0 < demo.replay_share < 1
+    assert demo.presence_fit_images > 0  # candidates refit their operating point on the replay set
+    with pytest.raises(
+        ConfigError, match=r"retrain\.presence_fit_images is 60 but retrain\.replay_annotations"
+    ):
+        load_config(None, ["retrain.presence_fit_images=60"])
     template = (ROOT / "configs" / "sa-co-image.yaml").read_text()
     assert "  # replay_annotations:" in template and "  # replay_share:" in template
     uncommented = EngineConfig.model_validate(yaml.safe_load(template.replace("# replay_", "replay_")))

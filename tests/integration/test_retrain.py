@@ -21,6 +21,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
     # Replay of base data: a few of the shipped checkpoint's own training images, as `conceptengine demo` does.
     replay = build_replay_set(tmp_path / "replay-world", 4)
     retrain += [f"retrain.replay_annotations={replay}", "retrain.replay_share=0.5"]
+    retrain += ["retrain.presence_fit_images=2"]  # each candidate's operating point, fitted on 2 replay images
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
@@ -37,6 +38,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
         assert trained["replay_images"] == trained["images"] - trained["replay_images"] > 0
         summary = json.loads((cand / "training.json").read_text())
         assert summary["config"]["replay_annotations"] == str(replay)
+        assert trained["presence_fit"] == summary["presence_fit"] and summary["presence_fit"]["images"] == 2
         assert summaries[r]["promoted"] == promo["promoted"]
         assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]
         on_disk = json.loads((run_dir / f"round-{r:04d}" / "summary.json").read_text())

@@ -11,6 +11,7 @@ import pytest
 import torch
 import webdataset as wds
 from safetensors.torch import load_file
+from transformers import Sam3Model
 
 from conceptengine.config import ConfigError
 from conceptengine.model.processing import load_sam3_inputs
@@ -366,3 +367,49 @@ def test_replay_config_errors_name_the_key(world, tmp_path):
     missing = cfg(world, tmp_path / "o", replay_annotations=str(tmp_path / "nope.parquet"), replay_share=0.5)
     with pytest.raises(FileNotFoundError, match=r"replay_annotations path .*nope\.parquet does not exist"):
         train_sam3(missing)
+
+
+# -- the operating point after training ------------------------------------------------------------------
+def test_a_fine_tune_refits_its_presence_shift_on_base_data(tmp_path):
+    """The shipped checkpoint, one step on a demo-style world, then the presence shift scored on the first
+    3 images of the replay set: the best shift is recorded and is what the saved weights carry."""
+    from conceptengine.model.presence_bias import presence_logit_bias
+    from conceptengine.pipelines.demo import SHIPPED_SAM3
+    from conceptengine.sim.oracle import Oracle
+    from conceptengine.sim.render import STYLES
+    from conceptengine.sim.world import build_world
+
+    build_world(tmp_path / "world", n_train=5, n_gold=0, seed=31, image_size=192, style=STYLES["demo"])
+    table = Oracle(tmp_path / "world").gold_annotations(split="train", nps_per_image=6, negative_share=0.5)
+    pq.write_table(table, tmp_path / "base.parquet")
+    common = {
+        "init_checkpoint": str(SHIPPED_SAM3),
+        "annotations": str(tmp_path / "base.parquet"),
+        "replay_annotations": str(tmp_path / "base.parquet"),
+        "steps": 1,
+        "batch_size": 2,
+        "max_nps_per_image": 4,
+        "lr": 1e-5,
+    }
+    plain = train_sam3(TrainSam3Config(output_dir=str(tmp_path / "plain"), **common))
+    fitted = train_sam3(
+        TrainSam3Config(
+            output_dir=str(tmp_path / "fitted"),
+            presence_fit_images=3,
+            presence_fit_offsets=[-3.0, 0.0, 3.0],
+            **common,
+        )
+    )
+    fit = json.loads((Path(fitted) / "training.json").read_text())["presence_fit"]
+    scores = {float(o): s for o, s in fit["cgF1"].items()}
+    assert fit["images"] == 3 and set(scores) == {-3.0, 0.0, 3.0}
+    assert len({round(s, 6) for s in scores.values()}) > 1  # the shifts answer differently
+    assert scores[fit["offset"]] == max(scores.values())
+    assert json.loads((Path(plain) / "training.json").read_text())["presence_fit"] is None
+    bias = [presence_logit_bias(Sam3Model.from_pretrained(d)) for d in (plain, fitted)]
+    assert torch.allclose(bias[1], bias[0] + fit["offset"])
+
+
+def test_the_presence_fit_needs_base_data(world, tmp_path):
+    with pytest.raises(ValueError, match="presence_fit_images is 3 but replay_annotations is not set"):
+        cfg(world, tmp_path / "o", presence_fit_images=3)
