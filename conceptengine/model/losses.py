@@ -32,6 +32,7 @@ from conceptengine.model.matcher import (
     MatcherWeights,
     OneToManyMatcher,
     box_cxcywh_to_xyxy,
+    box_iou,
     box_xyxy_to_cxcywh,
     generalized_box_iou,
 )
@@ -95,6 +96,11 @@ class LossWeights:
     negative_pair_cls: bool = False
     # Weight of the one-to-many (DAC) branch's class + box terms; 0 runs no branch. SAM 3 trains with 2.0.
     o2m: float = 0.0
+    # SAM 3's IoU-aware class loss (IABCE): a matched query's target is prob^a * IoU^(1 - a) with its box
+    # (a = iou_aware_alpha, SAM 3's 0.25), not 1, so the score ranks queries by how well they localise;
+    # positives weigh focal_alpha and negatives 1 - focal_alpha, each negative times prob^focal_gamma.
+    iou_aware_cls: bool = False
+    iou_aware_alpha: float = 0.25
 
 
 def sigmoid_focal_loss(
@@ -143,7 +149,10 @@ class Sam3Criterion:
             cls_target[i, q] = 1.0
             src_boxes.append(boxes[i, q])
             tgt_boxes.append(targets.boxes[i][t].to(boxes.dtype))
-        loss_cls = sigmoid_focal_loss(logits, cls_target, w.focal_alpha, w.focal_gamma)
+        if w.iou_aware_cls:
+            loss_cls = self._iou_aware_cls(logits, cls_target, src_boxes, tgt_boxes, matches)
+        else:
+            loss_cls = sigmoid_focal_loss(logits, cls_target, w.focal_alpha, w.focal_gamma)
         if not w.negative_pair_cls:
             loss_cls = loss_cls * (~targets.is_negative).to(loss_cls.dtype)[:, None]
         loss_cls = loss_cls.sum() / num_boxes
@@ -157,6 +166,30 @@ class Sam3Criterion:
             loss_bbox = boxes.sum() * 0.0
             loss_giou = boxes.sum() * 0.0
         return {"cls": loss_cls, "bbox": loss_bbox, "giou": loss_giou}
+
+    def _iou_aware_cls(
+        self,
+        logits: torch.Tensor,
+        matched: torch.Tensor,
+        src_boxes: list[torch.Tensor],
+        tgt_boxes: list[torch.Tensor],
+        matches: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """Element-wise IABCE (SAM 3's `IABCEMdetr`): soft targets for matched queries, 0 for the rest."""
+        w = self.w
+        prob = logits.sigmoid()
+        soft = torch.zeros_like(logits)
+        if src_boxes and sum(len(q) for q, _ in matches):
+            with torch.no_grad():
+                src = torch.cat(src_boxes)
+                iou = torch.diag(box_iou(src, box_cxcywh_to_xyxy(torch.cat(tgt_boxes)))[0])
+                rows = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
+                cols = torch.cat([q for q, _ in matches])
+                t = prob[rows, cols] ** w.iou_aware_alpha * iou.clamp(min=0) ** (1 - w.iou_aware_alpha)
+                soft[rows, cols] = t.clamp(min=0.01).to(soft.dtype)
+        pos = F.binary_cross_entropy_with_logits(logits, soft, reduction="none") * matched * w.focal_alpha
+        neg = F.binary_cross_entropy_with_logits(logits, matched, reduction="none") * (1 - matched)
+        return pos + neg * (1 - w.focal_alpha) * prob**w.focal_gamma
 
     def _presence(self, presence: torch.Tensor, targets: PairTargets) -> torch.Tensor:
         present = (~targets.is_negative).to(presence.dtype)

@@ -251,6 +251,28 @@ def test_negative_pair_cls_off_leaves_negative_pairs_to_the_presence_head():
     assert float(decoupled(wrong_presence, targets())["presence"]) > 1.0
 
 
+def test_iou_aware_class_targets_follow_the_matched_boxes_iou():
+    """SAM 3's IABCE: a matched query's target is prob^a * IoU^(1 - a). A query whose box is exact is pulled
+    toward 1; one whose box half-overlaps its instance is pulled toward its lower target, so a fully
+    confident query with a poor box costs more than the same query with an exact box, and with gamma 0 and
+    an exact box the term equals class-balanced BCE against 1."""
+    weights = LossWeights(iou_aware_cls=True, focal_alpha=0.75, focal_gamma=0.0)
+    criterion = Sam3Criterion(weights)
+    out = perfect_outputs([4, 0, 2])
+    exact = criterion(out, targets())["cls"]
+    plain = Sam3Criterion(LossWeights(focal_alpha=0.75, focal_gamma=0.0))(out, targets())["cls"]
+    assert float(exact) == pytest.approx(float(plain), abs=1e-4)
+    shifted = out.boxes.clone()
+    shifted[:, 0, 4, 0::2] += 0.15  # query 4's box slides by half its width: IoU 1/3
+    poor = DetectorOutputs(out.logits, shifted, out.presence, out.masks, out.semantic)
+    assert float(criterion(poor, targets())["cls"]) > float(exact) + 1.0
+    # The gradient on that query's logit pushes its score down toward prob^a * IoU^(1 - a) < 1.
+    logits = out.logits.clone().requires_grad_(True)
+    logits_out = DetectorOutputs(logits, shifted, out.presence, out.masks, out.semantic)
+    criterion(logits_out, targets())["cls"].backward()
+    assert float(logits.grad[-1, 0, 4]) > 0 and abs(float(logits.grad[-1, 0, 0])) < 1e-4
+
+
 def test_detector_outputs_match_the_models_own_last_layer(tiny_sam3):
     from transformers import Sam3Model
 
