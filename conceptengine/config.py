@@ -184,7 +184,7 @@ class RetrainConfig(_Strict):
     # calibrated with: on the demo, one fine-tune cost seen concepts 13.2 -> 10.8 gold cgF1 and the refit
     # (+0.5) brought them to 13.8, the shifted look unchanged (11.8). Needs replay_annotations.
     presence_fit_images: int = Field(0, ge=0)
-    presence_fit_offsets: list[float] = Field([-0.5, 0.0, 0.5, 1.0], min_length=1)
+    presence_fit_offsets: list[float] | None = Field(None, min_length=1)  # None: the trainer's default
     # A new look (backgrounds, lighting) is learned in the vision tower: frozen, the same fine-tune raised the
     # shifted look only to 4.0 (7.6 trained). The demo's CNN backbone costs little to train.
     freeze_vision: bool = False

@@ -65,6 +65,9 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
     shards = committed_shards(ctx, r)
 
     def compute():
+        offsets = (
+            {} if cfg.presence_fit_offsets is None else {"presence_fit_offsets": cfg.presence_fit_offsets}
+        )
         train_cfg = TrainSam3Config(
             init_checkpoint=base.path,
             output_dir=out_dir,
@@ -77,12 +80,12 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             replay_annotations=replay_path(ctx),
             replay_share=cfg.replay_share,
             presence_fit_images=cfg.presence_fit_images,
-            presence_fit_offsets=cfg.presence_fit_offsets,
             freeze_vision=cfg.freeze_vision,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
+            **offsets,
         )
         train_sam3_ray(train_cfg)
         summary_path = Path(out_dir) / SUMMARY_FILE

@@ -85,8 +85,9 @@ def install_verifier(target: Path, task: str, vocabulary: list[str], seed: int, 
 
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
     """Render the world and install the checkpoints; with the demo's replay settings (`replay_overrides`)
-    and retraining on, render the replay set too (what fine-tunes replay and fit their operating point on). Points `cfg.verifier` at separate MV and EV checkpoints
-    (the demo ships one per task) unless the config already names an EV model or uses a served backend."""
+    and retraining on, render the replay set too (what fine-tunes replay and fit their operating point on).
+    Points `cfg.verifier` at separate MV and EV checkpoints (the demo ships one per task) unless the config
+    already names an EV model or uses a served backend."""
     from conceptengine.model.tiny import build_tiny_sam3
     from conceptengine.sim.render import STYLES
     from conceptengine.sim.world import World, build_world, world_spec
