@@ -137,6 +137,79 @@ def confusion_markdown(confusion: dict[str, dict[str, int]], graph) -> str:
     return "\n".join(lines)
 
 
+def text_separation(model, inputs, graph) -> dict[str, float]:
+    """How far apart the text tower holds the words of one attribute kind: the mean cosine similarity of
+    the pooled text features of every pair of phrases that differ in that word alone ("red shape" vs "blue
+    shape"; leaves by name). 1.0 means the detector cannot tell from the prompt which one is asked."""
+    import torch
+
+    root = graph.roots()[0]
+    phrases = {kind: [graph.np_text(root, {kind: v}) for v in graph.attribute_values(kind)]
+               for kind in graph.attribute_kinds}  # fmt: skip
+    phrases["leaf"] = [graph.node(leaf).name for leaf in leaves(graph)]
+    out = {}
+    with torch.no_grad():
+        for kind, texts in phrases.items():
+            tok = inputs.tokens(texts)
+            feats = model.get_text_features(**tok).pooler_output  # (P, T, C)
+            mask = tok["attention_mask"].unsqueeze(-1).to(feats.dtype)
+            pooled = torch.nn.functional.normalize((feats * mask).sum(1) / mask.sum(1), dim=-1)
+            sim = pooled @ pooled.T
+            out[kind] = round(float(sim[~torch.eye(len(texts), dtype=torch.bool)].mean()), 3)
+    return out
+
+
+def error_kinds(detector, world, table: pa.Table) -> dict[str, dict[str, int]]:
+    """Where the errors at IoU 0.5 come from, on the pairs of `table` (detections at score >= 0.5).
+
+    A false positive covers (IoU >= 0.5) an instance the phrase does not name ("wrong object") or a named
+    one another detection already matched ("duplicate"), overlaps one only partly ("poorly localised") or
+    none ("background"); those of negative pairs are counted apart. A missed instance belongs to a pair with
+    no detection at all ("pair not answered"), or has only a partial detection ("poorly localised") or none.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    fp, fn = Counter(), Counter()
+    by_image = defaultdict(list)
+    for row in table.to_pylist():
+        by_image[row["media_id"]].append(row)
+    for media_id in sorted(by_image):
+        rows = by_image[media_id]
+        rec = world.record(media_id)
+        h, w = int(rec["height"]), int(rec["width"])
+        everything = [i["rle"] for i in rec["instances"]]
+        image = load_rgb(rows[0]["uri"])
+        dets = detector.detect(image, [r["noun_phrase"] for r in rows], score_threshold=SCORE_THRESHOLD)
+        for row, det in zip(rows, dets, strict=True):
+            named = [m["rle"] for m in row["masks"] or []]
+            preds = list(det.masks)
+            if not preds:
+                fn["pair not answered"] += len(named)
+                continue
+            matched: set[int] = set()
+            if named:
+                iou = rle.iou_matrix(preds, named, h, w)
+                hits = [(p, g) for p, g in zip(*linear_sum_assignment(-iou), strict=True) if iou[p, g] >= 0.5]
+                matched = {p for p, _ in hits}
+                found = {g for _, g in hits}
+                for g in range(len(named)):
+                    if g not in found:
+                        fn["poorly localised" if iou[:, g].max() >= 0.1 else "not found"] += 1
+            overlap = rle.iou_matrix(preds, everything, h, w) if everything else np.zeros((len(preds), 0))
+            where = "negative pair: " if row["is_negative"] else ""
+            for p in range(len(preds)):
+                if p in matched:
+                    continue
+                best = int(np.argmax(overlap[p])) if overlap.shape[1] else -1
+                best_iou = overlap[p, best] if best >= 0 else 0.0
+                if best_iou >= 0.5:
+                    kind = "duplicate" if everything[best] in named else "wrong object"
+                else:
+                    kind = "poorly localised" if best_iou >= 0.1 else "background"
+                fp[where + kind] += 1
+    return {"false_positives": dict(fp.most_common()), "missed": dict(fn.most_common())}
+
+
 def plot_curves(curve: dict, path: Path) -> None:
     """Two panels against cumulative training minutes: stage 1's batch accuracies (leaf, colour, pattern),
     then gold cgF1 of seen concepts and of the held-out family through the detector stages (PNG)."""

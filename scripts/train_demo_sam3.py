@@ -578,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             det, report.leaf_gold(oracle, gold_ids, annotation_row), world.graph, "leaf"
         )["leaf"]
         metrics["leaf_confusion"] = report.leaf_confusion(det, world, gold_ids)
+        metrics["error_kinds"] = report.error_kinds(det, world, gold["seen"])
+        metrics["text_separation"] = report.text_separation(det.model, det.inputs, world.graph)
         metrics["hard_world"] = hard_world_metrics(final, work, args.n_gold, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

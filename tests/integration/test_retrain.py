@@ -21,7 +21,8 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
     # Replay of base data: a few of the shipped checkpoint's own training images, as `conceptengine demo` does.
     replay = build_replay_set(tmp_path / "replay-world", 4)
     retrain += [f"retrain.replay_annotations={replay}", "retrain.replay_share=0.5"]
-    retrain += ["retrain.presence_fit_images=2"]  # each candidate's operating point, fitted on 2 replay images
+    # Each candidate's operating point, fitted on 2 replay images.
+    retrain += ["retrain.presence_fit_images=2"]
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)

@@ -226,6 +226,16 @@ def test_output_dir_reloads_like_the_input_and_frozen_vision_stays_fixed(world, 
     assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_decoder."))
 
 
+def test_freeze_text_keeps_the_text_tower_and_trains_the_rest(world, tmp_path):
+    out = train_sam3(cfg(world, tmp_path / "out", steps=2, freeze_text=True))
+    a = load_file(Path(out) / "model.safetensors")
+    init = load_file(Path(world["init"]) / "model.safetensors")
+    text = [k for k in a if k.startswith(("text_encoder.", "text_projection."))]
+    assert text and all(torch.equal(a[k], init[k]) for k in text)
+    assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("vision_encoder."))
+    assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_encoder."))
+
+
 def test_a_fine_tune_of_a_trained_checkpoint_writes_its_own_log_and_summary(world, tmp_path):
     # The init is itself a training output (like the shipped demo SAM 3): its log, summary and metrics
     # describe ITS training, and must not replace the new run's.
