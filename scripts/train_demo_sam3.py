@@ -401,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="call the training loop directly instead of through Ray Train (a GPU box without Ray)",
     )
+    ap.add_argument(
+        "--freeze-text",
+        action="store_true",
+        help="stages 2-3 keep the text tower as stage 1 left it (detector training washes its words out)",
+    )
     ap.add_argument("--skip-report", action="store_true", help="no per-leaf scores and confusion (faster)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -497,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             loader_workers=args.loader_workers,
             loss_weights=weights,
+            freeze_text=args.freeze_text,
         )
         recipe.run(
             name,
@@ -559,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_nps_per_image": args.max_nps,
             "seed": args.seed,
             "loss_weights": DEMO_LOSS_WEIGHTS | args.loss_weights,
+            "freeze_text": args.freeze_text,
             "pairs": train.num_rows,
             "negative_pairs": n_neg,
             "wall_seconds_this_call": round(t_train),

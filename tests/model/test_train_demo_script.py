@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_sam3.py"
 TINY = ["--n-train", "12", "--n-gold", "3", "--image-size", "128", "--threads", "1", "--in-process",
@@ -47,7 +49,7 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
 
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
-        "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0",
+        "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0", "--freeze-text",
     )  # fmt: skip
     cont = json.loads((second / "metrics.json").read_text())
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
@@ -61,3 +63,9 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     # Its own loss weights are the demo's with the overrides on top, saved for in-loop retraining to inherit.
     weights = json.loads((second / "loss_weights.json").read_text())
     assert (weights["focal_gamma"], weights["focal_alpha"], weights["presence"]) == (0.0, 0.75, 10.0)
+    # --freeze-text: stages 2 and 3 left the text tower exactly as the first call shipped it.
+    assert cont["training"]["freeze_text"] and not fresh["training"]["freeze_text"]
+    before, after = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    text = [k for k in after if k.startswith(("text_encoder.", "text_projection."))]
+    assert text and all(torch.equal(before[k], after[k]) for k in text)
+    assert not all(torch.equal(before[k], after[k]) for k in after if k.startswith("detr_decoder."))
