@@ -16,8 +16,8 @@ import pyarrow as pa
 from conceptengine.engine import rle
 from conceptengine.engine.media import load_rgb
 from conceptengine.engine.tables import ANNOTATIONS
-from conceptengine.model.evaluate import evaluate_by_group
-from conceptengine.model.metrics import SCORE_THRESHOLD
+from conceptengine.model.evaluate import evaluate_by_group, gold_images
+from conceptengine.model.metrics import SCORE_THRESHOLD, hungarian_pairs
 
 NO_MATCH = "(none)"  # a detection that covers no instance at IoU >= 0.5
 
@@ -167,43 +167,32 @@ def error_kinds(detector, world, table: pa.Table) -> dict[str, dict[str, int]]:
     none ("background"); those of negative pairs are counted apart. A missed instance belongs to a pair with
     no detection at all ("pair not answered"), or has only a partial detection ("poorly localised") or none.
     """
-    from scipy.optimize import linear_sum_assignment
-
     fp, fn = Counter(), Counter()
-    by_image = defaultdict(list)
-    for row in table.to_pylist():
-        by_image[row["media_id"]].append(row)
-    for media_id in sorted(by_image):
-        rows = by_image[media_id]
-        rec = world.record(media_id)
-        h, w = int(rec["height"]), int(rec["width"])
-        everything = [i["rle"] for i in rec["instances"]]
-        image = load_rgb(rows[0]["uri"])
+    for image, rows in gold_images(table):
+        everything = [i["rle"] for i in world.record(rows[0]["media_id"])["instances"]]
         dets = detector.detect(image, [r["noun_phrase"] for r in rows], score_threshold=SCORE_THRESHOLD)
         for row, det in zip(rows, dets, strict=True):
-            named = [m["rle"] for m in row["masks"] or []]
-            preds = list(det.masks)
-            if not preds:
+            named = [everything.index(m["rle"]) for m in row["masks"] or []]  # the world's own instances
+            if not det.masks:
                 fn["pair not answered"] += len(named)
                 continue
-            matched: set[int] = set()
-            if named:
-                iou = rle.iou_matrix(preds, named, h, w)
-                hits = [(p, g) for p, g in zip(*linear_sum_assignment(-iou), strict=True) if iou[p, g] >= 0.5]
-                matched = {p for p, _ in hits}
-                found = {g for _, g in hits}
-                for g in range(len(named)):
-                    if g not in found:
-                        fn["poorly localised" if iou[:, g].max() >= 0.1 else "not found"] += 1
-            overlap = rle.iou_matrix(preds, everything, h, w) if everything else np.zeros((len(preds), 0))
+            # One IoU per (detection, instance of the image); the named instances are some of its columns.
+            overlap = rle.iou_matrix(list(det.masks), everything, *image.shape[:2])
+            on_named = overlap[:, named]
+            hits = [(p, g) for p, g in zip(*hungarian_pairs(on_named), strict=True) if on_named[p, g] >= 0.5]
+            found = {g for _, g in hits}
+            for g in range(len(named)):
+                if g not in found:
+                    fn["poorly localised" if on_named[:, g].max() >= 0.1 else "not found"] += 1
+            matched = {p for p, _ in hits}
             where = "negative pair: " if row["is_negative"] else ""
-            for p in range(len(preds)):
+            for p in range(len(det.masks)):
                 if p in matched:
                     continue
-                best = int(np.argmax(overlap[p])) if overlap.shape[1] else -1
+                best = int(np.argmax(overlap[p])) if everything else -1
                 best_iou = overlap[p, best] if best >= 0 else 0.0
                 if best_iou >= 0.5:
-                    kind = "duplicate" if everything[best] in named else "wrong object"
+                    kind = "duplicate" if best in named else "wrong object"
                 else:
                     kind = "poorly localised" if best_iou >= 0.1 else "background"
                 fp[where + kind] += 1

@@ -66,11 +66,16 @@ class Metrics:
         }
 
 
+def hungarian_pairs(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, ground-truth) indices of the one-to-one assignment maximising total IoU."""
+    if iou.size == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    return linear_sum_assignment(iou, maximize=True)
+
+
 def hungarian_ious(iou: np.ndarray) -> np.ndarray:
     """IoUs of the one-to-one assignment maximising total IoU (length min(n_pred, n_gt))."""
-    if iou.size == 0:
-        return np.zeros(0)
-    rows, cols = linear_sum_assignment(iou, maximize=True)
+    rows, cols = hungarian_pairs(iou)
     return iou[rows, cols]
 
 
