@@ -188,6 +188,10 @@ class RetrainConfig(_Strict):
     # A new look (backgrounds, lighting) is learned in the vision tower: frozen, the same fine-tune raised the
     # shifted look only to 4.0 (7.6 trained). The demo's CNN backbone costs little to train.
     freeze_vision: bool = False
+    # Keep the text tower (text encoder + projection) as the checkpoint has it. Detector training washes
+    # attribute words out of an unfrozen text tower within a few hundred steps (colour phrases end at
+    # cosine 0.99 to each other); the demo's shipped SAM 3 is trained with it frozen.
+    freeze_text: bool = False
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
 

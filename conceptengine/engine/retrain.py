@@ -81,6 +81,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             replay_share=cfg.replay_share,
             presence_fit_images=cfg.presence_fit_images,
             freeze_vision=cfg.freeze_vision,
+            freeze_text=cfg.freeze_text,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,

@@ -23,6 +23,8 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
     retrain += [f"retrain.replay_annotations={replay}", "retrain.replay_share=0.5"]
     # Each candidate's operating point, fitted on 2 replay images.
     retrain += ["retrain.presence_fit_images=2"]
+    # The text tower kept as the checkpoint has it, as the demo's shipped SAM 3 was trained.
+    retrain += ["retrain.freeze_text=true"]
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
@@ -38,7 +40,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
         # As many replay images as committed ones at share 0.5, up to repeats of the 4 there are.
         assert trained["replay_images"] == trained["images"] - trained["replay_images"] > 0
         summary = json.loads((cand / "training.json").read_text())
-        assert summary["config"]["replay_annotations"] == str(replay)
+        assert summary["config"]["replay_annotations"] == str(replay) and summary["config"]["freeze_text"]
         assert trained["presence_fit"] == summary["presence_fit"] and summary["presence_fit"]["images"] == 2
         assert summaries[r]["promoted"] == promo["promoted"]
         assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]
