@@ -406,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stages 2-3 keep the text tower as stage 1 left it (detector training washes its words out)",
     )
+    ap.add_argument(
+        "--backbone-lr-scale",
+        type=float,
+        default=1.0,
+        help="stages 2-3 train the vision backbone at lr x this (DETR: 0.1), so stage 1's shapes survive",
+    )
     ap.add_argument("--skip-report", action="store_true", help="no per-leaf scores and confusion (faster)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -503,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             loader_workers=args.loader_workers,
             loss_weights=weights,
             freeze_text=args.freeze_text,
+            backbone_lr_scale=args.backbone_lr_scale,
         )
         recipe.run(
             name,
@@ -566,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "loss_weights": DEMO_LOSS_WEIGHTS | args.loss_weights,
             "freeze_text": args.freeze_text,
+            "backbone_lr_scale": args.backbone_lr_scale,
             "pairs": train.num_rows,
             "negative_pairs": n_neg,
             "wall_seconds_this_call": round(t_train),

@@ -74,13 +74,24 @@ def warmup_cosine(steps: int, warmup: int, min_ratio: float) -> Callable[[int], 
     return f
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on norms, biases and embeddings-as-vectors (the usual AdamW practice)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, lr_scale: dict[str, float] | None = None
+) -> list[dict]:
+    """No weight decay on norms, biases and embeddings-as-vectors (the usual AdamW practice).
+
+    `lr_scale` maps a parameter-name prefix (e.g. "vision_encoder.backbone.") to a multiplier of `lr` for
+    the parameters under it; the first matching prefix wins. Empty groups are left out; the order (full
+    rate first, decayed before not) keeps optimizer checkpoints of the unscaled groups loadable."""
+    scales = {**(lr_scale or {}), "": 1.0}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scale = next(v for k, v in scales.items() if name.startswith(k))
+            groups.setdefault((scale, p.ndim <= 1), []).append(p)
+    return [
+        {"params": ps, "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay}
+        for (scale, no_decay), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1]))
+    ]
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------

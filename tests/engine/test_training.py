@@ -13,7 +13,7 @@ from conceptengine.engine import training
 def _setup(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
-    opt = torch.optim.AdamW(training.param_groups(model, 0.1), lr=0.01)
+    opt = torch.optim.AdamW(training.param_groups(model, 0.1, 0.01), lr=0.01)
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, training.warmup_cosine(10, 2, 0.1))
 
 
@@ -74,3 +74,20 @@ def test_bad_device_and_missing_checkpoint_name_the_fix(tmp_path):
         training.check_device("gpu")
     with pytest.raises(FileNotFoundError, match="is not a SAM 3 checkpoint"):
         training.require_init_checkpoint(str(tmp_path), "SAM 3")
+
+
+def test_param_groups_scale_the_rate_under_a_prefix_and_keep_weight_decay_off_vectors():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
+    groups = training.param_groups(model, 0.1, 0.01, {"0.": 0.1})
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["0.weight"])] == pytest.approx((0.001, 0.1))
+    assert by_param[id(named["0.bias"])] == pytest.approx((0.001, 0.0))
+    assert by_param[id(named["1.weight"])] == pytest.approx((0.01, 0.0))
+    assert by_param[id(named["2.weight"])] == pytest.approx((0.01, 0.1))
+    # Unscaled: the full-rate groups come first, decayed before not, so older optimizer checkpoints load.
+    assert [(g["lr"], g["weight_decay"]) for g in training.param_groups(model, 0.1, 0.01)] == [
+        (0.01, 0.1),
+        (0.01, 0.0),
+    ]
+    assert len(by_param) == sum(1 for _ in model.parameters())

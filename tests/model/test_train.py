@@ -236,6 +236,25 @@ def test_freeze_text_keeps_the_text_tower_and_trains_the_rest(world, tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_encoder."))
 
 
+def test_backbone_lr_scale_slows_the_backbone_only(world, tmp_path):
+    init = load_file(Path(world["init"]) / "model.safetensors")
+
+    def largest_change(out: str, prefix: str) -> float:
+        a = load_file(Path(out) / "model.safetensors")
+        return max((a[k] - init[k]).abs().max().item() for k in a if k.startswith(prefix))
+
+    full = train_sam3(cfg(world, tmp_path / "full", steps=2))
+    slow = train_sam3(cfg(world, tmp_path / "slow", steps=2, backbone_lr_scale=0.001))
+    # AdamW's steps are about lr in size whatever the gradient, so a 1,000x smaller rate moves ~1,000x less.
+    assert (
+        largest_change(slow, "vision_encoder.backbone.")
+        < largest_change(full, "vision_encoder.backbone.") / 100
+    )
+    assert largest_change(slow, "vision_encoder.neck.") == pytest.approx(
+        largest_change(full, "vision_encoder.neck."), rel=0.5
+    )
+
+
 def test_a_fine_tune_of_a_trained_checkpoint_writes_its_own_log_and_summary(world, tmp_path):
     # The init is itself a training output (like the shipped demo SAM 3): its log, summary and metrics
     # describe ITS training, and must not replace the new run's.

@@ -50,6 +50,7 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
         "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0", "--freeze-text",
+        "--backbone-lr-scale", "0.1",
     )  # fmt: skip
     cont = json.loads((second / "metrics.json").read_text())
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
@@ -65,6 +66,7 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     assert (weights["focal_gamma"], weights["focal_alpha"], weights["presence"]) == (0.0, 0.75, 10.0)
     # --freeze-text: stages 2 and 3 left the text tower exactly as the first call shipped it.
     assert cont["training"]["freeze_text"] and not fresh["training"]["freeze_text"]
+    assert (cont["training"]["backbone_lr_scale"], fresh["training"]["backbone_lr_scale"]) == (0.1, 1.0)
     before, after = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     text = [k for k in after if k.startswith(("text_encoder.", "text_projection."))]
     assert text and all(torch.equal(before[k], after[k]) for k in text)
