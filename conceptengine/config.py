@@ -190,7 +190,7 @@ class RetrainConfig(_Strict):
     freeze_vision: bool = False
     # Keep the text tower (text encoder + projection) as the checkpoint has it. Detector training washes
     # attribute words out of an unfrozen text tower within a few hundred steps (colour phrases end at
-    # cosine 0.99 to each other); the demo's shipped SAM 3 is trained with it frozen.
+    # cosine 0.99 to each other); the demo recipe's `--freeze-text` trains with it frozen the same way.
     freeze_text: bool = False
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
