@@ -13,10 +13,15 @@ def lease_all(url: str, worker: str, out_path: str, start) -> None:  # type: ign
     q = ReviewQueue(url)
     start.wait(30)  # both processes are up and connected: now they race
     got: list[str] = []
-    while batch := q.lease(worker, ["ev"], 2, ttl_s=600.0):
+    # Both hold a first lease before either goes on: on a loaded machine one process could
+    # otherwise drain the queue before the other is scheduled, and nothing would be contended.
+    batch = q.lease(worker, ["ev"], 2, ttl_s=600.0)
+    start.wait(30)
+    while batch:
         for t in batch:
             assert q.submit(t.task_id, worker, "Accept").accepted, t.task_id
             got.append(t.task_id)
+        batch = q.lease(worker, ["ev"], 2, ttl_s=600.0)
     with open(out_path, "w") as f:
         json.dump(got, f)
 
