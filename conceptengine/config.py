@@ -192,6 +192,9 @@ class RetrainConfig(_Strict):
     # attribute words out of an unfrozen text tower within a few hundred steps (colour phrases end at
     # cosine 0.99 to each other); the demo recipe's `--freeze-text` trains with it frozen the same way.
     freeze_text: bool = False
+    # Train the vision backbone at lr x this (the neck and detector at lr). The demo recipe trains its
+    # detector with the backbone at 0.1, so the shapes stage 1 taught survive; a fine-tune can keep that.
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
 

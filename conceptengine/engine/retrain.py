@@ -82,6 +82,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             presence_fit_images=cfg.presence_fit_images,
             freeze_vision=cfg.freeze_vision,
             freeze_text=cfg.freeze_text,
+            backbone_lr_scale=cfg.backbone_lr_scale,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,

@@ -23,8 +23,9 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
     retrain += [f"retrain.replay_annotations={replay}", "retrain.replay_share=0.5"]
     # Each candidate's operating point, fitted on 2 replay images.
     retrain += ["retrain.presence_fit_images=2"]
-    # The text tower kept as the checkpoint has it, as the demo's shipped SAM 3 was trained.
-    retrain += ["retrain.freeze_text=true"]
+    # The text tower kept as the checkpoint has it and the backbone at a tenth of the rate, as the demo's
+    # shipped SAM 3 was trained.
+    retrain += ["retrain.freeze_text=true", "retrain.backbone_lr_scale=0.1"]
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
@@ -41,6 +42,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
         assert trained["replay_images"] == trained["images"] - trained["replay_images"] > 0
         summary = json.loads((cand / "training.json").read_text())
         assert summary["config"]["replay_annotations"] == str(replay) and summary["config"]["freeze_text"]
+        assert summary["config"]["backbone_lr_scale"] == 0.1
         assert trained["presence_fit"] == summary["presence_fit"] and summary["presence_fit"]["images"] == 2
         assert summaries[r]["promoted"] == promo["promoted"]
         assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]
