@@ -1,8 +1,12 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
 One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
-this call (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
+two calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
     python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
+        --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
+then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes; it took 113 here,
+sharing the cores with other jobs for part of it):
+    python scripts/train_demo_sam3.py --init FIRST --n-train 4800 --steps 10000 --lr 3e-4 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
@@ -171,6 +175,21 @@ def with_dropout(init: str, dropout: float, out: Path) -> str:
         config[part]["dropout"] = dropout
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return str(out)
+
+
+def continued_curve(record: dict | None, pretrain: list[dict], detector: list[dict]) -> dict:
+    """The learning curve of this call, after the earlier calls' own when it continues a checkpoint: their
+    points first, then this call's on the same cumulative minute axis, its stages named "... (call N)"."""
+    if record is None:
+        return {"pretrain": pretrain, "detector": detector}
+    earlier = record["learning_curve"]
+    offset = max((p["minutes"] for p in earlier["detector"]), default=0.0)
+    call = len(earlier_stages(record)) + 1
+    this_call = [
+        {**p, "stage": f"{p['stage']} (call {call})", "minutes": round(p["minutes"] + offset, 2)}
+        for p in detector
+    ]
+    return {"pretrain": earlier["pretrain"] + pretrain, "detector": earlier["detector"] + this_call}
 
 
 def earlier_stages(record: dict | None) -> list[dict]:
@@ -554,10 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "architecture": {**vars(size), "image_size": args.image_size},
         "stages": recipe.state["stages"],
-        "learning_curve": {
-            "pretrain": pretrain_curve(work / "stage1-pretrain", pre_minutes),
-            "detector": recipe.state["curve"],
-        },
+        "learning_curve": continued_curve(
+            record, pretrain_curve(work / "stage1-pretrain", pre_minutes), recipe.state["curve"]
+        ),
         "training": {
             "steps": args.steps,
             "pretrain_steps": 0 if args.init else args.pretrain_steps,

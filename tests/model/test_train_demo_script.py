@@ -56,6 +56,13 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
     assert cont["init"] == fresh["trained"]
     assert cont["earlier_stages"] == [fresh["training"]]
+    # Its learning curve is the first call's, then its own stages, later on the same minute axis.
+    curve, first_curve = cont["learning_curve"], fresh["learning_curve"]
+    assert curve["pretrain"] == first_curve["pretrain"]
+    assert curve["detector"][: len(first_curve["detector"])] == first_curve["detector"]
+    added = curve["detector"][len(first_curve["detector"]) :]
+    assert {p["stage"] for p in added} == {"stage2-detector (call 2)", "stage3-calibrate (call 2)"}
+    assert min(p["minutes"] for p in added) >= max(p["minutes"] for p in first_curve["detector"])
     # Same architecture, but the continuation trained its DETR without dropout, as asked.
     assert fresh["architecture"]["dropout"] == 0.1
     assert cont["architecture"] == {**fresh["architecture"], "dropout": 0.0}
