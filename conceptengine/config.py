@@ -248,7 +248,7 @@ class RoundsConfig(_Strict):
     count: int = Field(3, ge=1)
     # 80, not 40: a demo fine-tune overfits a small commit (more steps on 40 images made every gold group
     # worse). With 80 the shipped SAM 3 was promoted twice in 3 rounds (40: once), the held-out family
-    # -0.88 -> 7.77 (40: -0.37), for 27 s more demo time (README, "What the demo shows today").
+    # -0.88 -> 7.4-7.8 (40: -0.37), for 25 s more demo time (README, "What the demo shows today").
     images_per_round: int = Field(80, ge=1)
 
 
