@@ -4,8 +4,7 @@ One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo
 three calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
     python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
-then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes; it took 113 here,
-sharing the cores with other jobs for part of it):
+then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes):
     python scripts/train_demo_sam3.py --init FIRST --n-train 4800 --steps 10000 --lr 3e-4 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out SECOND
 and the same continuation of that with `--init SECOND --steps 7000 --curve-points 4` (about 50 minutes).
