@@ -50,6 +50,7 @@ from conceptengine.model.train_data import (
     read_shards,
     records_from_annotations,
 )
+from conceptengine.model.weight_merge import interpolate_towards
 
 log = logging.getLogger(__name__)
 _WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json")
@@ -105,6 +106,9 @@ class TrainSam3Config(BaseModel):
     # probe of its tokens read leaf / colour / pattern at 6% / 73% / 54% after stage 1, 15% / 21% / 37%
     # after 22,000 detector steps). The neck is not scaled: stage 1 never trains it.
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)
+    # Weight-space ensembling with the init before the operating point is fitted (model/weight_merge.py):
+    # the output is init + merge_alpha * (fine-tune - init); 1.0 keeps the plain fine-tune.
+    merge_alpha: float = Field(1.0, ge=0, le=1)
     hflip: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -371,6 +375,9 @@ def run_training(
         if rank == 0 and training.due(step, cfg.checkpoint_every, cfg.steps):
             save_checkpoint(cfg.output_dir, step, model, optimizer, scheduler, cfg.keep_checkpoints)
     if rank == 0:
+        if cfg.merge_alpha < 1.0:
+            init_state = Sam3Model.from_pretrained(cfg.init_checkpoint).state_dict()
+            interpolate_towards(model, init_state, cfg.merge_alpha)
         fitted = fit_operating_point(model, inputs, cfg) if cfg.presence_fit_images else None
         save_final(
             model,
@@ -378,6 +385,7 @@ def run_training(
             {
                 "steps": cfg.steps,
                 "presence_fit": fitted,
+                "merge_alpha": cfg.merge_alpha,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
                 "images": len(dataset),

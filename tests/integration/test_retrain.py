@@ -26,6 +26,8 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
     # The text tower kept as the checkpoint has it and the backbone at a tenth of the rate, as the demo's
     # shipped SAM 3 was trained.
     retrain += ["retrain.freeze_text=true", "retrain.backbone_lr_scale=0.1"]
+    # Each candidate halfway between its base and its fine-tune (WiSE-FT), as the demo retrains.
+    retrain += ["retrain.merge_alpha=0.5"]
     cfg = load_config(None, SMALL + SHIFTED + retrain)
     run_dir = tmp_path / "run"
     ctx = start_run(cfg, str(run_dir), shifted_workspace, resume=False)
@@ -42,7 +44,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
         assert trained["replay_images"] == trained["images"] - trained["replay_images"] > 0
         summary = json.loads((cand / "training.json").read_text())
         assert summary["config"]["replay_annotations"] == str(replay) and summary["config"]["freeze_text"]
-        assert summary["config"]["backbone_lr_scale"] == 0.1
+        assert summary["config"]["backbone_lr_scale"] == 0.1 and summary["merge_alpha"] == 0.5
         assert trained["presence_fit"] == summary["presence_fit"] and summary["presence_fit"]["images"] == 2
         assert summaries[r]["promoted"] == promo["promoted"]
         assert summaries[r]["candidate_cgF1"] == promo["candidate_cgF1"]

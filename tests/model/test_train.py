@@ -255,6 +255,16 @@ def test_backbone_lr_scale_slows_the_backbone_only(world, tmp_path):
     )
 
 
+def test_merge_alpha_moves_the_output_towards_the_init(world, tmp_path):
+    init = load_file(Path(world["init"]) / "model.safetensors")
+    plain = load_file(Path(train_sam3(cfg(world, tmp_path / "plain", steps=2))) / "model.safetensors")
+    back = train_sam3(cfg(world, tmp_path / "back", steps=2, merge_alpha=0.0))
+    merged = load_file(Path(back) / "model.safetensors")
+    assert any(not torch.equal(plain[k], init[k]) for k in plain)  # the fine-tune did move
+    assert all(torch.equal(merged[k], init[k]) for k in init if init[k].is_floating_point())
+    assert json.loads((Path(back) / "training.json").read_text())["merge_alpha"] == 0.0
+
+
 def test_a_fine_tune_of_a_trained_checkpoint_writes_its_own_log_and_summary(world, tmp_path):
     # The init is itself a training output (like the shipped demo SAM 3): its log, summary and metrics
     # describe ITS training, and must not replace the new run's.
