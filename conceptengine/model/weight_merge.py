@@ -26,5 +26,4 @@ def interpolate_towards(model: nn.Module, init_state: dict[str, torch.Tensor], a
     with torch.no_grad():
         for name, tensor in state.items():
             if tensor.is_floating_point():
-                init = init_state[name].to(tensor.device, tensor.dtype)
-                tensor.copy_(init + alpha * (tensor - init))
+                tensor.copy_(torch.lerp(init_state[name].to(tensor.device, tensor.dtype), tensor, alpha))
