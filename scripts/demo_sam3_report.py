@@ -209,10 +209,12 @@ def plot_curves(curve: dict, path: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     pre = curve.get("pretrain") or []
-    for key in ("acc_leaf", "acc_colour", "acc_pattern"):
-        pts = [p for p in pre if key in p]
-        if pts:
-            ax1.plot([p["minutes"] for p in pts], [p[key] for p in pts], label=key.removeprefix("acc_"))
+    for stage in dict.fromkeys(p.get("stage", "pretrain") for p in pre):
+        for key in ("acc_leaf", "acc_colour", "acc_pattern"):
+            pts = [p for p in pre if key in p and p.get("stage", "pretrain") == stage]
+            if pts:
+                label = f"{key.removeprefix('acc_')}, {stage}"
+                ax1.plot([p["minutes"] for p in pts], [p[key] for p in pts], label=label)
     ax1.set_title("stage 1: towers (batch accuracy)")
     ax1.set_xlabel("minutes on 2 CPU cores")
     ax1.set_ylim(0, 1)

@@ -185,11 +185,17 @@ def continued_curve(record: dict | None, pretrain: list[dict], detector: list[di
     earlier = record["learning_curve"]
     offset = max((p["minutes"] for p in earlier["detector"]), default=0.0)
     call = len(earlier_stages(record)) + 1
-    this_call = [
-        {**p, "stage": f"{p['stage']} (call {call})", "minutes": round(p["minutes"] + offset, 2)}
-        for p in detector
-    ]
-    return {"pretrain": earlier["pretrain"] + pretrain, "detector": earlier["detector"] + this_call}
+
+    def this_call(points: list[dict]) -> list[dict]:
+        return [
+            {**p, "stage": f"{p['stage']} (call {call})", "minutes": round(p["minutes"] + offset, 2)}
+            for p in points
+        ]
+
+    return {
+        "pretrain": earlier["pretrain"] + this_call(pretrain),
+        "detector": earlier["detector"] + this_call(detector),
+    }
 
 
 def earlier_stages(record: dict | None) -> list[dict]:
@@ -287,6 +293,9 @@ class Recipe:
     def save(self) -> None:
         self.path.write_text(json.dumps(self.state, indent=1) + "\n")
 
+    def minutes_of(self, name: str) -> float:
+        return self.state["stages"].get(name, {}).get("seconds", 0.0) / 60
+
     def minutes_before(self, name: str) -> float:
         done = 0.0
         for stage, rec in self.state["stages"].items():
@@ -334,8 +343,9 @@ class Recipe:
         self.save()
 
 
-def pretrain_curve(out_dir: Path, minutes: float) -> list[dict]:
-    """Stage 1's learning curve: its logged batch accuracies, at minutes interpolated by step."""
+def pretrain_curve(out_dir: Path, stage: str, start: float, minutes: float) -> list[dict]:
+    """A stage 1 run's learning curve: its logged batch accuracies, at minutes interpolated by step after
+    `start` minutes of this call."""
     path = out_dir / "train_log.jsonl"
     if not path.exists():
         return []
@@ -344,8 +354,9 @@ def pretrain_curve(out_dir: Path, minutes: float) -> list[dict]:
     keep = ("acc_leaf", "acc_colour", "acc_pattern", "acc_text")
     return [
         {
+            "stage": stage,
             "step": r["step"],
-            "minutes": round(minutes * r["step"] / last, 2),
+            "minutes": round(start + minutes * r["step"] / last, 2),
             **{k: r[k] for k in keep if k in r},
         }
         for r in rows
@@ -365,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-batch", type=int, default=16)
     ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--pretrain-losses", choices=("both", "classify", "contrastive"), default="both")
+    ap.add_argument(
+        "--scene-pretrain-steps",
+        type=int,
+        default=0,
+        help="stage 1b: whole images, each object's tokens pooled under its mask and classified (0: none); "
+        "runs on --init too",
+    )
+    ap.add_argument("--scene-pretrain-batch", type=int, default=8, help="images per stage 1b step")
     ap.add_argument("--steps", type=int, default=10000, help="stage 2: detector steps")
     ap.add_argument("--calibrate-steps", type=int, default=1000, help="stage 3 (0: none)")
     ap.add_argument("--calibrate-lr", type=float, default=1e-4)
@@ -499,9 +518,34 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 device=args.device,
             )
-            images = region_images(world)
-            recipe.run("pretrain", pre.steps, Path(pre.output_dir), lambda: pretrain_towers(pre, images))
+            recipe.run(
+                "pretrain",
+                pre.steps,
+                Path(pre.output_dir),
+                lambda: pretrain_towers(pre, region_images(world)),
+            )
             detector_init = pre.output_dir
+    if args.scene_pretrain_steps:
+        # Stage 1b: the backbone learns to tell objects apart at the detector's own scale, in whole scenes.
+        # Classification only: the text tower (and the detector, on a continuation) are left as they are.
+        scenes = PretrainConfig(
+            init_checkpoint=detector_init,
+            output_dir=str(work / "stage1b-scenes"),
+            steps=args.scene_pretrain_steps,
+            batch_size=args.scene_pretrain_batch,
+            lr=args.pretrain_lr,
+            view="scenes",
+            contrastive=False,
+            seed=args.seed,
+            device=args.device,
+        )
+        recipe.run(
+            "pretrain-scenes",
+            scenes.steps,
+            Path(scenes.output_dir),
+            lambda: pretrain_towers(scenes, region_images(world)),
+        )
+        detector_init = scenes.output_dir
 
     def detector_stage(name: str, init: str, steps: int, lr: float, weights: dict) -> str:
         cfg = TrainSam3Config(
@@ -551,12 +595,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     t_train = time.time() - t0
 
-    pre_minutes = recipe.state["stages"].get("pretrain", {}).get("seconds", 0.0) / 60
+    pretrain_points = [
+        *pretrain_curve(work / "stage1-pretrain", "pretrain (crops)", 0.0, recipe.minutes_of("pretrain")),
+        *pretrain_curve(
+            work / "stage1b-scenes",
+            "pretrain (scenes)",
+            recipe.minutes_before("pretrain-scenes"),
+            recipe.minutes_of("pretrain-scenes"),
+        ),
+    ]
     metrics = {
         "trained": evaluate(final, gold),
         # A continuation (--init) is compared with the checkpoint it started from, a fresh run with its
         # untrained init; the earlier stages' training records are kept, in order.
-        ("init" if args.init else "untrained_init"): evaluate(detector_init if args.init else fresh, gold),
+        ("init" if args.init else "untrained_init"): evaluate(args.init or fresh, gold),
         "earlier_stages": earlier_stages(record),
         **(
             {"presence_bias": presence_fit, "before_presence_bias": evaluate(before_fit, gold)}
@@ -573,12 +625,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "architecture": {**vars(size), "image_size": args.image_size},
         "stages": recipe.state["stages"],
-        "learning_curve": continued_curve(
-            record, pretrain_curve(work / "stage1-pretrain", pre_minutes), recipe.state["curve"]
-        ),
+        "learning_curve": continued_curve(record, pretrain_points, recipe.state["curve"]),
         "training": {
             "steps": args.steps,
             "pretrain_steps": 0 if args.init else args.pretrain_steps,
+            "scene_pretrain_steps": args.scene_pretrain_steps,
             "calibrate_steps": args.calibrate_steps,
             "lr": args.lr,
             "batch_size": args.batch_size,

@@ -8,6 +8,12 @@ plus its attributes and the phrases that name it), with two losses that can be s
 - `contrastive`: mask-pooled region embeddings and mean-pooled text embeddings are aligned with a
   sigmoid (SigLIP-style) loss over every region x phrase of the batch; a phrase is a positive of every
   region it names, so hierarchy words ("polygon") and modifiers ("red square") need no special casing.
+Regions are seen in one of two views (`view`):
+- `crops`: each region cut out and scaled to fill a small input; the fastest way for a CNN to learn
+  outlines from scratch, but at an object scale the detector never sees;
+- `scenes`: whole images at the detector's resolution, each region's tokens pooled under its mask; what
+  a DETR query pools. A backbone taught on crops keeps little of the shape at that scale (a linear probe of
+  such pooled tokens: 15% leaf accuracy where its crops give 34%), so scenes follow crops.
 The heads are thrown away; the output is a full `Sam3Model` checkpoint (the detector untouched) that
 stage 2 (`model/train.py`) starts from. Resumable like every trainer here (engine/training.py).
 """
@@ -18,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,7 +62,8 @@ class PretrainConfig(BaseModel):
     init_checkpoint: str
     output_dir: str
     steps: int = Field(1000, ge=0)
-    batch_size: int = Field(16, ge=1)  # images per step; every labelled region of each is one crop
+    batch_size: int = Field(16, ge=1)  # images per step; every labelled region of each is one example
+    view: Literal["crops", "scenes"] = "crops"
     crop_size: int = Field(64, ge=16)  # side of a crop (convolutional backbones; a ViT takes its image size)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
@@ -78,8 +86,9 @@ class PretrainConfig(BaseModel):
 class _Heads(nn.Module):
     """Per-attribute classifiers and the two contrastive projections; not part of the saved checkpoint.
 
-    A classifier sees the crop's pooled feature and its grid of features flattened: an average alone keeps
-    colour and texture but loses the layout that tells a square from a circle."""
+    On crops a classifier sees the pooled feature and the crop's grid of features flattened (`cells`): an
+    average alone keeps colour and texture but loses the layout that tells a square from a circle. On scenes
+    it sees the mask-pooled feature alone (`cells` 0), so the shape has to be in the tokens themselves."""
 
     def __init__(self, dim: int, cells: int, classes: dict[str, list[str]]):
         super().__init__()
@@ -100,12 +109,37 @@ def attribute_classes(images: Sequence[RegionImage]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(values.items())}
 
 
+@dataclass(frozen=True)
+class _Batch:
+    pixels: torch.Tensor  # (N, 3, H, W): one crop per region, or one whole image per picked image
+    pool: (
+        torch.Tensor | None
+    )  # (R, N * cells): scenes only, each region's tokens under its mask (rows sum to 1)
+    regions: list[Region]
+
+    def to(self, device) -> _Batch:
+        pool = None if self.pool is None else self.pool.to(device)
+        return _Batch(self.pixels.to(device), pool, self.regions)
+
+
+def _picks(images: Sequence, batch_size: int, seed: int, step: int) -> tuple[np.random.Generator, np.ndarray]:
+    """Batch k of a run is a pure function of (seed, k): resuming repeats the uninterrupted sequence."""
+    rng = np.random.default_rng(stable_seed(seed, "pretrain", str(step)))
+    return rng, rng.choice(len(images), size=min(batch_size, len(images)), replace=False)
+
+
+def _load(im: RegionImage, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """The image, mirrored left-right for half the draws."""
+    img = load_rgb(im.uri)
+    flip = bool(rng.random() < 0.5)
+    return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
+
+
 class _Loader:
     """Crops of regions, the object filling most of the crop (random scale and shift), at `crop_size`.
 
-    Crops, not whole images: a small CNN learns outlines several times faster when the object fills its
-    input, and a crop costs a fraction of a whole image. Batch k of the run is a pure function of
-    (seed, k): resuming repeats the uninterrupted sequence.
+    A small CNN learns outlines several times faster when the object fills its input, and a crop costs a
+    fraction of a whole image.
     """
 
     def __init__(self, images: Sequence[RegionImage], inputs, crop_size: int, batch_size: int, seed: int):
@@ -114,16 +148,12 @@ class _Loader:
             raise ValueError("pretrain: no image has a labelled region")
         self.inputs, self.crop, self.bs, self.seed = inputs, crop_size, batch_size, seed
 
-    def batch(self, step: int) -> tuple[torch.Tensor, list[Region]]:
-        rng = np.random.default_rng(stable_seed(self.seed, "pretrain", str(step)))
-        picks = rng.choice(len(self.images), size=min(self.bs, len(self.images)), replace=False)
+    def batch(self, step: int) -> _Batch:
+        rng, picks = _picks(self.images, self.bs, self.seed, step)
         thetas, owners, regions, pixels = [], [], [], []
         for b, i in enumerate(picks):
             im = self.images[int(i)]
-            img = load_rgb(im.uri)
-            flip = bool(rng.random() < 0.5)
-            if flip:
-                img = np.ascontiguousarray(img[:, ::-1])
+            img, flip = _load(im, rng)
             pixels.append(self.inputs.pixels(img)[0])
             for r in im.regions:
                 dense = rle.decode(r.rle, im.height, im.width)
@@ -145,18 +175,55 @@ class _Loader:
         theta = torch.tensor(thetas, dtype=torch.float32)
         grid = F.affine_grid(theta, [len(thetas), 3, self.crop, self.crop], align_corners=False)
         crops = F.grid_sample(torch.stack(pixels)[owners], grid, align_corners=False)  # outside: 0 (grey)
-        return crops, regions
+        return _Batch(crops, None, regions)
+
+
+class _SceneLoader:
+    """Whole images at the model's input size; each region pools the tokens its mask covers (area-weighted
+    over the backbone's grid, one cell per `stride` pixels of the input). Regions covering under a third of a cell are left
+    out: their pooled token is mostly their neighbours'."""
+
+    def __init__(self, images: Sequence[RegionImage], inputs, stride: int, batch_size: int, seed: int):
+        self.images = [im for im in images if im.regions]
+        if not self.images:
+            raise ValueError("pretrain: no image has a labelled region")
+        self.inputs, self.stride, self.bs, self.seed = inputs, stride, batch_size, seed
+
+    def batch(self, step: int) -> _Batch:
+        rng, picks = _picks(self.images, self.bs, self.seed, step)
+        pixels, rows, regions, cells = [], [], [], 0
+        for b, i in enumerate(picks):
+            im = self.images[int(i)]
+            img, flip = _load(im, rng)
+            pixels.append(self.inputs.pixels(img)[0])
+            grid = (pixels[-1].shape[-2] // self.stride, pixels[-1].shape[-1] // self.stride)
+            cells = grid[0] * grid[1]
+            for r in im.regions:
+                dense = rle.decode(r.rle, im.height, im.width)
+                mask = torch.from_numpy(np.ascontiguousarray(dense[:, ::-1] if flip else dense)).float()
+                cover = F.adaptive_avg_pool2d(mask[None, None], grid).flatten()
+                if cover.sum() < 1 / 3:
+                    continue
+                rows.append((b, cover / cover.sum()))
+                regions.append(r)
+        pool = torch.zeros(len(rows), len(picks) * cells)  # every image is resized to the same input size
+        for k, (b, weights) in enumerate(rows):
+            pool[k, b * cells : (b + 1) * cells] = weights
+        return _Batch(torch.stack(pixels), pool, regions)
 
 
 def _losses(
     model: Sam3Model, heads: _Heads, batch, inputs, cfg: PretrainConfig, rng
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The loss terms, and accuracies of this batch for the learning curve (before the step)."""
-    crops, regions = batch
-    device = crops.device
-    tokens = model.vision_encoder.backbone(crops).last_hidden_state  # (R, cells, C)
-    pooled = tokens.mean(1)
-    region_feats = torch.cat([pooled, tokens.flatten(1)], dim=1)
+    regions, device = batch.regions, batch.pixels.device
+    tokens = model.vision_encoder.backbone(batch.pixels).last_hidden_state  # (N, cells, C)
+    if batch.pool is None:  # crops: one region each
+        pooled = tokens.mean(1)
+        region_feats = torch.cat([pooled, tokens.flatten(1)], dim=1)
+    else:
+        pooled = batch.pool @ tokens.flatten(0, 1)
+        region_feats = pooled
     out: dict[str, torch.Tensor] = {}
     acc: dict[str, float] = {}
     if cfg.classify:
@@ -212,7 +279,13 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
     )
     if crop % patch:
         raise ValueError(f"pretrain: crop_size {crop} is not a multiple of the backbone's stride {patch}")
-    heads = _Heads(int(backbone_cfg.hidden_size), (crop // patch) ** 2, attribute_classes(images)).to(device)
+    if cfg.view == "scenes":
+        loader = _SceneLoader(images, inputs, patch, cfg.batch_size, cfg.seed)
+        layout_cells = 0
+    else:
+        loader = _Loader(images, inputs, crop, cfg.batch_size, cfg.seed)
+        layout_cells = (crop // patch) ** 2
+    heads = _Heads(int(backbone_cfg.hidden_size), layout_cells, attribute_classes(images)).to(device)
     if cfg.contrastive and heads.text_proj.in_features != model.text_projection.out_features:
         raise ValueError("pretrain: the text projection and the backbone must have the same width")
     trained = [*model.vision_encoder.backbone.parameters(), *model.text_encoder.parameters(),
@@ -227,12 +300,10 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
         heads.load_state_dict(state["heads"])
 
     start = training.resume(cfg.output_dir, device, optimizer, scheduler, load)
-    loader = _Loader(images, inputs, crop, cfg.batch_size, cfg.seed)
     train_log = training.TrainLog(cfg.output_dir, cfg.steps, cfg.log_every, 0, None)
     for step in range(start, cfg.steps):
         rng = np.random.default_rng(stable_seed(cfg.seed, "pretrain-text", str(step)))
-        crops, regions = loader.batch(step)
-        terms, acc = _losses(model, heads, (crops.to(device), regions), inputs, cfg, rng)
+        terms, acc = _losses(model, heads, loader.batch(step).to(device), inputs, cfg, rng)
         training.optimizer_step(terms["loss"], model, trained, optimizer, 1.0, 1)
         scheduler.step()
         metrics = {**{k: float(v.detach()) for k, v in terms.items()}, **acc}

@@ -88,3 +88,37 @@ def test_no_loss_or_no_region_is_one_clear_error(regions, tmp_path):
     empty = [RegionImage(images[0].uri, 64, 64, ())]
     with pytest.raises(ValueError, match="no image has a labelled region"):
         pretrain_towers(cfg(init, tmp_path / "y"), empty)
+
+
+def test_scenes_pool_each_object_under_its_mask_and_teach_the_backbone_alone(regions, tmp_path):
+    init, images = regions
+    out = pretrain_towers(
+        cfg(init, tmp_path / "s", steps=30, lr=3e-3, view="scenes", contrastive=False), images
+    )
+    before, after = load_file(f"{init}/model.safetensors"), load_file(f"{out}/model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("vision_encoder.backbone.") for k in changed)
+    log = [__import__("json").loads(line) for line in Path(out, "train_log.jsonl").read_text().splitlines()]
+    assert "contrastive" not in log[0]
+    assert log[-1]["acc_leaf"] == 1.0 and log[-1]["acc_colour"] == 1.0
+
+
+def test_a_scene_region_pools_only_its_own_image_and_specks_are_left_out(regions):
+    from conceptengine.model.pretrain import _SceneLoader
+    from conceptengine.model.processing import load_sam3_inputs
+
+    init, images = regions
+    speck = np.zeros((64, 64), bool)
+    speck[5, 5] = True  # 1 px: far under a third of a 16 x 16 px cell
+    with_speck = RegionImage(
+        images[0].uri, 64, 64, (*images[0].regions, Region(rle.encode(speck), {"leaf": "dot"}, ()))
+    )
+    loader = _SceneLoader([with_speck, images[1]], load_sam3_inputs(init), 16, batch_size=2, seed=0)
+    batch = loader.batch(0)
+    assert batch.pixels.shape == (2, 3, 64, 64)
+    assert [r.labels["leaf"] for r in batch.regions].count("dot") == 0
+    assert len(batch.regions) == 4 and batch.pool.shape == (4, 2 * 16)
+    assert torch.allclose(batch.pool.sum(1), torch.ones(4))
+    # Each region's weights lie on one image's 16 cells.
+    owners = (batch.pool.reshape(4, 2, 16).sum(2) > 0).sum(1)
+    assert owners.tolist() == [1, 1, 1, 1]
