@@ -1,16 +1,23 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
 One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
-three calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
+four calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
     python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
 then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes):
     python scripts/train_demo_sam3.py --init FIRST --n-train 4800 --steps 10000 --lr 3e-4 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out SECOND
-and the same continuation of that with `--init SECOND --steps 7000 --curve-points 4` (about 50 minutes).
+and the same continuation of that with `--init SECOND --steps 7000 --curve-points 4` (about 50 minutes, THIRD),
+then stage 1b on THIRD's backbone and the detector stages again (28 + 50 + 3 minutes, stage 4 and the report a few more):
+    python scripts/train_demo_sam3.py --init THIRD --n-train 4800 --scene-pretrain-steps 10000 --steps 8000 \
+        --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 --in-process --threads 2 --freeze-text \
+        --backbone-lr-scale 0.1 --out FOURTH
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
+   stage 1b (`--scene-pretrain-steps`, the same trainer's `scenes` view): whole images at the detector's
+   scale, each object's tokens pooled under its mask and classified, so the shape reaches the tokens a query
+   reads (crops teach it at one normalised scale only);
 2. stage 2: the detector (DETR, presence and mask losses of `model/losses.py`) with balanced BCE on the
    query scores, from queries that start local (`model/tiny.py` `init_local_queries`);
 3. stage 3: a short low-learning-rate pass with the same loss, so scores settle around the 0.5 threshold;
