@@ -498,6 +498,15 @@ def main(argv: list[str] | None = None) -> int:
         **({} if args.dropout is None else {"dropout": args.dropout}),
     )
     recipe = Recipe(work, args.curve_points)
+
+    def pretrain_stage(name: str, out_name: str, init: str, steps: int, batch: int, **options) -> str:
+        cfg = PretrainConfig(
+            init_checkpoint=init, output_dir=str(work / out_name), steps=steps, batch_size=batch,
+            lr=args.pretrain_lr, seed=args.seed, device=args.device, **options,
+        )  # fmt: skip
+        recipe.run(name, steps, work / out_name, lambda: pretrain_towers(cfg, region_images(world)))
+        return cfg.output_dir
+
     if record is not None:
         detector_init = args.init
         arch = dict(record["architecture"])
@@ -514,45 +523,18 @@ def main(argv: list[str] | None = None) -> int:
         detector_init = fresh
         if args.pretrain_steps:
             # Stage 1: the vision and text towers learn the domain's shapes, colours, patterns and words.
-            pre = PretrainConfig(
-                init_checkpoint=fresh,
-                output_dir=str(work / "stage1-pretrain"),
-                steps=args.pretrain_steps,
-                batch_size=args.pretrain_batch,
-                lr=args.pretrain_lr,
+            detector_init = pretrain_stage(
+                "pretrain", "stage1-pretrain", fresh, args.pretrain_steps, args.pretrain_batch,
                 classify=args.pretrain_losses in ("both", "classify"),
                 contrastive=args.pretrain_losses in ("both", "contrastive"),
-                seed=args.seed,
-                device=args.device,
-            )
-            recipe.run(
-                "pretrain",
-                pre.steps,
-                Path(pre.output_dir),
-                lambda: pretrain_towers(pre, region_images(world)),
-            )
-            detector_init = pre.output_dir
+            )  # fmt: skip
     if args.scene_pretrain_steps:
         # Stage 1b: the backbone learns to tell objects apart at the detector's own scale, in whole scenes.
         # Classification only: the text tower (and the detector, on a continuation) are left as they are.
-        scenes = PretrainConfig(
-            init_checkpoint=detector_init,
-            output_dir=str(work / "stage1b-scenes"),
-            steps=args.scene_pretrain_steps,
-            batch_size=args.scene_pretrain_batch,
-            lr=args.pretrain_lr,
-            view="scenes",
-            contrastive=False,
-            seed=args.seed,
-            device=args.device,
-        )
-        recipe.run(
-            "pretrain-scenes",
-            scenes.steps,
-            Path(scenes.output_dir),
-            lambda: pretrain_towers(scenes, region_images(world)),
-        )
-        detector_init = scenes.output_dir
+        detector_init = pretrain_stage(
+            "pretrain-scenes", "stage1b-scenes", detector_init, args.scene_pretrain_steps,
+            args.scene_pretrain_batch, view="scenes", contrastive=False,
+        )  # fmt: skip
 
     def detector_stage(name: str, init: str, steps: int, lr: float, weights: dict) -> str:
         cfg = TrainSam3Config(

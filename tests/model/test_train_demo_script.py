@@ -50,7 +50,7 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     _run(
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
         "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0", "--freeze-text",
-        "--backbone-lr-scale", "0.1",
+        "--backbone-lr-scale", "0.1", "--scene-pretrain-steps", "2", "--scene-pretrain-batch", "2",
     )  # fmt: skip
     cont = json.loads((second / "metrics.json").read_text())
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
@@ -58,7 +58,14 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     assert cont["earlier_stages"] == [fresh["training"]]
     # Its learning curve is the first call's, then its own stages, later on the same minute axis.
     curve, first_curve = cont["learning_curve"], fresh["learning_curve"]
-    assert curve["pretrain"] == first_curve["pretrain"]
+    # Stage 1b ran on the init: its accuracies follow the first call's stage 1, on the same minute axis.
+    assert set(cont["stages"]) == {"pretrain-scenes", "stage2-detector", "stage3-calibrate"}
+    assert curve["pretrain"][: len(first_curve["pretrain"])] == first_curve["pretrain"]
+    scenes = curve["pretrain"][len(first_curve["pretrain"]) :]
+    assert (
+        scenes and {p["stage"] for p in scenes} == {"pretrain (scenes) (call 2)"} and "acc_leaf" in scenes[0]
+    )
+    assert cont["training"]["scene_pretrain_steps"] == 2
     assert curve["detector"][: len(first_curve["detector"])] == first_curve["detector"]
     added = curve["detector"][len(first_curve["detector"]) :]
     assert {p["stage"] for p in added} == {"stage2-detector (call 2)", "stage3-calibrate (call 2)"}
@@ -71,7 +78,8 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
     # Its own loss weights are the demo's with the overrides on top, saved for in-loop retraining to inherit.
     weights = json.loads((second / "loss_weights.json").read_text())
     assert (weights["focal_gamma"], weights["focal_alpha"], weights["presence"]) == (0.0, 0.75, 10.0)
-    # --freeze-text: stages 2 and 3 left the text tower exactly as the first call shipped it.
+    # --freeze-text: stages 2 and 3 left the text tower exactly as the first call shipped it (and stage 1b,
+    # classification only, never touches it).
     assert cont["training"]["freeze_text"] and not fresh["training"]["freeze_text"]
     assert (cont["training"]["backbone_lr_scale"], fresh["training"]["backbone_lr_scale"]) == (0.1, 1.0)
     before, after = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
