@@ -124,20 +124,30 @@ class _Batch:
         return _Batch(self.pixels.to(device), pool, self.regions)
 
 
-def _picks(images: Sequence, batch_size: int, seed: int, step: int) -> tuple[np.random.Generator, np.ndarray]:
-    """Batch k of a run is a pure function of (seed, k): resuming repeats the uninterrupted sequence."""
-    rng = np.random.default_rng(stable_seed(seed, "pretrain", str(step)))
-    return rng, rng.choice(len(images), size=min(batch_size, len(images)), replace=False)
-
-
-def _load(im: RegionImage, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """The image, mirrored left-right for half the draws."""
-    img = load_rgb(im.uri)
-    flip = bool(rng.random() < 0.5)
-    return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
-
-
 class _Loader:
+    """The images with labelled regions, drawn `batch_size` at a time. Batch k of a run is a pure function of
+    (seed, k): resuming repeats the uninterrupted sequence."""
+
+    def __init__(self, images: Sequence[RegionImage], inputs, batch_size: int, seed: int):
+        self.images = [im for im in images if im.regions]
+        if not self.images:
+            raise ValueError("pretrain: no image has a labelled region")
+        self.inputs, self.bs, self.seed = inputs, batch_size, seed
+
+    def draw(self, step: int) -> tuple[np.random.Generator, list[RegionImage]]:
+        rng = np.random.default_rng(stable_seed(self.seed, "pretrain", str(step)))
+        picks = rng.choice(len(self.images), size=min(self.bs, len(self.images)), replace=False)
+        return rng, [self.images[int(i)] for i in picks]
+
+    @staticmethod
+    def load(im: RegionImage, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """The image, mirrored left-right for half the draws."""
+        img = load_rgb(im.uri)
+        flip = bool(rng.random() < 0.5)
+        return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
+
+
+class _CropLoader(_Loader):
     """Crops of regions, the object filling most of the crop (random scale and shift), at `crop_size`.
 
     A small CNN learns outlines several times faster when the object fills its input, and a crop costs a
@@ -145,17 +155,14 @@ class _Loader:
     """
 
     def __init__(self, images: Sequence[RegionImage], inputs, crop_size: int, batch_size: int, seed: int):
-        self.images = [im for im in images if im.regions]
-        if not self.images:
-            raise ValueError("pretrain: no image has a labelled region")
-        self.inputs, self.crop, self.bs, self.seed = inputs, crop_size, batch_size, seed
+        super().__init__(images, inputs, batch_size, seed)
+        self.crop = crop_size
 
     def batch(self, step: int) -> _Batch:
-        rng, picks = _picks(self.images, self.bs, self.seed, step)
+        rng, picked = self.draw(step)
         thetas, owners, regions, pixels = [], [], [], []
-        for b, i in enumerate(picks):
-            im = self.images[int(i)]
-            img, flip = _load(im, rng)
+        for b, im in enumerate(picked):
+            img, flip = self.load(im, rng)
             pixels.append(self.inputs.pixels(img)[0])
             for r in im.regions:
                 dense = rle.decode(r.rle, im.height, im.width)
@@ -180,23 +187,20 @@ class _Loader:
         return _Batch(crops, None, regions)
 
 
-class _SceneLoader:
+class _SceneLoader(_Loader):
     """Whole images at the model's input size; each region pools the tokens its mask covers (area-weighted
     over the backbone's grid, one cell per `stride` pixels of the input). Regions covering under a third of
     a cell are left out: their pooled token is mostly their neighbours'."""
 
     def __init__(self, images: Sequence[RegionImage], inputs, stride: int, batch_size: int, seed: int):
-        self.images = [im for im in images if im.regions]
-        if not self.images:
-            raise ValueError("pretrain: no image has a labelled region")
-        self.inputs, self.stride, self.bs, self.seed = inputs, stride, batch_size, seed
+        super().__init__(images, inputs, batch_size, seed)
+        self.stride = stride
 
     def batch(self, step: int) -> _Batch:
-        rng, picks = _picks(self.images, self.bs, self.seed, step)
+        rng, picked = self.draw(step)
         pixels, rows, regions, cells = [], [], [], 0
-        for b, i in enumerate(picks):
-            im = self.images[int(i)]
-            img, flip = _load(im, rng)
+        for b, im in enumerate(picked):
+            img, flip = self.load(im, rng)
             pixels.append(self.inputs.pixels(img)[0])
             grid = (pixels[-1].shape[-2] // self.stride, pixels[-1].shape[-1] // self.stride)
             cells = grid[0] * grid[1]
@@ -208,7 +212,7 @@ class _SceneLoader:
                     continue
                 rows.append((b, cover / cover.sum()))
                 regions.append(r)
-        pool = torch.zeros(len(rows), len(picks) * cells)  # every image is resized to the same input size
+        pool = torch.zeros(len(rows), len(picked) * cells)  # every image is resized to the same input size
         for k, (b, weights) in enumerate(rows):
             pool[k, b * cells : (b + 1) * cells] = weights
         return _Batch(torch.stack(pixels), pool, regions)
@@ -285,7 +289,7 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
         loader = _SceneLoader(images, inputs, patch, cfg.batch_size, cfg.seed)
         layout_cells = 0
     else:
-        loader = _Loader(images, inputs, crop, cfg.batch_size, cfg.seed)
+        loader = _CropLoader(images, inputs, crop, cfg.batch_size, cfg.seed)
         layout_cells = (crop // patch) ** 2
     heads = _Heads(int(backbone_cfg.hidden_size), layout_cells, attribute_classes(images)).to(device)
     if cfg.contrastive and heads.text_proj.in_features != model.text_projection.out_features:
