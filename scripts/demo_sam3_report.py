@@ -7,6 +7,7 @@ engine: a real run has no such oracle.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -200,39 +201,50 @@ def error_kinds(detector, world, table: pa.Table) -> dict[str, dict[str, int]]:
 
 
 def plot_curves(curve: dict, path: Path) -> None:
-    """Two panels against cumulative training minutes: stage 1's batch accuracies (leaf, colour, pattern),
-    then gold cgF1 of seen concepts and of the held-out family through the detector stages (PNG)."""
+    """Two panels against cumulative training minutes: stage 1's batch accuracies (leaf, colour, pattern;
+    a running mean, one colour per attribute whatever the stage), then gold cgF1 of seen concepts and of the
+    held-out family through the detector stages, with each continuation call marked (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
     pre = curve.get("pretrain") or []
-    for stage in dict.fromkeys(p.get("stage", "pretrain") for p in pre):
-        for key in ("acc_leaf", "acc_colour", "acc_pattern"):
+    for colour, key in zip(("C0", "C1", "C2"), ("acc_leaf", "acc_colour", "acc_pattern")):
+        label = key.removeprefix("acc_")
+        for stage in dict.fromkeys(p.get("stage", "pretrain") for p in pre):
             pts = [p for p in pre if key in p and p.get("stage", "pretrain") == stage]
-            if pts:
-                label = f"{key.removeprefix('acc_')}, {stage}"
-                ax1.plot([p["minutes"] for p in pts], [p[key] for p in pts], label=label)
-    ax1.set_title("stage 1: towers (batch accuracy)")
-    ax1.set_xlabel("minutes on 2 CPU cores")
+            if not pts:
+                continue
+            # Batch accuracies of a few images swing by +-0.2; a running mean shows the trend.
+            window = max(1, min(10, len(pts) // 5))
+            smooth = np.convolve([p[key] for p in pts], np.ones(window) / window, mode="valid")
+            ax1.plot([p["minutes"] for p in pts][window - 1 :], smooth, color=colour, label=label)
+            label = None
+    ax1.set_title("stages 1 and 1b: towers (batch accuracy, running mean)")
+    ax1.set_xlabel("minutes on 2 CPU cores (cumulative)")
     ax1.set_ylim(0, 1)
     det = curve.get("detector") or []
+    labels = {"seen": "seen concepts", "held": "held-out family"}
     for stage in dict.fromkeys(p["stage"] for p in det):
         pts = [p for p in det if p["stage"] == stage]
-        ax2.plot([p["minutes"] for p in pts], [p["cgF1"] for p in pts], marker="o", label=f"{stage}: seen")
-        ax2.plot(
-            [p["minutes"] for p in pts],
-            [p["held_out_cgF1"] for p in pts],
-            ls="--",
-            label=f"{stage}: held-out",
-        )
+        minutes = [p["minutes"] for p in pts]
+        ax2.plot(minutes, [p["cgF1"] for p in pts], "o-", color="C0", ms=3, label=labels.pop("seen", None))
+        ax2.plot(minutes, [p["held_out_cgF1"] for p in pts], "--", color="C3", label=labels.pop("held", None))
+    # A continuation call starts where the previous one's last point ends (its stage names say "(call N)").
+    for before, p in itertools.pairwise(det):
+        call = p["stage"].partition(" (")[2].rstrip(")")
+        if call and call not in before["stage"]:
+            ax2.axvline(before["minutes"], color="grey", lw=0.6, ls=":")
+            ax2.annotate(call, (before["minutes"], 1.0), xycoords=("data", "axes fraction"), fontsize=6,
+                         va="top", rotation=90)  # fmt: skip
     ax2.set_title("stages 2-3: gold cgF1 (rendered world)")
     ax2.set_xlabel("minutes on 2 CPU cores (cumulative)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left" if ax is ax1 else "center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
