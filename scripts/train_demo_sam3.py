@@ -1,7 +1,7 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
 One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
-four calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
+five calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
     python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
 then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes):
@@ -12,6 +12,7 @@ then stage 1b on THIRD's backbone and the detector stages again (28 + 50 + 3 min
     python scripts/train_demo_sam3.py --init THIRD --n-train 4800 --scene-pretrain-steps 10000 --steps 8000 \
         --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 --in-process --threads 2 --freeze-text \
         --backbone-lr-scale 0.1 --out FOURTH
+and the same again from FOURTH with `--steps 10000 --curve-points 5` (29 + 64 + 3 minutes, FIFTH: the shipped one).
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
