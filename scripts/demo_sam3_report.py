@@ -200,6 +200,11 @@ def error_kinds(detector, world, table: pa.Table) -> dict[str, dict[str, int]]:
     return {"false_positives": dict(fp.most_common()), "missed": dict(fn.most_common())}
 
 
+def _call_of(stage: str) -> str:
+    """The call a stage belongs to: "call 3" for "stage2-detector (call 3)", "" for the first call's."""
+    return stage.partition(" (")[2].removesuffix(")")
+
+
 def plot_curves(curve: dict, path: Path) -> None:
     """Two panels against cumulative training minutes: stage 1's batch accuracies (leaf, colour, pattern;
     a running mean, one colour per attribute whatever the stage), then gold cgF1 of seen concepts and of the
@@ -235,8 +240,8 @@ def plot_curves(curve: dict, path: Path) -> None:
         ax2.plot(minutes, [p["held_out_cgF1"] for p in pts], "--", color="C3", label=labels.pop("held", None))
     # A continuation call starts where the previous one's last point ends (its stage names say "(call N)").
     for before, p in itertools.pairwise(det):
-        call = p["stage"].partition(" (")[2].rstrip(")")
-        if call and call not in before["stage"]:
+        call = _call_of(p["stage"])
+        if call and call != _call_of(before["stage"]):
             ax2.axvline(before["minutes"], color="grey", lw=0.6, ls=":")
             ax2.annotate(call, (before["minutes"], 1.0), xycoords=("data", "axes fraction"), fontsize=6,
                          va="top", rotation=90)  # fmt: skip

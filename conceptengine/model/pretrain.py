@@ -13,8 +13,8 @@ Regions are seen in one of two views (`view`):
   outlines from scratch, but at an object scale the detector never sees;
 - `scenes`: whole images at the detector's resolution, each region's tokens pooled under its mask; what
   a DETR query pools. A backbone taught on crops keeps little of the shape at that scale (a linear probe of
-  such pooled tokens: 15% leaf accuracy where its crops give 34%; 31% after 10,000 steps on scenes), so
-  scenes follow crops.
+  such pooled tokens: 15% leaf accuracy where its crops give 34%; 31% after 10,000 steps on scenes, 42%
+  after 20,000), so scenes follow crops.
 The heads are thrown away; the output is a full `Sam3Model` checkpoint (the detector untouched) that
 stage 2 (`model/train.py`) starts from. Resumable like every trainer here (engine/training.py).
 """
