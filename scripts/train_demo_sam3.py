@@ -1,7 +1,7 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
 One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
-five calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
+six calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
     python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
         --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
 then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes):
@@ -12,7 +12,12 @@ then stage 1b on THIRD's backbone and the detector stages again (28 + 50 + 3 min
     python scripts/train_demo_sam3.py --init THIRD --n-train 4800 --scene-pretrain-steps 10000 --steps 8000 \
         --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 --in-process --threads 2 --freeze-text \
         --backbone-lr-scale 0.1 --out FOURTH
-and the same again from FOURTH with `--steps 10000 --curve-points 5` (29 + 64 + 3 minutes, FIFTH: the shipped one).
+and the same again from FOURTH with `--steps 10000 --curve-points 5` (29 + 64 + 3 minutes, FIFTH), then stage 1b
+on 20,000 freshly rendered scenes (FIFTH's backbone had seen the 4,800 training images ~33 times) and the
+detector stages again (35 + 60 + 4 minutes, partly beside another job; SIXTH, the shipped one):
+    python scripts/train_demo_sam3.py --init FIFTH --n-train 4800 --scene-pretrain-steps 10000 \
+        --scene-pretrain-images 20000 --steps 8000 --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 \
+        --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out SIXTH
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
@@ -87,6 +92,8 @@ DEMO_LOSS_WEIGHTS: dict[str, float] = {"presence": 10.0, "cls": 5.0, "focal_alph
 CALIBRATION_LOSS_WEIGHTS: dict[str, float] = {"focal_gamma": 0.0, "focal_alpha": 0.75}
 # Stage 4 fits the operating point on its own rendered world (the hard world is WORLD_SEED + 1).
 CALIBRATION_WORLD_SEED = WORLD_SEED + 2
+# Stage 1b may read scenes of its own (--scene-pretrain-images): never the detector's training images or gold.
+SCENE_WORLD_SEED = WORLD_SEED + 3
 REPO = Path(__file__).resolve().parents[1]
 ASSET_DIR = REPO / "conceptengine" / "assets" / "sam3-demo"
 SHIPPED = (
@@ -144,6 +151,15 @@ def region_images(world, split: str = "train") -> list:
         uri = str(world.image_path(media_id))
         images.append(RegionImage(uri, int(rec["height"]), int(rec["width"]), tuple(regions)))
     return images
+
+
+def fresh_scene_world(work: Path, n_images: int, style: str):
+    """Stage 1b's own scenes (--scene-pretrain-images): rendered once, never the detector's training or gold."""
+    from conceptengine.sim.world import build_world
+
+    return build_world(
+        work / "scene-world", n_images, 0, seed=SCENE_WORLD_SEED, image_size=192, style=STYLES[style]
+    )
 
 
 def gold_sets(oracle, seed: int) -> dict[str, pa.Table]:
@@ -392,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         "runs on --init too",
     )
     ap.add_argument("--scene-pretrain-batch", type=int, default=8, help="images per stage 1b step")
+    ap.add_argument(
+        "--scene-pretrain-images",
+        type=int,
+        default=0,
+        help="stage 1b on this many freshly rendered scenes (seed SCENE_WORLD_SEED) instead of the detector's "
+        "training images, which a continued backbone has already seen many times (0: the training images)",
+    )
     ap.add_argument("--steps", type=int, default=10000, help="stage 2: detector steps")
     ap.add_argument("--calibrate-steps", type=int, default=1000, help="stage 3 (0: none)")
     ap.add_argument("--calibrate-lr", type=float, default=1e-4)
@@ -500,12 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     recipe = Recipe(work, args.curve_points)
 
-    def pretrain_stage(name: str, out_name: str, init: str, steps: int, batch: int, **options) -> str:
+    def pretrain_stage(name: str, out_name: str, init: str, steps: int, batch: int, images, **options) -> str:
         cfg = PretrainConfig(
             init_checkpoint=init, output_dir=str(work / out_name), steps=steps, batch_size=batch,
             lr=args.pretrain_lr, seed=args.seed, device=args.device, **options,
         )  # fmt: skip
-        recipe.run(name, steps, work / out_name, lambda: pretrain_towers(cfg, region_images(world)))
+        recipe.run(name, steps, work / out_name, lambda: pretrain_towers(cfg, images()))
         return cfg.output_dir
 
     if record is not None:
@@ -526,15 +549,21 @@ def main(argv: list[str] | None = None) -> int:
             # Stage 1: the vision and text towers learn the domain's shapes, colours, patterns and words.
             detector_init = pretrain_stage(
                 "pretrain", "stage1-pretrain", fresh, args.pretrain_steps, args.pretrain_batch,
+                lambda: region_images(world),
                 classify=args.pretrain_losses in ("both", "classify"),
                 contrastive=args.pretrain_losses in ("both", "contrastive"),
             )  # fmt: skip
+
+    def scene_world():
+        n = args.scene_pretrain_images
+        return fresh_scene_world(work, n, args.style) if n else world
+
     if args.scene_pretrain_steps:
         # Stage 1b: the backbone learns to tell objects apart at the detector's own scale, in whole scenes.
         # Classification only: the text tower (and the detector, on a continuation) are left as they are.
         detector_init = pretrain_stage(
             "pretrain-scenes", "stage1b-scenes", detector_init, args.scene_pretrain_steps,
-            args.scene_pretrain_batch, view="scenes", contrastive=False,
+            args.scene_pretrain_batch, lambda: region_images(scene_world()), view="scenes", contrastive=False,
         )  # fmt: skip
 
     def detector_stage(name: str, init: str, steps: int, lr: float, weights: dict) -> str:
@@ -620,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "pretrain_steps": 0 if args.init else args.pretrain_steps,
             "scene_pretrain_steps": args.scene_pretrain_steps,
+            "scene_pretrain_images": args.scene_pretrain_images or args.n_train,
             "calibrate_steps": args.calibrate_steps,
             "lr": args.lr,
             "batch_size": args.batch_size,

@@ -51,6 +51,7 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
         "--steps", "2", "--work", str(tmp_path / "w2"), "--out", str(second), "--init", str(first),
         "--loss-weights", '{"focal_gamma": 0.0, "focal_alpha": 0.75}', "--dropout", "0", "--freeze-text",
         "--backbone-lr-scale", "0.1", "--scene-pretrain-steps", "2", "--scene-pretrain-batch", "2",
+        "--scene-pretrain-images", "4",
     )  # fmt: skip
     cont = json.loads((second / "metrics.json").read_text())
     # The continuation is compared with the checkpoint it started from, and keeps that one's training record.
@@ -66,6 +67,11 @@ def test_fresh_run_then_continuation_records_both_stages(tmp_path):
         scenes and {p["stage"] for p in scenes} == {"pretrain (scenes) (call 2)"} and "acc_leaf" in scenes[0]
     )
     assert cont["training"]["scene_pretrain_steps"] == 2
+    # ... on scenes of its own, rendered from another seed than the detector's training images and gold.
+    assert cont["training"]["scene_pretrain_images"] == 4
+    scene_images = {p.read_bytes() for p in (tmp_path / "w2" / "scene-world" / "images").iterdir()}
+    world_images = {p.read_bytes() for p in (tmp_path / "w2" / "world" / "images").iterdir()}
+    assert len(scene_images) == 4 and not scene_images & world_images
     assert curve["detector"][: len(first_curve["detector"])] == first_curve["detector"]
     added = curve["detector"][len(first_curve["detector"]) :]
     assert {p["stage"] for p in added} == {"stage2-detector (call 2)", "stage3-calibrate (call 2)"}
