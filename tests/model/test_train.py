@@ -236,22 +236,33 @@ def test_freeze_text_keeps_the_text_tower_and_trains_the_rest(world, tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("detr_encoder."))
 
 
+def _largest_change(init: dict, out: str, prefix: str) -> float:
+    a = load_file(Path(out) / "model.safetensors")
+    return max((a[k] - init[k]).abs().max().item() for k in a if k.startswith(prefix))
+
+
 def test_backbone_lr_scale_slows_the_backbone_only(world, tmp_path):
     init = load_file(Path(world["init"]) / "model.safetensors")
-
-    def largest_change(out: str, prefix: str) -> float:
-        a = load_file(Path(out) / "model.safetensors")
-        return max((a[k] - init[k]).abs().max().item() for k in a if k.startswith(prefix))
-
     full = train_sam3(cfg(world, tmp_path / "full", steps=2))
     slow = train_sam3(cfg(world, tmp_path / "slow", steps=2, backbone_lr_scale=0.001))
     # AdamW's steps are about lr in size whatever the gradient, so a 1,000x smaller rate moves ~1,000x less.
     assert (
-        largest_change(slow, "vision_encoder.backbone.")
-        < largest_change(full, "vision_encoder.backbone.") / 100
+        _largest_change(init, slow, "vision_encoder.backbone.")
+        < _largest_change(init, full, "vision_encoder.backbone.") / 100
     )
-    assert largest_change(slow, "vision_encoder.neck.") == pytest.approx(
-        largest_change(full, "vision_encoder.neck."), rel=0.5
+    assert _largest_change(init, slow, "vision_encoder.neck.") == pytest.approx(
+        _largest_change(init, full, "vision_encoder.neck."), rel=0.5
+    )
+
+
+def test_text_lr_scale_speeds_up_the_text_tower_only(world, tmp_path):
+    init = load_file(Path(world["init"]) / "model.safetensors")
+    full = train_sam3(cfg(world, tmp_path / "full", steps=2))
+    fast = train_sam3(cfg(world, tmp_path / "fast", steps=2, text_lr_scale=10.0))
+    for prefix in ("text_encoder.", "text_projection."):
+        assert _largest_change(init, fast, prefix) > 5 * _largest_change(init, full, prefix)
+    assert _largest_change(init, fast, "detr_encoder.") == pytest.approx(
+        _largest_change(init, full, "detr_encoder."), rel=0.5
     )
 
 
