@@ -72,7 +72,7 @@ def demo(
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
     from conceptengine.pipelines.demo import (
         prepare_demo_workspace,
-        replay_overrides,
+        retrain_overrides,
         shifted_domain,
         shipped_held_out,
     )
@@ -88,7 +88,7 @@ def demo(
             f"gold.report_concepts={held_out}",
             f"ontology.focus_concepts={held_out}",
             f"gold.report_domain={shifted_domain()}",
-            *replay_overrides(),
+            *retrain_overrides(),
         ]
         cfg = load_config(None, defaults + list(overrides or []))
         config_path = prepare_demo_workspace(workspace, cfg, console)

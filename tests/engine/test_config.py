@@ -95,11 +95,12 @@ def test_retrain_replay_keys():
     with pytest.raises(ConfigError, match=r"retrain\.replay_annotations is not set"):
         load_config(None, ["retrain.replay_share=0.5"])
     # `conceptengine demo` replays the shipped checkpoint's own data; the template documents the keys.
-    from conceptengine.pipelines.demo import DEMO_REPLAY_ANNOTATIONS, replay_overrides
+    from conceptengine.pipelines.demo import DEMO_REPLAY_ANNOTATIONS, retrain_overrides
 
-    demo = load_config(None, replay_overrides()).retrain
+    demo = load_config(None, retrain_overrides()).retrain
     assert demo.replay_annotations == DEMO_REPLAY_ANNOTATIONS and 0 < demo.replay_share < 1
     assert demo.presence_fit_images > 0  # candidates refit their operating point on the replay set
+    assert demo.text_lr_scale > 1  # the held-out family's words start untrained
     with pytest.raises(
         ConfigError, match=r"retrain\.presence_fit_images is 60 but retrain\.replay_annotations"
     ):
