@@ -200,9 +200,9 @@ class RetrainConfig(_Strict):
     # Train the vision backbone at lr x this (the neck and detector at lr). The demo recipe trains its
     # detector with the backbone at 0.1, so the shapes stage 1 taught survive; a fine-tune can keep that.
     backbone_lr_scale: float = Field(1.0, gt=0, le=1)
-    # Train the text tower at lr x this: the words of a family the checkpoint never saw start near their random
-    # init, and at the detector's rate a short fine-tune barely moves them (model/train.py).
-    text_lr_scale: float = Field(1.0, gt=0, le=100)
+    # Train the text encoder's token embeddings at lr x this: the words of a family the checkpoint never saw
+    # start near their random init, and at the detector's rate a short fine-tune barely moves them.
+    token_embedding_lr_scale: float = Field(1.0, gt=0, le=100)
     # Weight-space ensembling (WiSE-FT): the candidate is base + merge_alpha * (fine-tune - base), before its
     # operating point is refitted; 1.0 = the plain fine-tune. On the demo one fine-tune scored gold 16.39
     # plain and 18.24 at 0.5 (base 17.58): the plain one lost 4 points on seen concepts (README).

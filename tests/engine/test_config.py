@@ -100,7 +100,7 @@ def test_retrain_replay_keys():
     demo = load_config(None, retrain_overrides()).retrain
     assert demo.replay_annotations == DEMO_REPLAY_ANNOTATIONS and 0 < demo.replay_share < 1
     assert demo.presence_fit_images > 0  # candidates refit their operating point on the replay set
-    assert demo.text_lr_scale > 1  # the held-out family's words start untrained
+    assert demo.token_embedding_lr_scale > 1  # the held-out family's words start untrained
     with pytest.raises(
         ConfigError, match=r"retrain\.presence_fit_images is 60 but retrain\.replay_annotations"
     ):
