@@ -554,16 +554,14 @@ def main(argv: list[str] | None = None) -> int:
                 contrastive=args.pretrain_losses in ("both", "contrastive"),
             )  # fmt: skip
 
-    def scene_world():
-        n = args.scene_pretrain_images
-        return fresh_scene_world(work, n, args.style) if n else world
-
+    n_scenes = args.scene_pretrain_images
+    scenes = (lambda: fresh_scene_world(work, n_scenes, args.style)) if n_scenes else (lambda: world)
     if args.scene_pretrain_steps:
         # Stage 1b: the backbone learns to tell objects apart at the detector's own scale, in whole scenes.
         # Classification only: the text tower (and the detector, on a continuation) are left as they are.
         detector_init = pretrain_stage(
             "pretrain-scenes", "stage1b-scenes", detector_init, args.scene_pretrain_steps,
-            args.scene_pretrain_batch, lambda: region_images(scene_world()), view="scenes", contrastive=False,
+            args.scene_pretrain_batch, lambda: region_images(scenes()), view="scenes", contrastive=False,
         )  # fmt: skip
 
     def detector_stage(name: str, init: str, steps: int, lr: float, weights: dict) -> str:
