@@ -58,6 +58,7 @@ import json
 import logging
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -304,6 +305,9 @@ def stage_done(out_dir: Path, steps: int) -> bool:
     return summary.exists() and json.loads(summary.read_text()).get("steps") == steps
 
 
+HEARTBEAT_SECONDS = 60  # how often a running stage's minutes are saved to WORK/recipe.json
+
+
 class Recipe:
     """The stages of one call, each resumable: its trainer resumes from its own checkpoints, and a stage
     whose output is complete is skipped. Wall time and the learning curve are kept in WORK/recipe.json so a
@@ -333,9 +337,23 @@ class Recipe:
         if stage_done(out_dir, steps):
             log.info("stage %s: done already (%s)", name, out_dir)
             return
-        t0 = time.time()
-        train()
-        rec["seconds"] += time.time() - t0
+        spent, t0 = rec["seconds"], time.time()
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            # A killed call (a session's end is a SIGKILL, no `finally` runs) keeps the minutes it spent.
+            while not stop.wait(HEARTBEAT_SECONDS):
+                rec["seconds"] = spent + time.time() - t0
+                self.save()
+
+        beat = threading.Thread(target=heartbeat, daemon=True)
+        beat.start()
+        try:
+            train()
+        finally:
+            stop.set()
+            beat.join()
+        rec["seconds"] = spent + time.time() - t0
         rec["steps"] = steps
         self.save()
 
