@@ -154,13 +154,11 @@ def region_images(world, split: str = "train") -> list:
     return images
 
 
-def fresh_scene_world(work: Path, n_images: int, style: str):
+def fresh_scene_world(work: Path, n_images: int, style: str, seed: int):
     """Stage 1b's own scenes (--scene-pretrain-images): rendered once, never the detector's training or gold."""
     from conceptengine.sim.world import build_world
 
-    return build_world(
-        work / "scene-world", n_images, 0, seed=SCENE_WORLD_SEED, image_size=192, style=STYLES[style]
-    )
+    return build_world(work / "scene-world", n_images, 0, seed=seed, image_size=192, style=STYLES[style])
 
 
 def gold_sets(oracle, seed: int) -> dict[str, pa.Table]:
@@ -430,8 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         "--scene-pretrain-images",
         type=int,
         default=0,
-        help="stage 1b on this many freshly rendered scenes (seed SCENE_WORLD_SEED) instead of the detector's "
+        help="stage 1b on this many freshly rendered scenes (seed --scene-world-seed) instead of the detector's "
         "training images, which a continued backbone has already seen many times (0: the training images)",
+    )
+    ap.add_argument(
+        "--scene-world-seed",
+        type=int,
+        default=SCENE_WORLD_SEED,
+        help="seed of stage 1b's scenes: a continuation gives its stage 1b scenes no earlier call has shown",
     )
     ap.add_argument("--steps", type=int, default=10000, help="stage 2: detector steps")
     ap.add_argument("--calibrate-steps", type=int, default=1000, help="stage 3 (0: none)")
@@ -573,7 +577,11 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
 
     n_scenes = args.scene_pretrain_images
-    scenes = (lambda: fresh_scene_world(work, n_scenes, args.style)) if n_scenes else (lambda: world)
+    scenes = (
+        (lambda: fresh_scene_world(work, n_scenes, args.style, args.scene_world_seed))
+        if n_scenes
+        else (lambda: world)
+    )
     if args.scene_pretrain_steps:
         # Stage 1b: the backbone learns to tell objects apart at the detector's own scale, in whole scenes.
         # Classification only: the text tower (and the detector, on a continuation) are left as they are.
@@ -666,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
             "pretrain_steps": 0 if args.init else args.pretrain_steps,
             "scene_pretrain_steps": args.scene_pretrain_steps,
             "scene_pretrain_images": args.scene_pretrain_images or args.n_train,
+            "scene_world_seed": args.scene_world_seed if args.scene_pretrain_images else None,
             "calibrate_steps": args.calibrate_steps,
             "lr": args.lr,
             "batch_size": args.batch_size,
