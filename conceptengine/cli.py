@@ -15,8 +15,9 @@ from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
-from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table
+from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table, rounded
 from conceptengine.engine.runner import ResourceConfigError
+from conceptengine.engine.store import NotARunError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
@@ -129,7 +130,7 @@ def status(run_dir: Annotated[str, typer.Argument(help="a run directory")]) -> N
 
     try:
         info = run_status(run_dir)
-    except RunError as exc:
+    except NotARunError as exc:
         _fail(str(exc))
     for line in info["lines"]:
         console.print(line)
@@ -157,7 +158,10 @@ def export_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    gold: Annotated[str, typer.Option("--gold", help="SA-Co/Gold JSON, or a run directory (its gold split)")],
+    gold: Annotated[
+        str,
+        typer.Option("--gold", help="SA-Co/Gold JSON; with --model also a run directory (its gold split)"),
+    ],
     pred: Annotated[Path | None, typer.Option("--pred", help="COCO-results JSON to score")] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="a SAM 3 checkpoint dir to run on the gold set")
@@ -174,6 +178,11 @@ def eval_cmd(
         _fail("give exactly one of --pred (a predictions file) or --model (a checkpoint to run)")
     try:
         if pred is not None:
+            if not gold.endswith(".json"):
+                _fail(
+                    f"--gold {gold}: --pred is scored against the SA-Co/Gold .json file its image ids come from; "
+                    "a run directory's gold split is scored with --model"
+                )
             m = evaluate_files(gold, str(pred))
         else:
             from conceptengine.engine.model_eval import evaluate_checkpoint
@@ -183,7 +192,7 @@ def eval_cmd(
     except (ValueError, FileNotFoundError, RunError) as exc:
         _fail(str(exc))
     console.print(
-        json.dumps({"cgF1": round(m.cgF1, 2), "IL_MCC": round(m.IL_MCC, 4), "pmF1": round(m.pmF1, 4)})
+        json.dumps({"cgF1": rounded(m.cgF1, 2), "IL_MCC": rounded(m.IL_MCC, 4), "pmF1": rounded(m.pmF1, 4)})
     )
 
 
@@ -196,9 +205,9 @@ def concept_table(per_concept: dict) -> Table:
             name,
             str(m.counts.get("pairs", "")),
             str(m.counts.get("positive_pairs", "")),
-            f"{m.cgF1:.1f}",
-            f"{m.IL_MCC:.3f}",
-            f"{m.pmF1:.3f}",
+            f"{rounded(m.cgF1, 1):.1f}",
+            f"{rounded(m.IL_MCC, 3):.3f}",
+            f"{rounded(m.pmF1, 3):.3f}",
         )
     return table
 

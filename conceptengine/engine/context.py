@@ -31,18 +31,13 @@ def run_review_url(cfg: EngineConfig, store: RunStore) -> str:
     return f"sqlite:///{store.local_path('review.db')}"
 
 
-@dataclass
-class RunContext:
-    cfg: EngineConfig
-    store: RunStore
-    runner: Runner
-    workspace: Path
-    # Called as on_step(step_rel, phase, info) with phase "start" or "done": drives progress bars.
-    on_step: Callable[[str, str, dict], None] | None = None
-    config_hash: str = field(init=False)
+@dataclass(frozen=True)
+class RunInputs:
+    """Where a run's inputs are, from its config and workspace alone: start_run checks them before it
+    creates the run directory or starts Ray."""
 
-    def __post_init__(self) -> None:
-        self.config_hash = self.cfg.config_hash()
+    cfg: EngineConfig
+    workspace: Path
 
     @property
     def world_dir(self) -> str:
@@ -63,6 +58,38 @@ class RunContext:
         if self.cfg.media.source == "sim":
             return str(Path(self.world_dir) / "ontology.yaml")
         raise RunError("ontology.path is required when media.source is 'files'")
+
+
+@dataclass
+class RunContext:
+    cfg: EngineConfig
+    store: RunStore
+    runner: Runner
+    workspace: Path
+    # Called as on_step(step_rel, phase, info) with phase "start" or "done": drives progress bars.
+    on_step: Callable[[str, str, dict], None] | None = None
+    config_hash: str = field(init=False)
+    inputs: RunInputs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config_hash = self.cfg.config_hash()
+        self.inputs = RunInputs(self.cfg, self.workspace)
+
+    @property
+    def world_dir(self) -> str:
+        return self.inputs.world_dir
+
+    @property
+    def sam3_path(self) -> str:
+        return self.inputs.sam3_path
+
+    @property
+    def verifier_path(self) -> str:
+        return self.inputs.verifier_path
+
+    @property
+    def ontology_path(self) -> str:
+        return self.inputs.ontology_path
 
     @property
     def review_url(self) -> str:

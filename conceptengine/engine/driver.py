@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
-from conceptengine.engine.context import RunContext, RunError, resolve
+from conceptengine.engine.context import RunContext, RunError, RunInputs, resolve
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.registry import initial_version
 from conceptengine.engine.runner import make_runner
@@ -15,7 +15,7 @@ from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore
 
 
-def check_models(ctx: RunContext) -> None:
+def check_models(ctx: RunInputs) -> None:
     """Fail before round 1 when a checkpoint directory is missing (served verifiers are checked by the
     ai_verify step, which names the server when it cannot reach it)."""
     checkpoints = [("sam3.model", ctx.sam3_path)]
@@ -32,7 +32,7 @@ def check_models(ctx: RunContext) -> None:
             )
 
 
-def check_concepts(ctx: RunContext) -> None:
+def check_concepts(ctx: RunInputs) -> None:
     """Fail before round 1 when ontology.focus_concepts or gold.report_concepts names no concept."""
     cfg = ctx.cfg
     if not (cfg.ontology.focus_concepts or cfg.gold.report_concepts) or not Path(ctx.ontology_path).is_file():
@@ -47,7 +47,7 @@ def check_concepts(ctx: RunContext) -> None:
         raise RunError(f"{exc} ({ctx.ontology_path})") from None
 
 
-def check_replay(ctx: RunContext) -> None:
+def check_replay(ctx: RunInputs) -> None:
     """Fail before round 1 when retraining would replay base data from a local path that does not exist
     (a URL is checked by the trainer, which names it)."""
     from conceptengine.engine.retrain import replay_path
@@ -66,6 +66,11 @@ def _looks_like_hub_id(path: str) -> bool:
 
 
 def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) -> RunContext:
+    # What the config points at is checked first: a mistake costs no Ray start and leaves no run directory.
+    inputs = RunInputs(cfg, workspace)
+    check_models(inputs)
+    check_concepts(inputs)
+    check_replay(inputs)
     store = RunStore(run_url)
     snapshot = store.read_json("run.json")
     if snapshot and not resume:
@@ -76,9 +81,6 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
             "resume it with the same config, or start a new run dir"
         )
     ctx = RunContext(cfg, store, make_runner(cfg.runner, cfg.ray_num_cpus), workspace)
-    check_models(ctx)
-    check_concepts(ctx)
-    check_replay(ctx)
     if not snapshot:
         store.write_json(
             "run.json",

@@ -68,9 +68,7 @@ def coco_instances(annotations: pa.Table) -> dict:
 def export(run_url: str, fmt: str, out: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    store = RunStore(run_url)
-    if store.read_json("run.json") is None:
-        raise ValueError(f"{run_url} is not a conceptengine run (no run.json)")
+    store = RunStore.existing(run_url)
     annotations = committed_annotations(store)
     if fmt == "saco":
         from conceptengine.model.saco_io import write_saco_gold

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from conceptengine.engine.context import RunError, resolve
-from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
 def load_gold(gold: str) -> tuple[pa.Table, str | None]:
@@ -16,9 +16,12 @@ def load_gold(gold: str) -> tuple[pa.Table, str | None]:
         from conceptengine.model.saco_io import read_saco_gold_annotations
 
         return read_saco_gold_annotations(gold), None
-    store = RunStore(gold)
+    try:
+        store = RunStore.existing(gold)
+    except NotARunError as exc:
+        raise RunError(f"--gold: {exc}; or give an SA-Co/Gold .json file") from None
     snapshot = store.read_json("run.json")
-    if snapshot is None or not store.manifest(StepRef(0, "gold")):
+    if not store.manifest(StepRef(0, "gold")):
         raise RunError(f"--gold {gold}: neither an SA-Co/Gold .json file nor a run with a gold split")
     cfg, workspace = snapshot["config"], Path(snapshot["workspace"])
     if cfg["ontology"].get("path"):

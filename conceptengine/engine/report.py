@@ -40,11 +40,16 @@ def _pair(a, b) -> str | None:
     return None if a is None else f"{a}/{b}"
 
 
+def rounded(v: float, digits: int) -> float:
+    """round(), without the -0.0 that a tiny negative score would print as (-0.00 reads as a loss)."""
+    return round(v, digits) + 0.0  # -0.0 + 0.0 == +0.0
+
+
 def _two(v: float | None) -> str:
     """0.97 -> .97, 1.0 -> 1.00: two decimals in few characters."""
     if v is None:
         return "–"
-    text = f"{v:.2f}"
+    text = f"{rounded(v, 2):.2f}"
     return text[1:] if text.startswith("0.") else text
 
 
@@ -126,7 +131,7 @@ def _fmt(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}"
+        return f"{rounded(v, 2):.2f}" if abs(v) < 10 else f"{v:.0f}"
     return str(v)
 
 

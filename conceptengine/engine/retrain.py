@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conceptengine.engine.context import RunContext, resolve
+from conceptengine.engine.context import RunContext, RunInputs, resolve
 from conceptengine.engine.gold_eval import gold_metrics
 from conceptengine.engine.registry import ModelVersion, candidate_dir
 from conceptengine.engine.steps import StepResult, run_step
@@ -38,13 +38,13 @@ def _pairs_since_last_retrain(ctx: RunContext, r: int) -> int:
     return total
 
 
-def replay_path(ctx: RunContext) -> str | None:
+def replay_path(inputs: RunInputs) -> str | None:
     """`retrain.replay_annotations` resolved against the workspace; None when the fine-tune neither replays
     base data nor fits its operating point on it."""
-    cfg = ctx.cfg.retrain
+    cfg = inputs.cfg.retrain
     if not cfg.replay_annotations or (cfg.replay_share <= 0 and not cfg.presence_fit_images):
         return None
-    return resolve(ctx.workspace, cfg.replay_annotations)
+    return resolve(inputs.workspace, cfg.replay_annotations)
 
 
 def committed_shards(ctx: RunContext, r: int) -> list[str]:
@@ -77,7 +77,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             max_nps_per_image=cfg.max_nps_per_image,
             lr=cfg.lr,
             max_negative_share=cfg.max_negative_share,
-            replay_annotations=replay_path(ctx),
+            replay_annotations=replay_path(ctx.inputs),
             replay_share=cfg.replay_share,
             presence_fit_images=cfg.presence_fit_images,
             freeze_vision=cfg.freeze_vision,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conceptengine.engine.context import RunError
 from conceptengine.engine.store import RunStore, StepRef
 
 # In order; retrain, promote and retrain_verifiers run only on their cadences.
@@ -14,10 +13,8 @@ OPTIONAL = ("retrain", "promote", "retrain_verifiers")
 
 
 def run_status(run_url: str) -> dict:
-    store = RunStore(run_url)
+    store = RunStore.existing(run_url)
     snapshot = store.read_json("run.json")
-    if snapshot is None:
-        raise RunError(f"{run_url} is not a conceptengine run (no run.json)")
     lines = [f"run {run_url}  config {snapshot['config_hash']}"]
     ingest = store.manifest(StepRef(0, "ingest"))
     if ingest:

@@ -30,11 +30,29 @@ class StepRef:
         return f"round-{self.round:04d}/{self.step}"
 
 
+class NotARunError(ValueError):
+    """A reader (status, export, eval, review) was pointed at something that is not a run directory."""
+
+
 class RunStore:
     def __init__(self, url: str):
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.fs.makedirs(self.root, exist_ok=True)
+
+    @classmethod
+    def existing(cls, url: str) -> RunStore:
+        """An existing run, for commands that only read one: a wrong path is reported, never created."""
+        fs, root = fsspec.core.url_to_fs(url.rstrip("/"))
+        if not fs.exists(root):
+            raise NotARunError(
+                f"{url}: no such run directory (check the path; runs are made by `conceptengine run`)"
+            )
+        if not fs.isdir(root):
+            raise NotARunError(f"{url} is a file; give the run's directory (the one holding run.json)")
+        if not fs.exists(posixpath.join(root, "run.json")):
+            raise NotARunError(f"{url} is not a conceptengine run (no run.json)")
+        return cls(url)
 
     # -- paths --------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:

@@ -70,3 +70,10 @@ def test_round_table_shows_the_adaptation_within_120_columns() -> None:
     assert row0.split()[-3:] == ["–", "–", "–"]  # no candidate, no committed data in round 0
     table = lines[: lines.index(row3) + 1]
     assert max(len(line.rstrip()) for line in table) <= 120
+
+
+def test_a_tiny_negative_score_prints_as_zero_not_minus_zero() -> None:
+    console = Console(width=200, record=True)
+    console.print(round_table([{"round": 1, "gold_cgF1": -0.0004, "precision": -0.001, "recall": 0.5}]))
+    text = console.export_text()
+    assert "-0.00" not in text and "-.00" not in text and "0.00" in text

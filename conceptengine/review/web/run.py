@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.context import resolve, run_review_url
-from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
 class RunOpenError(ValueError):
@@ -31,7 +31,10 @@ class ReviewRun:
 
     @classmethod
     def open(cls, run_dir: str) -> ReviewRun:
-        store = RunStore(str(run_dir))
+        try:
+            store = RunStore.existing(str(run_dir))
+        except NotARunError as exc:
+            raise RunOpenError(str(exc)) from None
         snapshot = store.read_json("run.json")
         if not snapshot or "config" not in snapshot:
             raise RunOpenError(

@@ -117,6 +117,10 @@ def test_add_user_cli_prints_the_token_once_and_rejects_bad_input(site: Site) ->
     role = runner.invoke(cli_app, ["review", "add-user", str(site.run), "eve", "--role", "boss"])
     assert role.exit_code == 2 and "role:" in role.output
     missing = runner.invoke(cli_app, ["review", "add-user", str(site.run.parent / "nope"), "eve"])
-    assert missing.exit_code == 2 and "run.json" in missing.output
+    assert missing.exit_code == 2 and "no such run directory" in missing.output
     serve = runner.invoke(cli_app, ["review", "serve", str(site.run.parent / "nope")])
-    assert serve.exit_code == 2 and "no run.json" in serve.output
+    assert serve.exit_code == 2 and "no such run directory" in serve.output
+    assert not (site.run.parent / "nope").exists()
+    (site.run.parent / "empty").mkdir()
+    empty = runner.invoke(cli_app, ["review", "serve", str(site.run.parent / "empty")])
+    assert empty.exit_code == 2 and "no run.json" in empty.output

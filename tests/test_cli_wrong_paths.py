@@ -1,0 +1,51 @@
+"""A wrong path or a missing model given to the CLI: one clear line, exit 2, and nothing created."""
+
+import ray
+from typer.testing import CliRunner
+
+from conceptengine.cli import app
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """The output as one line: rich wraps long messages at the terminal width."""
+    return " ".join(result.output.split())
+
+
+def test_status_export_and_eval_on_a_missing_run_create_nothing(tmp_path):
+    missing = tmp_path / "no-run"
+    for args in (
+        ["status", str(missing)],
+        ["export", str(missing)],
+        ["eval", "--model", str(tmp_path / "model"), "--gold", str(missing)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "no such run directory" in said(result)
+        assert not missing.exists()
+
+
+def test_status_on_a_file_asks_for_the_run_directory(tmp_path):
+    run_json = tmp_path / "run.json"
+    run_json.write_text("{}")
+    result = runner.invoke(app, ["status", str(run_json)])
+    assert result.exit_code == 2 and "is a file; give the run's directory" in said(result)
+
+
+def test_eval_of_a_predictions_file_against_a_run_directory_says_what_to_give(tmp_path):
+    pred = tmp_path / "pred.json"
+    pred.write_text("[]")
+    result = runner.invoke(app, ["eval", "--gold", str(tmp_path), "--pred", str(pred)])
+    assert result.exit_code == 2, result.output
+    assert "SA-Co/Gold .json" in said(result) and "--model" in said(result)
+
+
+def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path):
+    config = tmp_path / "team.yaml"
+    config.write_text("sam3: {model: checkpoints/sam3}\n")
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "sam3.model: no checkpoint directory at" in said(result)
+    assert not ray.is_initialized()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["team.yaml"]  # no run/ beside the config
