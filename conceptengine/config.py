@@ -280,6 +280,23 @@ class EngineConfig(_Strict):
     retrain: RetrainConfig = RetrainConfig()
     verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()
 
+    @model_validator(mode="after")
+    def _files_need_an_ontology_and_captions(self) -> EngineConfig:
+        # The rendered world brings its own concept graph and oracle captioner; a team's pool brings neither,
+        # and without them NP proposal would only fail after round 0 had run.
+        if self.media.source == "files":
+            missing = [
+                f"ontology.{key} ({what})"
+                for key, what in (
+                    ("path", "your concept graph YAML"),
+                    ("captions_path", 'your captioner\'s output, {"media_id": ["noun phrase", ...]}'),
+                )
+                if not getattr(self.ontology, key)
+            ]
+            if missing:
+                raise ValueError(f"media.source is 'files', so set {' and '.join(missing)}")
+        return self
+
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -312,6 +329,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key (check the spelling; see configs/demo.yaml for valid keys)")
+        elif e["type"] == "value_error":
+            # The engine's own validators: their messages name the keys to fix already.
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(msg if not e["loc"] or msg.startswith(f"{path}.") else f"{path}: {msg}")
         else:
             lines.append(f"{path}: {e['msg']}")
     return f"invalid config {source}:\n  " + "\n  ".join(lines)

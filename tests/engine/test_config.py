@@ -59,6 +59,15 @@ def test_files_source_needs_uri():
         load_config(None, ["media.source=files"])
 
 
+def test_a_files_pool_without_ontology_or_captions_is_refused_before_the_run():
+    files = ["media.source=files", "media.uri=/data/*.jpg"]
+    with pytest.raises(ConfigError, match=r"set ontology\.path \(.*\) and ontology\.captions_path \("):
+        load_config(None, files)
+    with pytest.raises(ConfigError, match=r"set ontology\.captions_path \(your captioner's output"):
+        load_config(None, [*files, "ontology.path=onto.yaml"])
+    assert load_config(None, [*files, "ontology.path=onto.yaml", "ontology.captions_path=c.json"])
+
+
 def test_config_hash_changes_with_content():
     assert EngineConfig().config_hash() == EngineConfig().config_hash()
     assert EngineConfig().config_hash() != load_config(None, ["seed=1"]).config_hash()
