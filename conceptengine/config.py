@@ -93,7 +93,9 @@ class OntologyConfig(_Strict):
 
 
 class Sam3Config(_Strict):
-    model: str = "models/sam3"  # a local save_pretrained dir, or facebook/sam3 on a connected cluster
+    # A save_pretrained folder (relative to the workspace) or a hub id, `facebook/sam3[@revision]`, fetched once
+    # into the Hugging Face cache (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE): engine/model_refs.py.
+    model: str = "models/sam3"
     device: str = "cpu"
     score_threshold: float = Field(0.5, ge=0, le=1)
     max_masks: int = Field(30, ge=1)
@@ -107,8 +109,8 @@ class VerifierConfig(_Strict):
     # transformers: in-process; vllm: in-process on a GPU (`conceptengine[vllm]`); openai: any
     # OpenAI-compatible server with logprobs (`verifier.openai`). stage.num_gpus is each actor's GPU share.
     backend: BackendName = "transformers"
-    model: str = "models/verifier"  # any AutoModelForImageTextToText save_pretrained dir
-    ev_model: str | None = None  # EV's own checkpoint dir; None = `model` for both MV and EV
+    model: str = "models/verifier"  # any AutoModelForImageTextToText: a folder or a hub id, as sam3.model
+    ev_model: str | None = None  # EV's own checkpoint (folder or hub id); None = `model` for both MV and EV
     device: str = "cpu"
     view_size: int = Field(112, ge=32)
     openai: OpenAIConfig = OpenAIConfig()

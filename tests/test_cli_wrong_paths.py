@@ -46,6 +46,6 @@ def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path):
     config.write_text("sam3: {model: checkpoints/sam3}\n")
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 2, result.output
-    assert "sam3.model: no checkpoint directory at" in said(result)
+    assert "sam3.model: checkpoints/sam3 is neither a folder at" in said(result)
     assert not ray.is_initialized()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["team.yaml"]  # no run/ beside the config

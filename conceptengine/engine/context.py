@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
+from conceptengine.engine.model_refs import model_dir
 from conceptengine.engine.runner import Runner
 from conceptengine.engine.store import RunStore
 
@@ -45,11 +46,16 @@ class RunInputs:
 
     @property
     def sam3_path(self) -> str:
-        return resolve(self.workspace, self.cfg.sam3.model)
+        return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
 
     @property
     def verifier_path(self) -> str:
-        return resolve(self.workspace, self.cfg.verifier.model)
+        return model_dir(self.workspace, self.cfg.verifier.model, "verifier.model")
+
+    @property
+    def ev_model_path(self) -> str | None:
+        ev_model = self.cfg.verifier.ev_model
+        return model_dir(self.workspace, ev_model, "verifier.ev_model") if ev_model else None
 
     @property
     def ontology_path(self) -> str:
@@ -86,6 +92,10 @@ class RunContext:
     @property
     def verifier_path(self) -> str:
         return self.inputs.verifier_path
+
+    @property
+    def ev_model_path(self) -> str | None:
+        return self.inputs.ev_model_path
 
     @property
     def ontology_path(self) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
-from conceptengine.engine.context import RunContext, RunError, RunInputs, resolve
+from conceptengine.engine.context import RunContext, RunError, RunInputs
 from conceptengine.engine.evaluate import evaluate_round
+from conceptengine.engine.model_refs import ModelUnavailable
 from conceptengine.engine.registry import initial_version
 from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
@@ -16,19 +17,22 @@ from conceptengine.engine.store import RunStore
 
 
 def check_models(ctx: RunInputs) -> None:
-    """Fail before round 1 when a checkpoint directory is missing (served verifiers are checked by the
-    ai_verify step, which names the server when it cannot reach it)."""
-    checkpoints = [("sam3.model", ctx.sam3_path)]
-    verifier = ctx.cfg.verifier
-    if verifier.backend != "openai":
-        checkpoints.append(("verifier.model", ctx.verifier_path))
-        if verifier.ev_model:
-            checkpoints.append(("verifier.ev_model", resolve(ctx.workspace, verifier.ev_model)))
+    """Fail before anything starts when a checkpoint is neither a folder nor a hub model this machine can
+    get (served verifiers are checked by the ai_verify step, which names the server when it cannot reach
+    it). Hub ids are downloaded here, once, into the Hugging Face cache."""
+    try:
+        checkpoints = [("sam3.model", ctx.sam3_path)]
+        if ctx.cfg.verifier.backend != "openai":
+            checkpoints.append(("verifier.model", ctx.verifier_path))
+            if ctx.ev_model_path:
+                checkpoints.append(("verifier.ev_model", ctx.ev_model_path))
+    except ModelUnavailable as exc:
+        raise RunError(str(exc)) from None
     for what, path in checkpoints:
-        if "://" not in path and not Path(path).is_dir() and not _looks_like_hub_id(path):
+        if "://" not in path and not Path(path).is_dir():
             raise RunError(
-                f"{what}: no checkpoint directory at {path}. Point it at a save_pretrained folder "
-                "(or run `conceptengine demo`, which builds small ones)."
+                f"{what}: no checkpoint directory at {path}. Point it at a save_pretrained folder or a hub id "
+                "such as facebook/sam3 (or run `conceptengine demo`, which builds small ones)."
             )
 
 
@@ -59,10 +63,6 @@ def check_replay(ctx: RunInputs) -> None:
             "directory of data the SAM 3 checkpoint was trained on, or set retrain.replay_share and "
             "retrain.presence_fit_images to 0."
         )
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    return path.count("/") == 1 and not path.startswith((".", "/"))
 
 
 def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) -> RunContext:

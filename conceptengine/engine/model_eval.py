@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from conceptengine.engine.context import RunError, resolve
+from conceptengine.engine.model_refs import model_dir
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
@@ -53,5 +54,5 @@ def evaluate_checkpoint(model: str, gold: str, ontology: str | None = None, devi
     from conceptengine.model.sam3_backend import Sam3Detector
 
     table, run_ontology = load_gold(gold)
-    detector = Sam3Detector.from_pretrained(model, device=device)
+    detector = Sam3Detector.from_pretrained(model_dir(Path.cwd(), model, "--model"), device=device)
     return evaluate_by_group(detector, table, concept_of(ontology or run_ontology))

@@ -9,7 +9,7 @@ are read back from the manifests of earlier rounds, so a resumed run verifies wi
 
 from __future__ import annotations
 
-from conceptengine.engine.context import RunContext, resolve
+from conceptengine.engine.context import RunContext
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 
@@ -40,9 +40,8 @@ def _verdicts_since_last_retrain(ctx: RunContext, r: int) -> int:
 
 def verifiers_at_start_of(ctx: RunContext, r: int) -> dict[str, str]:
     """The checkpoint each task verifies with in round r: the config's, or the last one promoted before r."""
-    cfg = ctx.cfg.verifier
     current = {"mv": ctx.verifier_path}
-    current["ev"] = resolve(ctx.workspace, cfg.ev_model) if cfg.ev_model else current["mv"]
+    current["ev"] = ctx.ev_model_path or current["mv"]
     for past in range(1, r):
         manifest = ctx.store.manifest(StepRef(past, STEP)) or {}
         for task, result in manifest.get("extra", {}).get("verifiers", {}).items():

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.context import resolve, run_review_url
+from conceptengine.engine.context import run_review_url
+from conceptengine.engine.model_refs import model_dir
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
@@ -54,9 +55,8 @@ class ReviewRun:
 
     @property
     def sam3_path(self) -> str:
-        """The run's SAM 3 checkpoint dir; a model id such as `facebook/sam3` when no such dir exists."""
-        local = resolve(self.workspace, self.cfg.sam3.model)
-        return local if Path(local).exists() else self.cfg.sam3.model
+        """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
+        return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
 
     def media_uri(self, media_id: str) -> str | None:
         """The ingested URI of `media_id`, or None when the run never ingested it (or it was quarantined)."""
