@@ -85,3 +85,11 @@ def test_eval_and_run_take_a_hub_id(tmp_path, hf_cache):
     assert (
         res.exit_code == 2 and "verifier.model: verifiers/missing is neither a folder at" in said
     )  # sam3.model passed
+
+
+def test_an_unreachable_hub_says_so(tmp_path, hf_cache, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    assert model_dir(tmp_path, "acme/sam3-tiny", "sam3.model") == str(hf_cache)  # cached: served offline
+    with pytest.raises(ModelUnavailable, match="the hub cannot be reached: fix the path, or download"):
+        model_dir(tmp_path, "facebook/sam3", "sam3.model")
