@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.context import run_review_url
-from conceptengine.engine.model_refs import model_dir
+from conceptengine.engine.model_refs import ModelUnavailable, model_dir
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
@@ -56,7 +56,11 @@ class ReviewRun:
     @property
     def sam3_path(self) -> str:
         """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
-        return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
+        try:
+            return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
+        except ModelUnavailable:
+            # Reviewing needs no model: the tracker names this one when a click correction first needs it.
+            return self.cfg.sam3.model
 
     def media_uri(self, media_id: str) -> str | None:
         """The ingested URI of `media_id`, or None when the run never ingested it (or it was quarantined)."""
