@@ -1,6 +1,5 @@
 """A wrong path or a missing model given to the CLI: one clear line, exit 2, and nothing created."""
 
-import ray
 from typer.testing import CliRunner
 
 from conceptengine.cli import app
@@ -41,11 +40,15 @@ def test_eval_of_a_predictions_file_against_a_run_directory_says_what_to_give(tm
     assert "SA-Co/Gold .json" in said(result) and "--model" in said(result)
 
 
-def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path):
+def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path, monkeypatch):
+    from conceptengine.engine import driver
+
+    runners_made = []
+    monkeypatch.setattr(driver, "make_runner", lambda *a: runners_made.append(a))  # Ray starts in there
     config = tmp_path / "team.yaml"
     config.write_text("sam3: {model: checkpoints/sam3}\n")
     result = runner.invoke(app, ["run", str(config)])
     assert result.exit_code == 2, result.output
     assert "sam3.model: checkpoints/sam3 is neither a folder at" in said(result)
-    assert not ray.is_initialized()
+    assert runners_made == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["team.yaml"]  # no run/ beside the config
