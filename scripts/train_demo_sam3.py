@@ -317,7 +317,10 @@ class Recipe:
         self.curve_points = curve_points
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(self.state, indent=1) + "\n")
+        # Written aside, then moved: a kill (or a reader) mid-write never sees half a file.
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1) + "\n")
+        tmp.replace(self.path)
 
     def minutes_of(self, name: str) -> float:
         return self.state["stages"].get(name, {}).get("seconds", 0.0) / 60
