@@ -75,7 +75,8 @@ class MediaConfig(_Strict):
 
 class OntologyConfig(_Strict):
     path: str | None = None  # YAML concept graph; the sim world writes its own
-    # Real pools: captions precomputed by your captioner, {"media_id": ["np", ...]} (the demo uses an oracle).
+    # Real pools: captions precomputed by your captioner, {"file name, URI or media_id": ["np", ...]} (the demo
+    # uses an oracle).
     captions_path: str | None = None
     captioner_recall: float = Field(0.8, ge=0, le=1)
     captioner_noise: float = Field(0.1, ge=0, le=1)
@@ -209,6 +210,9 @@ class RetrainConfig(_Strict):
     # operating point is refitted; 1.0 = the plain fine-tune. On the demo one fine-tune scored gold 16.39
     # plain and 18.24 at 0.5 (base 17.58): the plain one lost 4 points on seen concepts (README).
     merge_alpha: float = Field(0.5, ge=0, le=1)
+    # false: the token embeddings keep their whole fine-tune through the merge (a new family's words start
+    # at random, and the merge halves how far each round moved them); the rest is merged.
+    merge_token_embeddings: bool = True
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
 
@@ -283,20 +287,26 @@ class EngineConfig(_Strict):
     verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()
 
     @model_validator(mode="after")
-    def _files_need_an_ontology_and_captions(self) -> EngineConfig:
-        # The rendered world brings its own concept graph and oracle captioner; a team's pool brings neither,
-        # and without them NP proposal would only fail after round 0 had run.
+    def _files_need_an_ontology_captions_and_gold(self) -> EngineConfig:
+        # The rendered world brings its own concept graph, oracle captioner and gold split; a team's pool brings
+        # none of them, and without them a run would only fail after round 0 had run.
         if self.media.source == "files":
             missing = [
-                f"ontology.{key} ({what})"
-                for key, what in (
-                    ("path", "your concept graph YAML"),
-                    ("captions_path", 'your captioner\'s output, {"media_id": ["noun phrase", ...]}'),
+                f"{key} ({what})"
+                for key, value, what in (
+                    ("ontology.path", self.ontology.path, "your concept graph YAML"),
+                    (
+                        "ontology.captions_path",
+                        self.ontology.captions_path,
+                        'your captioner\'s output, {"file name": ["noun phrase", ...]}',
+                    ),
+                    ("media.gold_json", self.media.gold_json, "SA-Co/Gold JSON of your gold split"),
                 )
-                if not getattr(self.ontology, key)
+                if not value
             ]
             if missing:
-                raise ValueError(f"media.source is 'files', so set {' and '.join(missing)}")
+                listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+                raise ValueError(f"media.source is 'files', so set {listed}")
         return self
 
     def config_hash(self) -> str:

@@ -93,8 +93,6 @@ def gold(ctx: RunContext, media: StepResult) -> StepResult:
         else:
             from conceptengine.model.saco_io import read_saco_gold_annotations
 
-            if not ctx.cfg.media.gold_json:
-                raise RunError("media.gold_json is required when media.source is 'files'")
             table = read_saco_gold_annotations(resolve(ctx.workspace, ctx.cfg.media.gold_json))
         table = with_media_domain(table, media["media"])
         return {"gold": table}, {"pairs": table.num_rows}

@@ -8,6 +8,7 @@ only, never on the data the candidate was trained on.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from conceptengine.engine.context import RunContext, RunInputs, resolve
@@ -15,6 +16,8 @@ from conceptengine.engine.gold_eval import gold_metrics
 from conceptengine.engine.registry import ModelVersion, candidate_dir
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
+
+log = logging.getLogger(__name__)
 
 
 def retrain_due(ctx: RunContext, r: int) -> bool:
@@ -55,6 +58,15 @@ def committed_shards(ctx: RunContext, r: int) -> list[str]:
     return shards
 
 
+def has_training_data(ctx: RunContext, r: int) -> bool:
+    """Whether rounds 1..r committed anything to fine-tune on. A round nobody reviewed before its deadline
+    commits nothing, and a fine-tune on replay data alone would teach the model nothing of this pool."""
+    if committed_shards(ctx, r):
+        return True
+    log.warning("round %d: nothing committed so far, so SAM 3 is not retrained this round", r)
+    return False
+
+
 def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) -> StepResult:
     from conceptengine.engine.training import SUMMARY_FILE
     from conceptengine.model.train import TrainSam3Config
@@ -85,6 +97,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             backbone_lr_scale=cfg.backbone_lr_scale,
             token_embedding_lr_scale=cfg.token_embedding_lr_scale,
             merge_alpha=cfg.merge_alpha,
+            merge_token_embeddings=cfg.merge_token_embeddings,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,

@@ -58,6 +58,8 @@ _WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.js
 # (plus the config's overrides): a different focal alpha / gamma re-balances the query scores, and the demo
 # checkpoint fell from gold cgF1 2.3 to 0.7 in 150 steps when retrained with the library defaults.
 LOSS_WEIGHTS_FILE = "loss_weights.json"
+# The text encoder's word-embedding table (Sam3Model's CLIP text tower).
+TOKEN_EMBEDDING = "text_encoder.text_model.embeddings.token_embedding."
 
 
 class TrainSam3Config(BaseModel):
@@ -114,6 +116,9 @@ class TrainSam3Config(BaseModel):
     # Weight-space ensembling with the init before the operating point is fitted (model/weight_merge.py):
     # the output is init + merge_alpha * (fine-tune - init); 1.0 keeps the plain fine-tune.
     merge_alpha: float = Field(1.0, ge=0, le=1)
+    # False keeps the token embeddings' whole fine-tune through the merge: a new family's words start at
+    # their random init, and merging halves how far each fine-tune moved them.
+    merge_token_embeddings: bool = True
     hflip: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -343,7 +348,7 @@ def run_training(
     criterion = Sam3Criterion(effective_loss_weights(cfg))
     lr_scale = {
         "vision_encoder.backbone.": cfg.backbone_lr_scale,
-        "text_encoder.text_model.embeddings.token_embedding.": cfg.token_embedding_lr_scale,
+        TOKEN_EMBEDDING: cfg.token_embedding_lr_scale,
     }
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr, lr_scale), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
@@ -385,7 +390,8 @@ def run_training(
     if rank == 0:
         if cfg.merge_alpha < 1.0:
             init_state = Sam3Model.from_pretrained(cfg.init_checkpoint).state_dict()
-            interpolate_towards(model, init_state, cfg.merge_alpha)
+            keep = () if cfg.merge_token_embeddings else (TOKEN_EMBEDDING,)
+            interpolate_towards(model, init_state, cfg.merge_alpha, keep)
         fitted = fit_operating_point(model, inputs, cfg) if cfg.presence_fit_images else None
         save_final(
             model,
@@ -394,6 +400,7 @@ def run_training(
                 "steps": cfg.steps,
                 "presence_fit": fitted,
                 "merge_alpha": cfg.merge_alpha,
+                "merge_token_embeddings": cfg.merge_token_embeddings,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
                 "images": len(dataset),

@@ -9,6 +9,7 @@ that maps a media_id to a list of noun phrases fits: the demo's oracle captioner
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -16,15 +17,17 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Captioner(Protocol):
-    def caption(self, media_id: str) -> list[str]:
-        """Noun phrases the captioner believes are present in the media (may be wrong or incomplete)."""
+    def caption(self, media_id: str, uri: str | None = None) -> list[str]:
+        """Noun phrases the captioner believes are present in the media (may be wrong or incomplete);
+        `uri` is where the media was read from."""
         ...
 
 
 class PrecomputedCaptioner:
-    """Captions computed elsewhere (e.g. an offline MLLM job) and looked up by media_id.
+    """Captions computed elsewhere (e.g. an offline MLLM job), keyed by what the job knew of each image: its
+    media_id (the engine's content hash), its URI as the pool lists it, or its file name.
 
-    A media_id with no entry has no captions (an empty list): the engine then proposes negatives only,
+    A media with no entry has no captions (an empty list): the engine then proposes negatives only,
     which is what SA-Co does for images a captioner found nothing in.
     """
 
@@ -33,7 +36,7 @@ class PrecomputedCaptioner:
 
     @classmethod
     def from_json(cls, path: str | Path) -> PrecomputedCaptioner:
-        """Load `{"<media_id>": ["np", ...], ...}`."""
+        """Load `{"<media_id, URI or file name>": ["np", ...], ...}`."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"captions file {path} does not exist")
@@ -42,8 +45,13 @@ class PrecomputedCaptioner:
         except json.JSONDecodeError as exc:
             raise ValueError(f"captions file {path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-            raise ValueError(f"captions file {path} must map each media_id to a list of noun phrases")
+            raise ValueError(
+                f"captions file {path} must map each image (media_id, URI or file name) to a list of noun phrases"
+            )
         return cls(data)
 
-    def caption(self, media_id: str) -> list[str]:
-        return list(self._captions.get(media_id, []))
+    def caption(self, media_id: str, uri: str | None = None) -> list[str]:
+        for key in (media_id, uri, posixpath.basename(uri) if uri else None):
+            if key is not None and key in self._captions:
+                return list(self._captions[key])
+        return []

@@ -48,7 +48,7 @@ class ProposeNPsParams(BaseModel):
 
     ontology_path: str
     world_dir: str | None = None  # demo: the rendered world, read by the oracle captioner
-    captions_path: str | None = None  # or: precomputed captions, {"media_id": ["np", ...]}
+    captions_path: str | None = None  # or: precomputed captions, {"media_id, URI or file name": ["np", ...]}
     captioner_recall: float = Field(0.7, ge=0.0, le=1.0)
     captioner_noise: float = Field(0.1, ge=0.0, le=1.0)
     negative_share: float = Field(0.85, ge=0.0, lt=1.0)
@@ -135,7 +135,7 @@ class ProposeNPs(Stage):
             if media["error"] is not None:
                 continue  # quarantined upstream; the media table keeps its error
             try:
-                captions = self.captioner.caption(media["media_id"])  # type: ignore[union-attr]
+                captions = self.captioner.caption(media["media_id"], media["uri"])  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - any captioner failure: one bad row never ends the run; logged and counted
                 log.warning("propose_nps: captioner failed on media %s: %s", media["media_id"], exc)
                 self.failures.append((media["media_id"], f"{type(exc).__name__}: {exc}"))

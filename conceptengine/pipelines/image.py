@@ -17,7 +17,7 @@ from conceptengine.engine.context import RunContext
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.human_review import human_review
 from conceptengine.engine.registry import promoted_at_start_of, write_registry_view
-from conceptengine.engine.retrain import promote, retrain, retrain_due
+from conceptengine.engine.retrain import has_training_data, promote, retrain, retrain_due
 from conceptengine.engine.round import ai_verify, propose_masks, propose_nps, route
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.verifier_retrain import retrain_verifiers_step, verifier_retrain_due
@@ -69,7 +69,7 @@ def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> d
     review = human_review(ctx, r, routed)
     committed = commit_round(ctx, r, routed, review)
     steps = [pairs, proposals, calibrated, routed, review, committed]
-    if retrain_due(ctx, r):
+    if retrain_due(ctx, r) and has_training_data(ctx, r):
         trained = retrain(ctx, r, version, committed)
         steps.append(promote(ctx, r, version, trained, gold))
     if verifier_retrain_due(ctx, r):

@@ -30,7 +30,7 @@ class OracleCaptioner:
             raise ValueError(f"OracleCaptioner: noise must be in [0, 1], got {noise!r}")
         self.oracle, self.recall, self.noise, self.seed = oracle, recall, noise, seed
 
-    def caption(self, media_id: str) -> list[str]:
+    def caption(self, media_id: str, uri: str | None = None) -> list[str]:
         rng = np.random.default_rng(ids.stable_seed(self.seed, "caption", media_id))
         present = self.oracle.present_nps(media_id)
         kept = [np_ for np_ in present if rng.random() < self.recall]

@@ -59,13 +59,21 @@ def test_files_source_needs_uri():
         load_config(None, ["media.source=files"])
 
 
-def test_a_files_pool_without_ontology_or_captions_is_refused_before_the_run():
+def test_a_files_pool_without_ontology_captions_or_gold_is_refused_before_the_run():
     files = ["media.source=files", "media.uri=/data/*.jpg"]
-    with pytest.raises(ConfigError, match=r"set ontology\.path \(.*\) and ontology\.captions_path \("):
+    with pytest.raises(
+        ConfigError,
+        match=r"set ontology\.path \(.*\), ontology\.captions_path \(.*\) and media\.gold_json \(SA-Co/Gold",
+    ):
         load_config(None, files)
-    with pytest.raises(ConfigError, match=r"set ontology\.captions_path \(your captioner's output"):
+    with pytest.raises(
+        ConfigError, match=r"set ontology\.captions_path \(your captioner's output.*\) and media"
+    ):
         load_config(None, [*files, "ontology.path=onto.yaml"])
-    assert load_config(None, [*files, "ontology.path=onto.yaml", "ontology.captions_path=c.json"])
+    complete = [*files, "ontology.path=onto.yaml", "ontology.captions_path=c.json"]
+    with pytest.raises(ConfigError, match=r"so set media\.gold_json \(SA-Co/Gold JSON of your gold split\)$"):
+        load_config(None, complete)
+    assert load_config(None, [*complete, "media.gold_json=gold.json"])
 
 
 def test_config_hash_changes_with_content():

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.context import run_review_url
-from conceptengine.engine.model_refs import ModelUnavailable, model_dir
+from conceptengine.engine.context import RunInputs, run_review_url
+from conceptengine.engine.model_refs import ModelUnavailable
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 
 
@@ -57,7 +57,7 @@ class ReviewRun:
     def sam3_path(self) -> str:
         """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
         try:
-            return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
+            return RunInputs(self.cfg, self.workspace).sam3_path
         except ModelUnavailable:
             # Reviewing needs no model: the tracker names this one when a click correction first needs it.
             return self.cfg.sam3.model
