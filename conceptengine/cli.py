@@ -15,9 +15,11 @@ from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.context import RunError
-from conceptengine.engine.report import RENDERED_NOTICE, StepProgress, round_table, rounded
+from conceptengine.engine.progress import StepProgress
+from conceptengine.engine.report import RENDERED_NOTICE, round_table, rounded
 from conceptengine.engine.runner import ResourceConfigError
 from conceptengine.engine.store import NotARunError
+from conceptengine.output import configure_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
@@ -26,6 +28,15 @@ console = Console() if sys.stdout.isatty() else Console(width=120)
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")
 ]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show third-party logs and warnings (Ray, transformers)")
+    ] = False,
+) -> None:
+    configure_output(verbose)
 
 
 def _fail(msg: str) -> None:
@@ -46,7 +57,7 @@ def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> 
 
             def show(summary: dict) -> None:
                 summaries.append(summary)
-                progress.progress.console.print(round_table([summary]))
+                progress.print(round_table([summary], legend=False))
 
             run_all(ctx, run_round, on_round=show)
     finally:

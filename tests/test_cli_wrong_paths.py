@@ -1,5 +1,7 @@
 """A wrong path or a missing model given to the CLI: one clear line, exit 2, and nothing created."""
 
+import time
+
 from typer.testing import CliRunner
 
 from conceptengine.cli import app
@@ -52,3 +54,48 @@ def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path, m
     assert "sam3.model: checkpoints/sam3 is neither a folder at" in said(result)
     assert runners_made == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["team.yaml"]  # no run/ beside the config
+
+
+def _team_config(tmp_path, **files: str) -> str:
+    """A files pool whose config names photos/, captions.json, gold.json and ontology.yaml; `files` says
+    which of them exist."""
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    config = tmp_path / "team.yaml"
+    config.write_text(
+        "media: {source: files, uri: photos/*.jpg, gold_json: gold.json}\n"
+        "ontology: {path: ontology.yaml, captions_path: captions.json}\n"
+    )
+    return str(config)
+
+
+def test_a_team_pool_with_a_missing_file_names_its_key_in_one_line_and_writes_nothing(tmp_path):
+    config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "photos/a.jpg": "x"})
+    started = time.monotonic()
+    result = runner.invoke(app, ["run", config])
+    assert result.exit_code == 2, result.output
+    assert f"ontology.captions_path: no file at {tmp_path / 'captions.json'}" in said(result)
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_team_pool_whose_glob_matches_nothing_says_so(tmp_path):
+    config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "captions.json": "{}"})
+    result = runner.invoke(app, ["run", config])
+    assert result.exit_code == 2, result.output
+    assert f"media.uri: no image matches {tmp_path / 'photos' / '*.jpg'}" in said(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_cannot_be_created_is_refused_before_anything_starts(tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the run dir's parent should be")
+    config = tmp_path / "demo.yaml"
+    config.write_text("seed: 0\n")
+    result = runner.invoke(app, ["run", str(config), "--run-dir", str(blocker / "run")])
+    assert result.exit_code == 2, result.output
+    assert f"run dir {blocker / 'run'}: cannot write under {blocker}; choose another --run-dir" in said(
+        result
+    )

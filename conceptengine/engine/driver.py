@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.bootstrap import gold, ingest
-from conceptengine.engine.context import RunContext, RunError, RunInputs
+from conceptengine.engine.context import RunContext, RunError, RunInputs, resolve
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.model_refs import ModelUnavailable
 from conceptengine.engine.registry import initial_version
@@ -65,9 +67,41 @@ def check_replay(ctx: RunInputs) -> None:
         )
 
 
+def check_pool(ctx: RunInputs) -> None:
+    """Fail before anything starts when a team's pool (`media.source: files`) names a local file that is not
+    there or an image glob that matches nothing (URLs are read, and named when they fail, by their steps)."""
+    cfg = ctx.cfg
+    if cfg.media.source != "files":
+        return
+    for key, value in (
+        ("ontology.path", cfg.ontology.path),
+        ("ontology.captions_path", cfg.ontology.captions_path),
+        ("media.gold_json", cfg.media.gold_json),
+    ):
+        path = resolve(ctx.workspace, value or "")
+        if "://" not in path and not Path(path).is_file():
+            raise RunError(f"{key}: no file at {path}")
+    pattern = resolve(ctx.workspace, cfg.media.uri or "")
+    if "://" not in pattern and not glob.glob(pattern, recursive=True):
+        raise RunError(f"media.uri: no image matches {pattern}")
+
+
+def check_run_dir(run_url: str) -> None:
+    """Fail before anything starts when a local run directory cannot be created or written."""
+    if "://" in run_url and not run_url.startswith("file://"):
+        return
+    existing = Path(run_url.removeprefix("file://")).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"run dir {run_url}: cannot write under {existing}; choose another --run-dir")
+
+
 def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) -> RunContext:
     # What the config points at is checked first: a mistake costs no Ray start and leaves no run directory.
     inputs = RunInputs(cfg, workspace)
+    check_run_dir(run_url)
+    check_pool(inputs)
     check_models(inputs)
     check_concepts(inputs)
     check_replay(inputs)

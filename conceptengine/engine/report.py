@@ -1,12 +1,8 @@
-"""What a person sees: progress while a run works, and a table at the end of every round."""
+"""What a person sees at the end of every round: its row of the round table (progress: engine/progress.py)."""
 
 from __future__ import annotations
 
-from typing import Self
-
 from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 RENDERED_NOTICE = (
@@ -112,10 +108,11 @@ LEGEND = (
 )
 
 
-def round_table(summaries: list[dict]) -> Table:
+def round_table(summaries: list[dict], legend: bool = True) -> Table:
+    """The round table; `legend=False` for the one-row tables printed as rounds finish."""
     table = Table(
         title="conceptengine rounds",
-        caption=LEGEND,
+        caption=LEGEND if legend else None,
         box=box.SIMPLE_HEAD,
         padding=(0, 0),
         collapse_padding=True,
@@ -133,32 +130,3 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{rounded(v, 2):.2f}" if abs(v) < 10 else f"{v:.0f}"
     return str(v)
-
-
-class StepProgress:
-    """A rich progress bar over a run's steps; plugs into RunContext.on_step."""
-
-    def __init__(self, console: Console, total_steps: int):
-        self.progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task("starting", total=total_steps)
-
-    def __enter__(self) -> Self:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def __call__(self, step: str, phase: str, info: dict) -> None:
-        if phase == "start":
-            self.progress.update(self.task, description=f"{step} …")
-        else:
-            note = " (reused)" if info.get("reused") else f" {info.get('seconds', 0):.1f}s"
-            self.progress.update(self.task, advance=1, description=f"{step} done{note}")

@@ -96,8 +96,10 @@ class RayRunner:
 
         if not ray.is_initialized():
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        # Ray Data logs every dataset's plan at INFO; the engine reports progress itself.
+        # Ray Data logs every dataset's plan at INFO, and warns that its progress bars are off: the engine turns
+        # them off (below) because it reports progress itself.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         self._ray = ray
 
     def run_chain(self, chain, table, sort_key, output_schema):

@@ -38,8 +38,9 @@ def run_step(
     notify = ctx.on_step or (lambda *_: None)
     if ctx.store.is_done(ref, ctx.config_hash, fingerprint):
         tables = {n: ctx.store.read_step(ref, n) for n in names}
-        notify(ref.rel, "done", {"reused": True, "seconds": 0.0})
-        return StepResult(ref, tables, ctx.store.manifest(ref), reused=True)
+        manifest = ctx.store.manifest(ref)
+        notify(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
+        return StepResult(ref, tables, manifest, reused=True)
     notify(ref.rel, "start", {})
     started = time.monotonic()
     tables, extra = compute()
@@ -48,5 +49,10 @@ def run_step(
         raise RuntimeError(f"step {ref.rel} produced no table(s) {sorted(missing)}")
     seconds = round(time.monotonic() - started, 2)
     manifest = ctx.store.write_step(ref, tables, ctx.config_hash, fingerprint, extra | {"seconds": seconds})
-    notify(ref.rel, "done", {"reused": False, "seconds": seconds})
+    notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
     return StepResult(ref, tables, manifest, reused=False)
+
+
+def _counts(manifest: dict) -> dict:
+    """What a progress display shows of a finished step: its tables' rows and its manifest's numbers."""
+    return {"rows": manifest.get("rows", {}), "extra": manifest.get("extra", {})}
