@@ -21,6 +21,35 @@ from conceptengine.verifiers.backend import chat_prompt, check_request, choice_t
 _OWN_POSITION_IDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v", "glm4v_moe", "qwen3_5")
 
 
+def _load_processor(model_path: str):
+    """The checkpoint's processor, or, where torchvision is missing, the same processor minus its video part.
+
+    Qwen-VL-style processors (Qwen2.5-VL ...) also load a video processor, and every transformers video
+    processor needs torchvision, which has no CPU wheel for the pinned torch (README): AutoProcessor then
+    raises ImportError for a checkpoint whose images need nothing but PIL. Verifiers never send video, so
+    the processor is rebuilt without that attribute (sub-processors are read off `__init__`'s parameters).
+    """
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(model_path)
+    except ImportError as err:
+        if "torchvision" not in str(err).lower():
+            raise
+        processor_cls = PROCESSOR_MAPPING.get(type(AutoConfig.from_pretrained(model_path)), None)
+        if processor_cls is None or "video_processor" not in processor_cls.get_attributes():
+            raise
+
+    class ImagesOnly(processor_cls):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(
+                image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs
+            )
+
+    return ImagesOnly.from_pretrained(model_path)
+
+
 class TransformersBackend:
     """Loads with `from_pretrained(model_path)`: a local directory, or a model id where a hub is reachable."""
 
@@ -32,7 +61,7 @@ class TransformersBackend:
         batch_size: int = 16,
         version: str | None = None,
     ):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         if batch_size < 1:
             raise ValueError(f"verifier batch_size must be >= 1, got {batch_size}")
@@ -49,7 +78,7 @@ class TransformersBackend:
             raise ValueError(f"verifier dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.processor = _load_processor(model_path)
         self.processor.tokenizer.padding_side = "left"
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype)
         self.model.to(self.device).eval()
