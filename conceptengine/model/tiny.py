@@ -296,6 +296,13 @@ def build_tiny_sam3(
         model = Sam3Model(config).eval()
         init_local_queries(model)
     model.save_pretrained(out)
+    save_processor_files(out, tokenizer, config, image_size)
+    return str(out)
+
+
+def save_processor_files(out: Path, tokenizer, config: Sam3Config, image_size: int) -> None:
+    """The tokenizer and processor config next to a saved Sam3Model, as `Sam3Processor.from_pretrained`
+    (and the engine's torchvision-free fallback) read them."""
     tokenizer.save_pretrained(out)
     tok_cfg_path = out / "tokenizer_config.json"
     tok_cfg = json.loads(tok_cfg_path.read_text())
@@ -305,4 +312,3 @@ def build_tiny_sam3(
     (out / "processor_config.json").write_text(
         json.dumps(processor_config(image_size, patch), indent=2) + "\n"
     )
-    return str(out)

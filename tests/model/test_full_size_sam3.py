@@ -12,7 +12,6 @@ Measured times and peak memory per phase are printed (`pytest -s` shows them).
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import shutil
 import time
@@ -31,7 +30,7 @@ from conceptengine.engine import ids, rle
 from conceptengine.engine.stage import StageConfig
 from conceptengine.engine.tables import PAIRS, PROPOSALS
 from conceptengine.model.propose_masks import ProposeMasks
-from conceptengine.model.tiny import BOS, EOS, MAX_TEXT_LEN, learn_bpe_merges, processor_config
+from conceptengine.model.tiny import BOS, EOS, MAX_TEXT_LEN, learn_bpe_merges, save_processor_files
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +68,7 @@ def _build_full_size_checkpoint(out: Path) -> tuple[Sam3Config, int]:
     model.save_pretrained(out)
     del model
     gc.collect()
-    tokenizer.save_pretrained(out)
-    tok_cfg_path = out / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text())
-    tok_cfg["processor_class"] = "Sam3Processor"
-    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
-    patch = config.vision_config.backbone_config.patch_size
-    (out / "processor_config.json").write_text(json.dumps(processor_config(IMAGE_SIZE, patch), indent=2))
+    save_processor_files(out, tokenizer, config, IMAGE_SIZE)
     return config, n_params
 
 

@@ -23,17 +23,15 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from conceptengine.engine import rle
 from conceptengine.engine.runner import LocalRunner, run_stage
 from conceptengine.engine.stage import StageConfig, get_stage
-from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers import choices
 from conceptengine.verifiers.backend import VerifierBackend
 from conceptengine.verifiers.prompts import corpus, ev_prompt, mv_prompt
 from conceptengine.verifiers.stage import VERIFIED
 from conceptengine.verifiers.transformers_backend import TransformersBackend
 
-from .conftest import VOCAB
+from .conftest import VOCAB, proposals_table, square_mask
 
 # Qwen/Qwen2.5-VL-7B-Instruct's chat_template.json, verbatim (as in transformers'
 # tests/models/qwen2_5_vl/test_processor_qwen2_5_vl.py, `prepare_processor_dict`).
@@ -245,32 +243,14 @@ def test_batching_does_not_change_scores(qwen: TransformersBackend, monkeypatch:
     np.testing.assert_allclose(qwen.score(views, prompts, letters), batched, atol=1e-4)
 
 
-def _mask(x0: int, y0: int, s: int, h: int = 60, w: int = 80) -> dict:
-    m = np.zeros((h, w), dtype=bool)
-    m[y0 : y0 + s, x0 : x0 + s] = True
-    counts = rle.encode(m)
-    return {"instance_id": None, "rle": counts, "box_xyxy": rle.box_xyxy(counts, h, w), "score": 0.9}
-
-
 @pytest.fixture(scope="module")
 def proposals(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
-    root = tmp_path_factory.mktemp("qwen_stage")
-    rng = np.random.default_rng(0)
     pairs = [
-        ("red square", [_mask(5, 5, 10), _mask(40, 30, 12)]),
+        ("red square", [square_mask(5, 5, 10), square_mask(40, 30, 12)]),
         ("star", []),  # a negative pair: EV only
-        ("blue triangle", [_mask(20, 20, 8)]),
+        ("blue triangle", [square_mask(20, 20, 8)]),
     ]
-    rows = []
-    for k, (np_, masks) in enumerate(pairs):
-        uri = root / f"img{k}.png"
-        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(uri)
-        for i, m in enumerate(masks):
-            m["instance_id"] = f"p{k}:{i:03d}"
-        row = {"pair_id": f"p{k}", "media_id": f"m{k}", "uri": str(uri), "width": 80, "height": 60}
-        row |= {"noun_phrase": np_, "node_id": None, "origin": "caption", "round": 1, "presence": 0.5}
-        rows.append(row | {"masks": masks, "model_version": "sam3", "error": None})
-    return pa.Table.from_pylist(rows, schema=PROPOSALS)
+    return proposals_table(tmp_path_factory.mktemp("qwen_stage"), pairs)
 
 
 def _verify(table: pa.Table, **params) -> list[dict]:

@@ -11,44 +11,24 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from fastapi import FastAPI
-from PIL import Image
 
 from conceptengine.config import ConfigError, load_config
-from conceptengine.engine import rle
 from conceptengine.engine.runner import LocalRunner, RayRunner, run_stage
 from conceptengine.engine.stage import StageConfig, get_stage
-from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backends import BackendParams, VLLMConfig, make_backend, vllm_memory_share
 from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.serve import create_app, load_models
 from conceptengine.verifiers.stage import VERIFIED, params_from_config
 from conceptengine.verifiers.tiny import build_tiny_verifier
 
-from .conftest import VOCAB
+from .conftest import VOCAB, proposals_table, square_mask
 from .loopback import serve_in_thread
-
-
-def _mask(x0: int, y0: int, s: int, h: int = 60, w: int = 80) -> dict:
-    m = np.zeros((h, w), dtype=bool)
-    m[y0 : y0 + s, x0 : x0 + s] = True
-    counts = rle.encode(m)
-    return {"instance_id": None, "rle": counts, "box_xyxy": rle.box_xyxy(counts, h, w), "score": 0.9}
 
 
 @pytest.fixture(scope="module")
 def proposals(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
-    root = tmp_path_factory.mktemp("stage_backends")
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, (np_, masks) in enumerate([("red square", [_mask(5, 5, 10), _mask(40, 30, 12)]), ("star", [])]):
-        uri = root / f"img{k}.png"
-        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(uri)
-        for i, m in enumerate(masks):
-            m["instance_id"] = f"p{k}:{i:03d}"
-        row = {"pair_id": f"p{k}", "media_id": f"m{k}", "uri": str(uri), "width": 80, "height": 60}
-        row |= {"noun_phrase": np_, "node_id": None, "origin": "caption", "round": 1, "presence": 0.5}
-        rows.append(row | {"masks": masks, "model_version": "sam3", "error": None})
-    return pa.Table.from_pylist(rows, schema=PROPOSALS)
+    pairs = [("red square", [square_mask(5, 5, 10), square_mask(40, 30, 12)]), ("star", [])]
+    return proposals_table(tmp_path_factory.mktemp("stage_backends"), pairs)
 
 
 @pytest.fixture(scope="module")
