@@ -78,6 +78,13 @@ class OntologyConfig(_Strict):
     # Real pools: captions precomputed by your captioner, {"file name, URI or media_id": ["np", ...]} (the demo
     # uses an oracle).
     captions_path: str | None = None
+    # Where positive candidates come from, one key: "file" (captions_path; the default when it is set),
+    # "model" (captioner_model, an image-text-to-text checkpoint folder or hub id, describes each image and
+    # the phrases the ontology parses are kept) or "ontology" (no captioner: concepts drawn from the ontology
+    # for SAM 3 and the verifiers to ground or reject). Unset on the rendered world: its oracle captioner.
+    captioner: Literal["file", "model", "ontology"] | None = None
+    captioner_model: str | None = None
+    captioner_device: str = "cpu"
     captioner_recall: float = Field(0.8, ge=0, le=1)
     captioner_noise: float = Field(0.1, ge=0, le=1)
     # Share of an image's proposed NPs that are negative candidates. SA-Co/HQ ends ~88% negative, and the
@@ -91,6 +98,25 @@ class OntologyConfig(_Strict):
     focus_concepts: list[str] = []
     focus_weight: float = Field(8.0, ge=1.0)
     stage: StageConfig = StageConfig(batch_size=16)
+
+    @model_validator(mode="after")
+    def _captioner_has_what_it_reads(self) -> OntologyConfig:
+        if self.captioner == "file" and not self.captions_path:
+            raise ValueError(
+                "ontology.captioner is 'file', so set ontology.captions_path (your captions JSON)"
+            )
+        if self.captioner == "model" and not self.captioner_model:
+            raise ValueError(
+                "ontology.captioner is 'model', so set ontology.captioner_model (an image-text-to-text "
+                "checkpoint folder or hub id, e.g. Qwen/Qwen2.5-VL-7B-Instruct)"
+            )
+        return self
+
+    @property
+    def positives_from(self) -> str | None:
+        """The captioner in force: the one chosen, else the captions file when one is named, else None
+        (the rendered world's oracle)."""
+        return self.captioner or ("file" if self.captions_path else None)
 
 
 class Sam3Config(_Strict):
@@ -210,9 +236,10 @@ class RetrainConfig(_Strict):
     # operating point is refitted; 1.0 = the plain fine-tune. On the demo one fine-tune scored gold 16.39
     # plain and 18.24 at 0.5 (base 17.58): the plain one lost 4 points on seen concepts (README).
     merge_alpha: float = Field(0.5, ge=0, le=1)
-    # false: the token embeddings keep their whole fine-tune through the merge (a new family's words start
-    # at random, and the merge halves how far each round moved them); the rest is merged.
-    merge_token_embeddings: bool = True
+    # true: the words only ontology.focus_concepts use (their names and synonyms, e.g. "crescent" but not
+    # "shape") keep their token embeddings' whole fine-tune through the merge. A family the checkpoint never
+    # saw starts with random word embeddings, and the merge halves how far each round moves them.
+    keep_focus_words: bool = False
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
 
@@ -297,8 +324,11 @@ class EngineConfig(_Strict):
                     ("ontology.path", self.ontology.path, "your concept graph YAML"),
                     (
                         "ontology.captions_path",
-                        self.ontology.captions_path,
-                        'your captioner\'s output, {"file name": ["noun phrase", ...]}',
+                        self.ontology.captions_path or self.ontology.captioner in ("model", "ontology"),
+                        (
+                            'your captioner\'s output, {"file name": ["noun phrase", ...]}; or ontology.captioner: '
+                            "model (with ontology.captioner_model) or ontology (no captions)"
+                        ),
                     ),
                     ("media.gold_json", self.media.gold_json, "SA-Co/Gold JSON of your gold split"),
                 )

@@ -99,3 +99,17 @@ def test_a_run_dir_that_cannot_be_created_is_refused_before_anything_starts(tmp_
     assert f"run dir {blocker / 'run'}: cannot write under {blocker}; choose another --run-dir" in said(
         result
     )
+
+
+def test_a_captioner_model_that_is_not_there_is_named_before_anything_starts(tmp_path):
+    _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "photos/a.jpg": "x"})
+    (tmp_path / "models" / "sam3").mkdir(parents=True)  # there: the captioner is the one missing
+    config = tmp_path / "team.yaml"
+    config.write_text(
+        "media: {source: files, uri: photos/*.jpg, gold_json: gold.json}\n"
+        "ontology: {path: ontology.yaml, captioner: model, captioner_model: models/captioner}\n"
+    )
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "ontology.captioner_model: models/captioner is neither a folder at" in said(result)
+    assert not (tmp_path / "run").exists()

@@ -58,6 +58,11 @@ class RunInputs:
         return model_dir(self.workspace, ev_model, "verifier.ev_model") if ev_model else None
 
     @property
+    def captioner_model_path(self) -> str | None:
+        model = self.cfg.ontology.captioner_model
+        return model_dir(self.workspace, model, "ontology.captioner_model") if model else None
+
+    @property
     def ontology_path(self) -> str:
         if self.cfg.ontology.path:
             return resolve(self.workspace, self.cfg.ontology.path)
@@ -72,7 +77,7 @@ class RunContext:
     store: RunStore
     runner: Runner
     workspace: Path
-    # Called as on_step(step_rel, phase, info) with phase "start" or "done": drives progress bars.
+    # Called as on_step(step_rel, phase, info), phase "start", "training" or "done": drives progress displays.
     on_step: Callable[[str, str, dict], None] | None = None
     config_hash: str = field(init=False)
     inputs: RunInputs = field(init=False)

@@ -24,6 +24,8 @@ def check_models(ctx: RunInputs) -> None:
     it). Hub ids are downloaded here, once, into the Hugging Face cache."""
     try:
         checkpoints = [("sam3.model", ctx.sam3_path)]
+        if ctx.cfg.ontology.positives_from == "model":
+            checkpoints.append(("ontology.captioner_model", ctx.captioner_model_path))
         if ctx.cfg.verifier.backend != "openai":
             checkpoints.append(("verifier.model", ctx.verifier_path))
             if ctx.ev_model_path:
@@ -73,12 +75,15 @@ def check_pool(ctx: RunInputs) -> None:
     cfg = ctx.cfg
     if cfg.media.source != "files":
         return
+    captions = cfg.ontology.captions_path if cfg.ontology.positives_from == "file" else None
     for key, value in (
         ("ontology.path", cfg.ontology.path),
-        ("ontology.captions_path", cfg.ontology.captions_path),
+        ("ontology.captions_path", captions),
         ("media.gold_json", cfg.media.gold_json),
     ):
-        path = resolve(ctx.workspace, value or "")
+        if value is None:
+            continue
+        path = resolve(ctx.workspace, value)
         if "://" not in path and not Path(path).is_file():
             raise RunError(f"{key}: no file at {path}")
     pattern = resolve(ctx.workspace, cfg.media.uri or "")

@@ -50,6 +50,14 @@ def replay_path(inputs: RunInputs) -> str | None:
     return resolve(inputs.workspace, cfg.replay_annotations)
 
 
+def focus_words(inputs: RunInputs) -> list[str]:
+    """The words only `ontology.focus_concepts` (and their descendants) use."""
+    from conceptengine.ontology.graph import ConceptGraph
+
+    graph = ConceptGraph.from_yaml(inputs.ontology_path)
+    return graph.words_only_in(graph.subtrees(inputs.cfg.ontology.focus_concepts, "ontology.focus_concepts"))
+
+
 def committed_shards(ctx: RunContext, r: int) -> list[str]:
     shards = []
     for past in range(1, r + 1):
@@ -68,11 +76,12 @@ def has_training_data(ctx: RunContext, r: int) -> bool:
 
 
 def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) -> StepResult:
-    from conceptengine.engine.training import SUMMARY_FILE
+    from conceptengine.engine.training import SUMMARY_FILE, TRAIN_LOG
     from conceptengine.model.train import TrainSam3Config
     from conceptengine.model.train_ray import train_sam3_ray
 
     cfg = ctx.cfg.retrain
+    ref = StepRef(r, "retrain")
     out_dir = candidate_dir(ctx, r)
     shards = committed_shards(ctx, r)
 
@@ -97,13 +106,17 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             backbone_lr_scale=cfg.backbone_lr_scale,
             token_embedding_lr_scale=cfg.token_embedding_lr_scale,
             merge_alpha=cfg.merge_alpha,
-            merge_token_embeddings=cfg.merge_token_embeddings,
+            unmerged_words=focus_words(ctx.inputs) if cfg.keep_focus_words else [],
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
             **offsets,
         )
+        if ctx.on_step is not None:  # the progress display follows the trainer's own log
+            ctx.on_step(
+                ref.rel, "training", {"train_log": str(Path(out_dir) / TRAIN_LOG), "steps": cfg.steps}
+            )
         train_sam3_ray(train_cfg)
         summary_path = Path(out_dir) / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -117,7 +130,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             "presence_fit": summary.get("presence_fit"),
         }
 
-    return run_step(ctx, StepRef(r, "retrain"), [committed.fingerprint, base.key], [], compute)
+    return run_step(ctx, ref, [committed.fingerprint, base.key], [], compute)
 
 
 def promote(ctx: RunContext, r: int, base: ModelVersion, trained: StepResult, gold: StepResult) -> StepResult:

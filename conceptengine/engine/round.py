@@ -47,8 +47,11 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     cfg = ctx.cfg.ontology
     params = {
         "ontology_path": ctx.ontology_path,
-        "world_dir": ctx.world_dir if ctx.has_oracle else None,
-        "captions_path": resolve(ctx.workspace, cfg.captions_path) if cfg.captions_path else None,
+        "world_dir": ctx.world_dir if ctx.has_oracle and cfg.positives_from is None else None,
+        "captions_path": resolve(ctx.workspace, cfg.captions_path) if cfg.positives_from == "file" else None,
+        "captioner_model": ctx.inputs.captioner_model_path if cfg.positives_from == "model" else None,
+        "captioner_device": cfg.captioner_device,
+        "ontology_guesses": cfg.positives_from == "ontology",
         "captioner_recall": cfg.captioner_recall,
         "captioner_noise": cfg.captioner_noise,
         "negative_share": cfg.negative_share,

@@ -12,11 +12,8 @@ import torch
 from torch import nn
 
 
-def interpolate_towards(
-    model: nn.Module, init_state: dict[str, torch.Tensor], alpha: float, keep: tuple[str, ...] = ()
-) -> None:
-    """Move `model` (the fine-tune) in place to init + alpha * (fine-tune - init); tensors whose name starts
-    with a prefix in `keep` stay as fine-tuned."""
+def interpolate_towards(model: nn.Module, init_state: dict[str, torch.Tensor], alpha: float) -> None:
+    """Move `model` (the fine-tune) in place to init + alpha * (fine-tune - init)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"merge alpha must be in [0, 1], got {alpha!r}")
     state = model.state_dict()
@@ -28,5 +25,5 @@ def interpolate_towards(
         )
     with torch.no_grad():
         for name, tensor in state.items():
-            if tensor.is_floating_point() and not name.startswith(keep):
+            if tensor.is_floating_point():
                 tensor.copy_(torch.lerp(init_state[name].to(tensor.device, tensor.dtype), tensor, alpha))

@@ -1,9 +1,11 @@
 """The captioner interface: the only component of NP proposal that looks at images.
 
 Positive NP candidates come from a captioner (in the paper, an MLLM describing the image). Anything
-that maps a media_id to a list of noun phrases fits: the demo's oracle captioner
+that maps a media to a list of noun phrases fits: the demo's oracle captioner
 (`conceptengine.sim.OracleCaptioner`), captions precomputed offline by a batch MLLM job
-(`PrecomputedCaptioner`), or a live model behind a later backend.
+(`PrecomputedCaptioner`), a live image-text-to-text model (`conceptengine.verifiers.captioner`), or no
+captioner at all (`OntologyGuesses`: concepts drawn from the ontology, for a pool nobody has captioned).
+A captioner's `origin` names where its candidates came from in the PAIRS table.
 """
 
 from __future__ import annotations
@@ -21,6 +23,27 @@ class Captioner(Protocol):
         """Noun phrases the captioner believes are present in the media (may be wrong or incomplete);
         `uri` is where the media was read from."""
         ...
+
+
+class OntologyGuesses:
+    """No captioner: each image gets `per_image` concepts drawn from the ontology (seeded per media), for
+    SAM 3 and the verifiers to ground or reject. Their origin is "ontology", not "caption"."""
+
+    origin = "ontology"
+
+    def __init__(self, noun_phrases: Sequence[str], per_image: int, seed: int = 0):
+        if not noun_phrases:
+            raise ValueError("OntologyGuesses: the ontology names no concept")
+        self.noun_phrases, self.per_image, self.seed = list(noun_phrases), per_image, seed
+
+    def caption(self, media_id: str, uri: str | None = None) -> list[str]:
+        import numpy as np
+
+        from conceptengine.engine.ids import stable_seed
+
+        rng = np.random.default_rng(stable_seed(self.seed, "ontology-guesses", media_id))
+        k = min(self.per_image, len(self.noun_phrases))
+        return [self.noun_phrases[i] for i in sorted(rng.choice(len(self.noun_phrases), k, replace=False))]
 
 
 class PrecomputedCaptioner:

@@ -10,6 +10,7 @@ concept: "red striped square" is the concept `square` with two modifiers, not a 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +348,37 @@ class ConceptGraph:
                 raise OntologyError(f"{key}: {name!r} is not a concept of the ontology")
             nodes |= {parsed.node_id, *self.descendants(parsed.node_id)}
         return nodes
+
+    def noun_phrases_in(self, text: str, max_words: int = 5) -> list[str]:
+        """The noun phrases a free-text caption names that this ontology can parse, canonical and in order of
+        appearance; the longest span wins ("a red striped square and two stars" -> red striped square, star)."""
+        words = re.findall(r"[a-z][a-z-]*", text.lower())
+        found: list[str] = []
+        i = 0
+        while i < len(words):
+            for n in range(min(max_words, len(words) - i), 0, -1):
+                parsed = self.resolve(" ".join(words[i : i + n]))
+                if parsed is not None:
+                    np_ = self.np_text(parsed.node_id, parsed.modifiers)
+                    if np_ not in found:
+                        found.append(np_)
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
+
+    def words_only_in(self, node_ids: set[str]) -> list[str]:
+        """Words of these concepts' names and synonyms that no other concept and no attribute value uses
+        (a new family's own words: "crescent" yes, "shape" no)."""
+
+        def words(forms: Iterable[str]) -> set[str]:
+            return {w for form in forms for w in re.split(r"[\s-]+", form) if w}
+
+        inside = words(f for n in self if n.id in node_ids for f in (n.name, *n.synonyms))
+        outside = words(f for n in self if n.id not in node_ids for f in (n.name, *n.synonyms))
+        outside |= words(v for kind in self.attribute_kinds for v in self.attribute_values(kind))
+        return sorted(inside - outside)
 
     def resolve(self, noun_phrase: str) -> ParsedNP | None:
         """Parse an NP into a concept and attribute modifiers; None when the graph cannot express it.

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from conceptengine.engine import ids
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import MEDIA, PAIRS
-from conceptengine.ontology.captioner import Captioner, PrecomputedCaptioner
+from conceptengine.ontology.captioner import Captioner, OntologyGuesses, PrecomputedCaptioner
 from conceptengine.ontology.graph import ConceptGraph, ParsedNP
 from conceptengine.ontology.negatives import CandidateFilter, NegativeCandidate, np_candidates
 
@@ -49,6 +49,9 @@ class ProposeNPsParams(BaseModel):
     ontology_path: str
     world_dir: str | None = None  # demo: the rendered world, read by the oracle captioner
     captions_path: str | None = None  # or: precomputed captions, {"media_id, URI or file name": ["np", ...]}
+    captioner_model: str | None = None  # or: an image-text-to-text checkpoint folder that captions each image
+    captioner_device: str = "cpu"
+    ontology_guesses: bool = False  # or: no captioner, concepts drawn from the ontology (OntologyGuesses)
     captioner_recall: float = Field(0.7, ge=0.0, le=1.0)
     captioner_noise: float = Field(0.1, ge=0.0, le=1.0)
     negative_share: float = Field(0.85, ge=0.0, lt=1.0)
@@ -98,11 +101,13 @@ class ProposeNPs(Stage):
             raise FileNotFoundError(
                 f"stage 'propose_nps': ontology_path {self.p.ontology_path} does not exist"
             )
-        sources = sum(x is not None for x in (captioner, self.p.world_dir, self.p.captions_path))
+        given = (captioner, self.p.world_dir, self.p.captions_path, self.p.captioner_model)
+        sources = sum(x is not None for x in given) + self.p.ontology_guesses
         if sources != 1:
             raise ValueError(
                 "stage 'propose_nps' needs exactly one captioner: set params.world_dir (the demo's oracle "
-                "captioner) or params.captions_path (precomputed captions JSON)"
+                "captioner), params.captions_path (precomputed captions JSON), params.captioner_model (a "
+                "model that captions each image) or params.ontology_guesses (none: concepts from the ontology)"
             )
         self.captioner = captioner
         # Hook for adversarial hard-negative filtering (SAM 3 paper): called with (media_id, candidates)
@@ -123,6 +128,13 @@ class ProposeNPs(Stage):
             self.captioner = OracleCaptioner(
                 Oracle(self.p.world_dir), self.p.captioner_recall, self.p.captioner_noise, self.p.seed
             )
+        elif self.captioner is None and self.p.captioner_model is not None:
+            from conceptengine.verifiers.captioner import ModelCaptioner  # loads the model: only when chosen
+
+            self.captioner = ModelCaptioner(self.p.captioner_model, self.graph, self.p.captioner_device)
+        elif self.captioner is None and self.p.ontology_guesses:
+            per_image = max(1, round(self.p.max_nps_per_image * (1 - self.p.negative_share)))
+            self.captioner = OntologyGuesses([t for t, _ in self._universe], per_image, self.p.seed)
         elif self.captioner is None:
             self.captioner = PrecomputedCaptioner.from_json(self.p.captions_path or "")
 
@@ -180,7 +192,8 @@ class ProposeNPs(Stage):
                 if text not in caps:
                     expansions.setdefault(text, node_id)
 
-        pool = [(t, n, "caption", _CAPTION_WEIGHT * self._boost(n)) for t, n in caps.items()]
+        origin = getattr(self.captioner, "origin", "caption")
+        pool = [(t, n, origin, _CAPTION_WEIGHT * self._boost(n)) for t, n in caps.items()]
         pool += [(t, n, "ontology", _EXPANSION_WEIGHT * self._boost(n)) for t, n in expansions.items()]
         pos_slots = max(1, round(p.max_nps_per_image * (1 - p.negative_share)))
         n_pos = min(pos_slots, len(pool))

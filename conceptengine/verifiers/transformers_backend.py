@@ -118,6 +118,22 @@ class TransformersBackend:
         last = mask.shape[1] - 1 - mask.flip(-1).long().argmax(-1)  # right padding: last non-pad index
         return logits[torch.arange(logits.shape[0], device=logits.device), last, :]
 
+    @torch.inference_mode()
+    def generate(
+        self, views: list[list[Image.Image]], prompts: list[str], max_new_tokens: int = 48
+    ) -> list[str]:
+        """Greedy free-text answers, one per request (the captioner's path; verifying reads logits instead)."""
+        if len(views) != len(prompts):
+            raise ValueError(f"got {len(views)} view lists but {len(prompts)} prompts; need one per prompt")
+        out: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            stop = start + self.batch_size
+            batch = self.encode(views[start:stop], prompts[start:stop])
+            tokens = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+            new = tokens[:, batch["input_ids"].shape[1] :]
+            out += self.processor.batch_decode(new, skip_special_tokens=True)
+        return out
+
     # -- the Protocol ---------------------------------------------------------------------------------
 
     def score(

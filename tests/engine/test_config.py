@@ -150,3 +150,21 @@ def test_replay_path_resolves_against_the_workspace_and_is_checked_before_round_
     (tmp_path / "replay").mkdir()
     (tmp_path / "replay" / "pairs.parquet").write_bytes(b"")
     check_replay(ctx(*on))
+
+
+def test_the_captioner_is_one_key_and_each_choice_names_what_it_reads():
+    files = ["media.source=files", "media.uri=/data/*.jpg", "media.gold_json=g.json", "ontology.path=o.yaml"]
+    # No captions file: a model or the ontology itself may supply the positive candidates.
+    assert load_config(None, [*files, "ontology.captioner=ontology"]).ontology.positives_from == "ontology"
+    with pytest.raises(
+        ConfigError, match=r"ontology\.captioner is 'model', so set ontology\.captioner_model"
+    ):
+        load_config(None, [*files, "ontology.captioner=model"])
+    with pytest.raises(ConfigError, match=r"ontology\.captioner is 'file', so set ontology\.captions_path"):
+        load_config(None, [*files, "ontology.captioner=file"])
+    cfg = load_config(
+        None, [*files, "ontology.captioner=model", "ontology.captioner_model=Qwen/Qwen2.5-VL-7B-Instruct"]
+    )
+    assert cfg.ontology.positives_from == "model"
+    assert load_config(None, [*files, "ontology.captions_path=c.json"]).ontology.positives_from == "file"
+    assert load_config(None, []).ontology.positives_from is None  # the rendered world's oracle

@@ -34,10 +34,3 @@ def test_init_from_another_architecture_names_what_it_lacks():
     init = {"linear.weight": torch.zeros(2, 2)}
     with pytest.raises(ValueError, match="lacks 2 tensor"):
         interpolate_towards(_Net(1.0), init, 0.5)
-
-
-def test_kept_prefixes_stay_as_fine_tuned():
-    tuned = _Net(4.0)
-    interpolate_towards(tuned, _Net(0.0).state_dict(), 0.5, keep=("linear.bias",))
-    assert torch.allclose(tuned.linear.weight, torch.full((2, 2), 2.0))
-    assert torch.allclose(tuned.linear.bias, torch.full((2,), 4.0))

@@ -152,3 +152,39 @@ def test_focus_concepts_take_more_of_the_positive_slots(world: World) -> None:
     assert focused.num_rows == plain.num_rows
     with pytest.raises(ValueError, match="focus_concepts: 'unicorn' is not a concept"):
         _stage(world, focus_concepts=["unicorn"])
+
+
+def test_without_a_captioner_candidates_are_drawn_from_the_ontology(world: World) -> None:
+    media = world.media_table()
+    out = _stage(world, world_dir=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(media)
+    origins = Counter(out.column("origin").to_pylist())
+    assert origins["ontology"] > 0 and origins["caption"] == 0  # guesses are not labelled as captions
+    assert origins["negative"] + origins["hard_negative"] > 0
+    again = _stage(world, world_dir=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(
+        media
+    )
+    assert again.equals(out)  # seeded per media
+
+
+def test_a_captioner_model_describes_each_image_and_its_phrases_become_candidates(
+    world: World, tmp_path: Path
+) -> None:
+    from conceptengine.pipelines.demo import ontology_vocabulary
+    from conceptengine.verifiers.tiny import build_tiny_verifier
+
+    # A real image-text-to-text model (random weights, so its descriptions are word salad over its vocabulary).
+    model = build_tiny_verifier(str(tmp_path / "captioner"), ontology_vocabulary(world.graph), seed=0)
+    stage = _stage(world, world_dir=None, captioner_model=model)
+    media = world.media_table().slice(0, 2)
+    out = stage(media)
+    assert out.schema.equals(PAIRS) and out.num_rows > 0
+    captioner = stage.captioner
+    assert (
+        isinstance(captioner.last_text, str) and captioner.last_text
+    )  # what the model said of the last image
+    last = media.column("media_id").to_pylist()[-1]
+    said = set(world.graph.noun_phrases_in(captioner.last_text))
+    caption_nps = {
+        r["noun_phrase"] for r in out.to_pylist() if r["media_id"] == last and r["origin"] == "caption"
+    }
+    assert caption_nps <= said
