@@ -63,13 +63,16 @@ class MediaConfig(_Strict):
     source: Literal["sim", "files"] = "sim"
     world_dir: str = "world"  # relative paths resolve against the run's workspace
     sim: SimWorldConfig = SimWorldConfig()
-    uri: str | None = None  # fsspec glob of images when source == files
+    # source == files: a folder of images, an fsspec glob (s3://bucket/pool/**/*.jpg) or a .txt list of URIs
+    uri: str | None = None
     gold_json: str | None = None  # SA-Co/Gold JSON of the gold split when source == files
 
     @model_validator(mode="after")
     def _files_need_uri(self) -> MediaConfig:
         if self.source == "files" and not self.uri:
-            raise ValueError("media.uri is required when media.source is 'files' (an fsspec glob of images)")
+            raise ValueError(
+                "media.uri is required when media.source is 'files' (a folder, an fsspec glob or a .txt list of images)"
+            )
         return self
 
 

@@ -85,7 +85,7 @@ def test_a_team_pool_whose_glob_matches_nothing_says_so(tmp_path):
     config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "captions.json": "{}"})
     result = runner.invoke(app, ["run", config])
     assert result.exit_code == 2, result.output
-    assert f"media.uri: no image matches {tmp_path / 'photos' / '*.jpg'}" in said(result)
+    assert f"media.uri: no image at {tmp_path / 'photos' / '*.jpg'} (a folder, a glob" in said(result)
     assert not (tmp_path / "run").exists()
 
 

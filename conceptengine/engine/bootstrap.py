@@ -22,6 +22,28 @@ from conceptengine.engine.tables import ANNOTATIONS, GOLD, MEDIA
 LISTING = pa.schema([("uri", pa.string()), ("split", pa.string()), ("domain", pa.string())])
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+LIST_SUFFIXES = (".txt", ".lst")
+
+
+def pool_uris(spec: str) -> list[str]:
+    """A team's pool from `media.uri`, sorted: a list file (.txt / .lst, one URI per line, relative ones
+    against the file's folder), a folder (its image files, recursively), or a glob (any fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(spec)
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = "" if proto in ("file", "local") else f"{proto}://"
+    if path.lower().endswith(LIST_SUFFIXES) and fs.isfile(path):
+        with fs.open(path, "rt") as f:
+            lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        folder = posixpath.dirname(spec)
+        return sorted(u if "://" in u or u.startswith("/") else posixpath.join(folder, u) for u in lines)
+    if fs.isdir(path):
+        found = [f for f in fs.find(path) if f.lower().endswith(IMAGE_SUFFIXES)]
+    else:
+        found = fs.glob(path)
+    return sorted(prefix + f for f in found)
+
+
 def list_media(ctx: RunContext) -> pa.Table:
     """The pool as (uri, split, domain), sorted so that a listing is the same on every machine."""
     if ctx.cfg.media.source == "sim":
@@ -43,13 +65,10 @@ def list_media(ctx: RunContext) -> pa.Table:
             for f in files
         ]
     else:
-        fs, pattern = fsspec.core.url_to_fs(resolve(ctx.workspace, ctx.cfg.media.uri or ""))
-        files = sorted(fs.glob(pattern))
+        files = pool_uris(resolve(ctx.workspace, ctx.cfg.media.uri or ""))
         if not files:
             raise RunError(f"media.uri {ctx.cfg.media.uri!r} matches no files")
-        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if proto in ("file", "local") else f"{proto}://"
-        rows = [{"uri": prefix + f, "split": "train", "domain": "files"} for f in files]
+        rows = [{"uri": f, "split": "train", "domain": "files"} for f in files]
     if not rows:
         raise RunError(f"the media pool at {ctx.world_dir} is empty")
     return pa.Table.from_pylist(rows, schema=LISTING)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.bootstrap import gold, ingest
+from conceptengine.engine.bootstrap import gold, ingest, pool_uris
 from conceptengine.engine.context import RunContext, RunError, RunInputs, resolve
 from conceptengine.engine.evaluate import evaluate_round
 from conceptengine.engine.model_refs import ModelUnavailable
@@ -86,9 +85,9 @@ def check_pool(ctx: RunInputs) -> None:
         path = resolve(ctx.workspace, value)
         if "://" not in path and not Path(path).is_file():
             raise RunError(f"{key}: no file at {path}")
-    pattern = resolve(ctx.workspace, cfg.media.uri or "")
-    if "://" not in pattern and not glob.glob(pattern, recursive=True):
-        raise RunError(f"media.uri: no image matches {pattern}")
+    pool = resolve(ctx.workspace, cfg.media.uri or "")
+    if "://" not in pool and not pool_uris(pool):
+        raise RunError(f"media.uri: no image at {pool} (a folder, a glob or a .txt list of image URIs)")
 
 
 def check_run_dir(run_url: str) -> None:
