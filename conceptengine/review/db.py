@@ -34,6 +34,16 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _create_private(database: str) -> None:
+    """Create a new SQLite file readable by its owner only (it holds token hashes and answers; SQLite gives
+    its -wal and -shm files the same permissions). An existing file is never opened here: closing any
+    descriptor of a database drops the POSIX locks this process's connections hold on it."""
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     try:
@@ -53,6 +63,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         os.makedirs(os.path.dirname(os.path.abspath(database)) or ".", exist_ok=True)
+        _create_private(database)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

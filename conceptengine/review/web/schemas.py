@@ -19,6 +19,7 @@ from conceptengine.verifiers.choices import EV, MV
 
 MAX_LEASE = 50
 MAX_TTL_S = 4 * 3600.0
+MAX_ROUND = 2**31 - 1  # a 32-bit SQL INTEGER, as the queue stores rounds
 # One key per choice, in the paper's order: digits, because they sit under one hand on every keyboard.
 _DESCRIPTIONS = {"mv": MV.descriptions, "ev": EV.descriptions, "correction": ("save the edits",)}
 _KEYS = {"mv": "12345", "ev": "123456", "correction": ("Enter",)}
@@ -34,19 +35,23 @@ class LoginBody(_Body):
 
 class LeaseBody(_Body):
     kinds: list[str] | None = None  # default: every kind the user reviews
-    n: int = Field(1, ge=1, le=MAX_LEASE)
-    ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S)  # default: the run's review.lease_ttl_s
-    round: int | None = Field(None, ge=0)
+    # Numbers are strict (true is not 1) and bounded: a round past MAX_ROUND overflowed the database's
+    # integer and answered 500.
+    n: int = Field(1, ge=1, le=MAX_LEASE, strict=True)
+    ttl_s: float | None = Field(
+        None, gt=0, le=MAX_TTL_S, strict=True
+    )  # default: the run's review.lease_ttl_s
+    round: int | None = Field(None, ge=0, le=MAX_ROUND, strict=True)
 
 
 class RenewBody(_Body):
-    ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S)
+    ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S, strict=True)
 
 
 class AnswerBody(_Body):
     choice: str
     payload: dict[str, Any] | None = None
-    seconds: float = Field(0.0, ge=0, le=24 * 3600)
+    seconds: float = Field(0.0, ge=0, le=24 * 3600, strict=True, allow_inf_nan=False)
 
 
 class SegmentBody(_Body):

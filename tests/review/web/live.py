@@ -72,6 +72,13 @@ def live_server(run_dir: Path) -> Iterator[str]:
     """The review app on a real uvicorn server bound to a free loopback port; yields its base URL."""
     app = create_app(str(run_dir))
     app.state.tracker.warm_up()
+    with serve(app) as base:
+        yield base
+
+
+@contextmanager
+def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """`app` on a real uvicorn server bound to a free loopback port; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
