@@ -162,6 +162,9 @@ class ReviewConfig(_Strict):
     simulated_reviewers: int = Field(2, ge=0)
     error_rate: float = Field(0.03, ge=0, le=1)
     lease_ttl_s: float = Field(120.0, gt=0)
+    # A reviewer's token stops working this long after it was issued (`review add-user NAME --replace`
+    # issues a new one); replacing or disabling it takes effect at once.
+    token_ttl_days: float = Field(30.0, gt=0)
     # Real reviewers: how long a round waits for its queue before left-overs roll to the next round.
     deadline_s: float | None = Field(None, gt=0)
     poll_s: float = Field(2.0, gt=0)

@@ -5,7 +5,11 @@ Why this shape:
   checked against a salted scrypt hash. Only hashes are stored, so a copied database grants no access.
 - scrypt is deliberately slow (tens of ms), too slow to run on every request of a reviewer who answers a
   task every few seconds; a verified token is therefore remembered in memory (by its SHA-256) for a
-  minute. Disabling a user takes effect within that minute.
+  minute. The memory only saves the scrypt: every request still reads the account row, so a token that
+  was replaced, disabled or has expired (`token_ttl_s` after it was issued) is refused at once, in every
+  process that serves the database.
+- A session is opened in the same transaction that re-reads the account, so a token replaced while its
+  login was being checked opens none; replacing or disabling a user deletes their sessions.
 - Sessions (the browser's HttpOnly cookie) are random 256-bit ids; a fast SHA-256 of them is enough for
   storage because they cannot be guessed, and it keeps the lookup a primary-key read.
 - Tables live in their own metadata, created next to the queue's tables on the same URL, so a team's
@@ -32,6 +36,7 @@ from conceptengine.review.db import make_engine, normalize_url, read_tx, write_t
 
 ROLES: tuple[str, ...] = ("reviewer", "admin")
 SESSION_TTL_S = 12 * 3600.0  # one working day
+TOKEN_TTL_S = 30 * 86400.0  # review.token_ttl_days' default
 _TOKEN_CACHE_S = 60.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # scrypt cost: ~16 MiB and a few tens of ms per check; only logins and cold bearer tokens pay it.
@@ -121,13 +126,14 @@ def check_user_fields(name: Any, role: Any, kinds: Any) -> tuple[str, str, tuple
 class Accounts:
     """Users and sessions on the review database at `url` (the queue's URL)."""
 
-    def __init__(self, url: str, clock: Any = time.time) -> None:
+    def __init__(self, url: str, clock: Any = time.time, token_ttl_s: float = TOKEN_TTL_S) -> None:
         self.url = normalize_url(url)
         self._clock = clock
+        self.token_ttl_s = token_ttl_s
         self._engine: Engine = make_engine(self.url)
         with write_tx(self._engine) as conn:
             _Base.metadata.create_all(conn)
-        self._cache: dict[str, tuple[User, float]] = {}
+        self._cache: dict[str, tuple[str, float]] = {}  # sha(token) -> (the token hash it matched, until)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -158,8 +164,6 @@ class Accounts:
                 conn.execute(delete(_S).where(_S.c.name == name))  # a new token ends old sessions
             else:
                 conn.execute(_U.insert(), row)
-        with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if v[0].name != name}
         return f"{token_id}.{secret}"
 
     def set_disabled(self, name: str, disabled: bool = True) -> None:
@@ -169,8 +173,6 @@ class Accounts:
                 raise AccountError(f"name: no user {name!r}")
             if disabled:
                 conn.execute(delete(_S).where(_S.c.name == name))
-        with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if v[0].name != name}
 
     def users(self) -> list[User]:
         with read_tx(self._engine) as conn:
@@ -180,36 +182,48 @@ class Accounts:
     # -- tokens and sessions ---------------------------------------------------------------------
 
     def verify_token(self, token: Any) -> User | None:
-        """The active user this token belongs to, or None (malformed, unknown, wrong secret, disabled)."""
+        """The active user this token belongs to, or None (malformed, unknown, wrong secret, replaced,
+        disabled or expired)."""
         if not isinstance(token, str) or token.count(".") != 1 or len(token) > 256:
+            return None
+        with read_tx(self._engine) as conn:
+            row = conn.execute(select(_U).where(_U.c.token_id == token.split(".")[0])).first()
+        return self._check(token, row)
+
+    def _check(self, token: str, row: Any) -> User | None:
+        """`token` against its account row as the database has it now (the cache only skips the scrypt)."""
+        if row is None or row.disabled or self._clock() >= row.created_at + self.token_ttl_s:
             return None
         key, now = _sha(token), self._clock()
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        token_id, secret = token.split(".")
-        with read_tx(self._engine) as conn:
-            row = conn.execute(select(_U).where(_U.c.token_id == token_id)).first()
-        if row is None or row.disabled:
-            return None
-        if not hmac.compare_digest(_scrypt(secret, row.salt), row.token_hash):
-            return None
-        user = User(row.name, row.role, tuple(row.kinds))
-        with self._lock:
-            self._cache[key] = (user, now + _TOKEN_CACHE_S)
-        return user
+        fresh = hit is not None and hit[1] > now and hit[0] == row.token_hash
+        if not fresh:
+            if not hmac.compare_digest(_scrypt(token.split(".")[1], row.salt), row.token_hash):
+                return None
+            with self._lock:
+                self._cache[key] = (row.token_hash, now + _TOKEN_CACHE_S)
+        return User(row.name, row.role, tuple(row.kinds))
 
-    def open_session(self, user: User) -> str:
-        session = secrets.token_urlsafe(32)
+    def login(self, token: Any) -> tuple[User, str] | None:
+        """Check `token` and open a session for its user, in one transaction: (user, session id) or None."""
+        if not isinstance(token, str) or token.count(".") != 1 or len(token) > 256:
+            return None
         now = self._clock()
         with write_tx(self._engine) as conn:
+            query = select(_U).where(_U.c.token_id == token.split(".")[0])
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()  # a concurrent --replace waits for this login, or wins
+            user = self._check(token, conn.execute(query).first())
+            if user is None:
+                return None
+            session = secrets.token_urlsafe(32)
             conn.execute(delete(_S).where(_S.c.expires_at <= now))  # housekeeping, cheap and bounded
             conn.execute(
                 _S.insert(),
                 {"session_hash": _sha(session), "name": user.name, "expires_at": now + SESSION_TTL_S},
             )
-        return session
+        return user, session
 
     def session_user(self, session: Any) -> User | None:
         if not isinstance(session, str) or not session or len(session) > 128:

@@ -51,7 +51,7 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     app.state.run = run
     app.state.queue = ReviewQueue(run.review_url)
     app.state.db = make_engine(run.review_url)
-    app.state.accounts = Accounts(run.review_url)
+    app.state.accounts = Accounts(run.review_url, token_ttl_s=run.token_ttl_s)
     app.state.tracker = tracker if tracker is not None else TrackerService.for_run(run)
 
     @app.exception_handler(TaskAccessError)

@@ -34,7 +34,9 @@ def current_user(request: Request) -> User:
         scheme, _, token = header.partition(" ")
         user = accts.verify_token(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
-            raise HTTPException(401, "authentication: the bearer token is unknown, malformed or disabled")
+            raise HTTPException(
+                401, "authentication: the bearer token is unknown, malformed, expired or disabled"
+            )
         return user
     user = accts.session_user(request.cookies.get(COOKIE))
     if user is None:
@@ -57,13 +59,13 @@ router = APIRouter()
 
 @router.post("/api/login")
 def login(body: LoginBody, request: Request, response: Response) -> dict:
-    accts = accounts(request)
-    user = accts.verify_token(body.token)
-    if user is None:
-        raise HTTPException(401, "token: unknown, malformed or disabled; ask an admin for a new one")
+    opened = accounts(request).login(body.token)
+    if opened is None:
+        raise HTTPException(401, "token: unknown, malformed, expired or disabled; ask an admin for a new one")
+    user, session = opened
     response.set_cookie(
         COOKIE,
-        accts.open_session(user),
+        session,
         max_age=int(SESSION_TTL_S),
         httponly=True,
         samesite="strict",

@@ -54,6 +54,10 @@ class ReviewRun:
         return float(self.cfg.review.lease_ttl_s)
 
     @property
+    def token_ttl_s(self) -> float:
+        return float(self.cfg.review.token_ttl_days) * 86400.0
+
+    @property
     def sam3_path(self) -> str:
         """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
         try:

@@ -15,7 +15,7 @@ from conceptengine.review.web.tracker import TrackerService
 def add_user(run_dir: str, name: str, role: str, kinds: list[str], replace: bool = False) -> str:
     """Create a reviewer or admin on the run's review database; returns the token (shown once)."""
     run = ReviewRun.open(run_dir)
-    accounts = Accounts(run.review_url)
+    accounts = Accounts(run.review_url, token_ttl_s=run.token_ttl_s)
     try:
         return accounts.add_user(name, role, kinds, replace=replace)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conceptengine.cli import app as cli_app
@@ -124,3 +125,37 @@ def test_add_user_cli_prints_the_token_once_and_rejects_bad_input(site: Site) ->
     (site.run.parent / "empty").mkdir()
     empty = runner.invoke(cli_app, ["review", "serve", str(site.run.parent / "empty")])
     assert empty.exit_code == 2 and "no run.json" in empty.output
+
+
+def test_replacing_a_token_in_another_process_revokes_it_at_once(site: Site) -> None:
+    old = site.tokens["ann"]
+    c = site.client("ann")
+    assert c.get("/api/me").status_code == 200  # the server has verified (and remembered) the old token
+    # `review add-user ann --replace` in another process: its own Accounts on the same database.
+    other = Accounts(f"sqlite:///{site.run / 'review.db'}")
+    new = other.add_user("ann", "reviewer", ["mv", "ev"], replace=True)
+    assert c.get("/api/me").status_code == 401
+    assert TestClient(site.app).post("/api/login", json={"token": old}).status_code == 401
+    browser = TestClient(site.app)
+    assert browser.post("/api/login", json={"token": new}).status_code == 200
+    assert browser.get("/api/me").json()["name"] == "ann"
+    other.set_disabled("ann")  # disabling, also from elsewhere, ends the session it opened
+    assert browser.get("/api/me").status_code == 401
+
+
+def test_tokens_expire_and_replaced_tokens_open_no_session_on_each_backend(review_url: str) -> None:
+    now = [1_000.0]
+    accounts = Accounts(review_url, clock=lambda: now[0], token_ttl_s=3600)
+    other = Accounts(review_url, clock=lambda: now[0])  # another process on the same database
+    try:
+        token = accounts.add_user("ann", "reviewer", ["mv"])
+        assert accounts.verify_token(token) is not None and accounts.login(token) is not None
+        now[0] += 3600
+        assert accounts.verify_token(token) is None and accounts.login(token) is None
+        fresh = other.add_user("ann", "reviewer", ["mv"], replace=True)
+        assert accounts.login(fresh) is not None
+        other.add_user("ann", "reviewer", ["mv"], replace=True)
+        assert accounts.login(fresh) is None and accounts.verify_token(fresh) is None
+    finally:
+        accounts.close()
+        other.close()
