@@ -162,6 +162,11 @@ class ReviewConfig(_Strict):
     simulated_reviewers: int = Field(2, ge=0)
     error_rate: float = Field(0.03, ge=0, le=1)
     lease_ttl_s: float = Field(120.0, gt=0)
+    # The review app's limits per reviewer: tasks held at once (a page holds two: the one on screen and the
+    # next), and the longest lease or renewal a client may ask for. One reviewer could otherwise lease the
+    # whole queue for hours.
+    max_leased_per_reviewer: int = Field(10, ge=1)
+    max_lease_ttl_s: float = Field(1800.0, gt=0)
     # A reviewer's token stops working this long after it was issued (`review add-user NAME --replace`
     # issues a new one); replacing or disabling it takes effect at once.
     token_ttl_days: float = Field(30.0, gt=0)

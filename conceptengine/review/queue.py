@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from conceptengine.review.choices import SubmissionError, check_answer
@@ -224,11 +224,13 @@ class ReviewQueue(QueueReads):
         round: int | None = None,
         *,
         admin: bool = False,
+        max_held: int | None = None,
     ) -> list[Task]:
         """Claim up to `n` open (or lease-expired) tasks of `kinds` for `ttl_s` seconds.
 
         Never a second replica of an item this worker already works on. `adjudicate` needs admin=True:
         the caller (web app, simulated admin) vouches for the role, the queue refuses everyone else.
+        `max_held` caps the worker's unexpired leases after this call, counted in the same transaction.
         """
         _check_worker(worker_id)
         kinds = check_kinds(kinds, admin)
@@ -240,6 +242,15 @@ class ReviewQueue(QueueReads):
         now = self._clock()
         claimable = or_(T.c.status == "open", and_(T.c.status == "leased", T.c.lease_expires_at <= now))
         with write_tx(self._engine) as conn:
+            if max_held is not None:
+                held = conn.scalar(
+                    select(func.count())
+                    .select_from(T)
+                    .where(T.c.status == "leased", T.c.lease_owner == worker_id, T.c.lease_expires_at > now)
+                )
+                n = min(n, max(0, max_held - int(held or 0)))
+                if n == 0:
+                    return []
             # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
             candidates = self._candidates(conn, kinds, round, now, worker_id, 2 * n)
             claimed: list[str] = []

@@ -43,9 +43,28 @@ def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
             raise HTTPException(
                 403, f"kinds: {user.name} is not assigned {k!r} tasks (assigned: {list(user.allowed_kinds)})"
             )
-    ttl = body.ttl_s if body.ttl_s is not None else _run(request).lease_ttl_s
-    tasks = _queue(request).lease(user.worker_id, kinds, body.n, ttl, round=body.round, admin=user.is_admin)
+    run = _run(request)
+    ttl = _ttl(body.ttl_s, run)
+    tasks = _queue(request).lease(
+        user.worker_id,
+        kinds,
+        body.n,
+        ttl,
+        round=body.round,
+        admin=user.is_admin,
+        max_held=run.cfg.review.max_leased_per_reviewer,
+    )
     return {"tasks": [task_view(t) for t in tasks]}
+
+
+def _ttl(asked: float | None, run) -> float:  # type: ignore[no-untyped-def]
+    """The lease span a client asked for (default review.lease_ttl_s), refused above review.max_lease_ttl_s."""
+    limit = run.cfg.review.max_lease_ttl_s
+    if asked is not None and asked > limit:
+        raise HTTPException(
+            422, f"ttl_s: {asked:g} s is above this run's review.max_lease_ttl_s ({limit:g} s)"
+        )
+    return min(asked if asked is not None else run.lease_ttl_s, limit)
 
 
 @router.post("/api/tasks/{task_id}/answer")
@@ -68,7 +87,7 @@ def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) 
 def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBody | None = None) -> dict:
     """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
     held = held_task(request.app.state.db, task_id, user)
-    ttl = body.ttl_s if body is not None and body.ttl_s is not None else _run(request).lease_ttl_s
+    ttl = _ttl(body.ttl_s if body is not None else None, _run(request))
     expires = _queue(request).renew(held.task.task_id, user.worker_id, ttl)
     if expires is None:
         raise HTTPException(409, f"task_id: {task_id!r} is not leased to you (already answered?)")

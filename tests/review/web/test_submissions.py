@@ -9,6 +9,7 @@ import pytest
 
 from conceptengine.engine import rle
 from conceptengine.review.queue import ReviewQueue
+from conceptengine.review.web.schemas import MAX_LEASE
 from tests.review.web.conftest import Site
 from tests.review.web.run_builder import H, W, square
 
@@ -189,3 +190,17 @@ def test_renew_keeps_a_task_a_reviewer_is_still_working_on(site: Site) -> None:
     ann.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Accept"})
     after = ann.post(f"/api/tasks/{task['task_id']}/renew")
     assert after.status_code == 409 and "already answered" in after.json()["detail"]
+
+
+def test_one_reviewer_cannot_lease_the_whole_queue(site: Site) -> None:
+    ann, bob = site.client("ann"), site.client("bob")
+    cap = 2  # review.max_leased_per_reviewer, lowered below this small queue's MV tasks
+    assert len(site.tasks["mv"]) > cap
+    site.app.state.run.cfg.review.max_leased_per_reviewer = cap
+    got = [t["task_id"] for _ in range(5) for t in _lease(ann, "mv", n=MAX_LEASE)]
+    assert len(got) == cap  # five requests of 50: never more than the cap
+    assert _lease(bob, "mv", n=1)  # others still find work
+    too_long = ann.post("/api/lease", json={"n": 1, "ttl_s": 3 * 3600.0})
+    assert too_long.status_code == 422 and "review.max_lease_ttl_s" in too_long.json()["detail"]
+    renew = ann.post(f"/api/tasks/{got[0]}/renew", json={"ttl_s": 3 * 3600.0})
+    assert renew.status_code == 422 and "review.max_lease_ttl_s" in renew.json()["detail"]
