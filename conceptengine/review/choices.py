@@ -32,6 +32,10 @@ class SubmissionError(ValueError):
     """A malformed submission or task; the message names the field to fix."""
 
 
+class LeaseLost(SubmissionError):
+    """An answer from a reviewer whose lease ran out and whose task is now leased to someone else."""
+
+
 def check_kind(kind: str, field: str = "kind") -> None:
     if kind not in CHOICES:
         raise SubmissionError(f"{field}: unknown task kind {kind!r}; expected one of {list(KINDS)}")

@@ -33,7 +33,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from conceptengine.review.choices import SubmissionError, check_answer
+from conceptengine.review.choices import LeaseLost, SubmissionError, check_answer
 from conceptengine.review.consensus import (
     ADJUDICATE,
     adjudication_payload,
@@ -352,8 +352,13 @@ class ReviewQueue(QueueReads):
         seconds: float = 0.0,
         *,
         admin: bool = False,
+        holder_only: bool = False,
     ) -> SubmitResult:
-        """Record `worker_id`'s answer. Malformed input raises SubmissionError naming the field."""
+        """Record `worker_id`'s answer. Malformed input raises SubmissionError naming the field.
+
+        `holder_only` (the web app): refuse with LeaseLost when the task is leased to someone else at the
+        moment the answer is stored, checked in the transaction that stores it, so a late answer cannot
+        land between another reviewer's lease and their answer."""
         _check_worker(worker_id)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
             raise SubmissionError(f"seconds: must be a finite number, got {seconds!r}")
@@ -372,7 +377,7 @@ class ReviewQueue(QueueReads):
         stored = _canonical(task.kind, payload)
         for attempt in range(2):
             try:
-                return self._record(task, worker_id, choice, stored, float(seconds))
+                return self._record(task, worker_id, choice, stored, float(seconds), holder_only)
             except IntegrityError:
                 if attempt == 1:  # pragma: no cover - needs a concurrent writer on a non-locking backend
                     raise
@@ -388,11 +393,26 @@ class ReviewQueue(QueueReads):
         return task
 
     def _record(
-        self, task: Task, worker_id: str, choice: str, payload: dict[str, Any] | None, seconds: float
+        self,
+        task: Task,
+        worker_id: str,
+        choice: str,
+        payload: dict[str, Any] | None,
+        seconds: float,
+        holder_only: bool = False,
     ) -> SubmitResult:
         now = self._clock()
         consensus = task.replicas > 1
         with write_tx(self._engine) as conn:
+            if holder_only:
+                # Locked on PostgreSQL (SQLite's write lock already orders it) against a concurrent lease.
+                row = conn.execute(
+                    select(T.c.status, T.c.lease_owner).where(T.c.task_id == task.task_id).with_for_update()
+                ).first()
+                if row is not None and row.status == "leased" and row.lease_owner != worker_id:
+                    raise LeaseLost(
+                        f"task_id: {task.task_id!r} is leased to another reviewer (your lease ran out)"
+                    )
             if consensus:  # serialise the item's answers (PostgreSQL; SQLite's write lock already does)
                 conn.execute(
                     select(T.c.task_id)

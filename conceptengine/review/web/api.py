@@ -71,7 +71,13 @@ def _ttl(asked: float | None, run) -> float:  # type: ignore[no-untyped-def]
 def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) -> JSONResponse:
     held = held_task(request.app.state.db, task_id, user)
     result = _queue(request).submit(
-        held.task.task_id, user.worker_id, body.choice, body.payload, body.seconds, admin=user.is_admin
+        held.task.task_id,
+        user.worker_id,
+        body.choice,
+        body.payload,
+        body.seconds,
+        admin=user.is_admin,
+        holder_only=True,
     )
     out = {"status": result.status, "task_id": result.task_id}
     if result.status == "conflict":

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from conceptengine.review.choices import SubmissionError
+from conceptengine.review.choices import LeaseLost, SubmissionError
 from conceptengine.review.db import make_engine
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web import api, auth, dashboard, pages, segment
@@ -57,6 +57,10 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     @app.exception_handler(TaskAccessError)
     def _access(_: Request, exc: TaskAccessError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(LeaseLost)
+    def _lease_lost(_: Request, exc: LeaseLost) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(SubmissionError)
     def _submission(_: Request, exc: SubmissionError) -> JSONResponse:

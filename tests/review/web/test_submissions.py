@@ -204,3 +204,26 @@ def test_one_reviewer_cannot_lease_the_whole_queue(site: Site) -> None:
     assert too_long.status_code == 422 and "review.max_lease_ttl_s" in too_long.json()["detail"]
     renew = ann.post(f"/api/tasks/{got[0]}/renew", json={"ttl_s": 3 * 3600.0})
     assert renew.status_code == 422 and "review.max_lease_ttl_s" in renew.json()["detail"]
+
+
+def test_a_late_answer_loses_to_a_lease_taken_while_it_was_checked(site: Site, monkeypatch) -> None:
+    # The race of issue 14 (17 of 40 timed tries): ann's lease has run out; her answer passes the lease
+    # check, and before it is stored bob leases the task. Her answer must lose, and bob's must count.
+    from conceptengine.review.web import api
+
+    ann, bob = site.client("ann"), site.client("bob")
+    task = _lease(ann, "mv", n=1, ttl_s=0.05)[0]
+    time.sleep(0.1)
+    real_check = api.held_task
+
+    def check_then_bob_leases(engine, task_id, user):  # type: ignore[no-untyped-def]
+        held = real_check(engine, task_id, user)
+        if user.name == "ann":
+            assert [t["task_id"] for t in _lease(bob, "mv", n=1)] == [task["task_id"]]
+        return held
+
+    monkeypatch.setattr(api, "held_task", check_then_bob_leases)
+    late = ann.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Accept"})
+    assert late.status_code == 409 and "leased to another reviewer" in late.json()["detail"]
+    won = bob.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Reject"})
+    assert won.status_code == 200 and won.json()["status"] == "accepted"
