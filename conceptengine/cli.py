@@ -46,9 +46,10 @@ def _fail(msg: str) -> None:
 
 def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
     from conceptengine.engine.driver import run_all, start_run
-    from conceptengine.pipelines.image import run_round, steps_per_round
 
-    ctx = start_run(cfg, run_dir, workspace, resume)
+    ctx = start_run(cfg, run_dir, workspace, resume)  # checks every input first: a mistake costs ~2 s
+    from conceptengine.pipelines.image import run_round, steps_per_round  # torch and the models: seconds
+
     summaries: list[dict] = []
     total = 3 + sum(steps_per_round(ctx, r) for r in range(1, cfg.rounds.count + 1))
     try:
