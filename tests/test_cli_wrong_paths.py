@@ -1,7 +1,5 @@
 """A wrong path or a missing model given to the CLI: one clear line, exit 2, and nothing created."""
 
-import time
-
 from typer.testing import CliRunner
 
 from conceptengine.cli import app
@@ -73,11 +71,9 @@ def _team_config(tmp_path, **files: str) -> str:
 
 def test_a_team_pool_with_a_missing_file_names_its_key_in_one_line_and_writes_nothing(tmp_path):
     config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "photos/a.jpg": "x"})
-    started = time.monotonic()
     result = runner.invoke(app, ["run", config])
     assert result.exit_code == 2, result.output
     assert f"ontology.captions_path: no file at {tmp_path / 'captions.json'}" in said(result)
-    assert time.monotonic() - started < 5
     assert not (tmp_path / "run").exists()
 
 
