@@ -68,6 +68,8 @@ def check_answer(kind: str, task_payload: dict[str, Any], choice: Any, payload: 
         )
     if payload is not None and not isinstance(payload, dict):
         raise SubmissionError(f"payload: must be a JSON object or null, got {type(payload).__name__}")
+    if kind != "correction" and payload is not None:
+        raise SubmissionError(f"payload: a {kind} answer carries none (null); its choice is the answer")
     if kind == "correction":
         _check_correction(task_payload, payload)
 

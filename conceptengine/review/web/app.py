@@ -21,6 +21,7 @@ from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web import api, auth, dashboard, pages, segment
 from conceptengine.review.web.accounts import Accounts
 from conceptengine.review.web.leases import TaskAccessError
+from conceptengine.review.web.limits import BodySizeLimit
 from conceptengine.review.web.run import ReviewRun
 from conceptengine.review.web.tracker import TrackerService
 
@@ -48,6 +49,7 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     app = FastAPI(
         title="conceptengine review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
+    app.add_middleware(BodySizeLimit)
     app.state.run = run
     app.state.queue = ReviewQueue(run.review_url)
     app.state.db = make_engine(run.review_url)

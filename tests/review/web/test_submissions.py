@@ -58,6 +58,8 @@ def test_lease_prefetches_distinct_tasks_with_what_a_page_needs(site: Site) -> N
         ({"choice": "Accept", "seconds": -1}, 422, "seconds:"),
         ({"choice": "Accept", "payload": [1, 2]}, 422, "payload:"),
         ({"choice": 3}, 422, "choice:"),
+        # MV payloads are null (API.md): a stored free-form one could be 20 MB or 900 levels deep.
+        ({"choice": "Accept", "payload": {"a": {"b": {"c": 1}}}}, 422, "payload: a mv answer carries none"),
     ],
 )
 def test_malformed_mv_answers_are_422_naming_the_field(
@@ -227,3 +229,22 @@ def test_a_late_answer_loses_to_a_lease_taken_while_it_was_checked(site: Site, m
     assert late.status_code == 409 and "leased to another reviewer" in late.json()["detail"]
     won = bob.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Reject"})
     assert won.status_code == 200 and won.json()["status"] == "accepted"
+
+
+def test_a_body_above_the_size_limit_is_refused_before_authentication(site: Site) -> None:
+    from conceptengine.review.web.limits import MAX_BODY_BYTES
+
+    big = b'{"token": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    anonymous = site.client()
+    declared = anonymous.post("/api/login", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "request body" in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: the body is counted as it streams in
+        for i in range(0, len(big), 1 << 20):
+            yield big[i : i + (1 << 20)]
+
+    streamed = anonymous.post("/api/login", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    ann = site.client("ann")
+    task = _lease(ann, "mv")[0]
+    assert ann.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Accept"}).status_code == 200
