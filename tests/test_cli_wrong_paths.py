@@ -1,5 +1,6 @@
 """A wrong path or a missing model given to the CLI: one clear line, exit 2, and nothing created."""
 
+import pytest
 from typer.testing import CliRunner
 
 from conceptengine.cli import app
@@ -69,19 +70,26 @@ def _team_config(tmp_path, **files: str) -> str:
     return str(config)
 
 
-def test_a_team_pool_with_a_missing_file_names_its_key_in_one_line_and_writes_nothing(tmp_path):
-    config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "photos/a.jpg": "x"})
+@pytest.mark.parametrize(
+    ("present", "said_line"),
+    [
+        (
+            ("ontology.yaml", "gold.json", "photos/a.jpg"),
+            "ontology.captions_path: no file at {root}/captions.json",
+        ),
+        (
+            ("ontology.yaml", "gold.json", "captions.json"),
+            "media.uri: no image at {root}/photos/*.jpg (a folder, a glob",
+        ),
+    ],
+)
+def test_a_team_pool_with_something_missing_names_its_key_in_one_line_and_writes_nothing(
+    tmp_path, present, said_line
+):
+    config = _team_config(tmp_path, **dict.fromkeys(present, "{}"))
     result = runner.invoke(app, ["run", config])
     assert result.exit_code == 2, result.output
-    assert f"ontology.captions_path: no file at {tmp_path / 'captions.json'}" in said(result)
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_team_pool_whose_glob_matches_nothing_says_so(tmp_path):
-    config = _team_config(tmp_path, **{"ontology.yaml": "", "gold.json": "{}", "captions.json": "{}"})
-    result = runner.invoke(app, ["run", config])
-    assert result.exit_code == 2, result.output
-    assert f"media.uri: no image at {tmp_path / 'photos' / '*.jpg'} (a folder, a glob" in said(result)
+    assert said_line.format(root=tmp_path) in said(result)
     assert not (tmp_path / "run").exists()
 
 
