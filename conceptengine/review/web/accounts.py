@@ -41,6 +41,7 @@ _TOKEN_CACHE_S = 60.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # scrypt cost: ~16 MiB and a few tens of ms per check; only logins and cold bearer tokens pay it.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+_DECOY_SALT = "00" * 16
 
 
 class _Base(DeclarativeBase):
@@ -193,6 +194,8 @@ class Accounts:
     def _check(self, token: str, row: Any) -> User | None:
         """`token` against its account row as the database has it now (the cache only skips the scrypt)."""
         if row is None or row.disabled or self._clock() >= row.created_at + self.token_ttl_s:
+            # The same scrypt as a wrong secret, so the time of a refusal does not tell which ids exist.
+            _scrypt(token.split(".")[1], _DECOY_SALT)
             return None
         key, now = _sha(token), self._clock()
         with self._lock:

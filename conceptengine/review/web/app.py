@@ -20,6 +20,7 @@ from conceptengine.review.db import make_engine
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web import api, auth, dashboard, pages, segment
 from conceptengine.review.web.accounts import Accounts
+from conceptengine.review.web.guards import FailureLimiter
 from conceptengine.review.web.leases import TaskAccessError
 from conceptengine.review.web.limits import BodySizeLimit
 from conceptengine.review.web.run import ReviewRun
@@ -53,6 +54,7 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     app.state.run = run
     app.state.queue = ReviewQueue(run.review_url)
     app.state.db = make_engine(run.review_url)
+    app.state.failures = FailureLimiter()
     app.state.accounts = Accounts(run.review_url, token_ttl_s=run.token_ttl_s)
     app.state.tracker = tracker if tracker is not None else TrackerService.for_run(run)
 

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from conceptengine.review.web.accounts import SESSION_TTL_S, Accounts, User
+from conceptengine.review.web.guards import check_origin, client_keys
 from conceptengine.review.web.schemas import LoginBody
 
 COOKIE = "ce_session"
@@ -32,12 +33,17 @@ def current_user(request: Request) -> User:
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
-        user = accts.verify_token(token.strip()) if scheme.lower() == "bearer" else None
+        token = token.strip()
+        limiter, keys = request.app.state.failures, client_keys(request, token)
+        limiter.check(*keys)
+        user = accts.verify_token(token) if scheme.lower() == "bearer" else None
         if user is None:
+            limiter.failed(*keys)
             raise HTTPException(
                 401, "authentication: the bearer token is unknown, malformed, expired or disabled"
             )
         return user
+    check_origin(request)
     user = accts.session_user(request.cookies.get(COOKIE))
     if user is None:
         raise NotLoggedIn()
@@ -59,8 +65,12 @@ router = APIRouter()
 
 @router.post("/api/login")
 def login(body: LoginBody, request: Request, response: Response) -> dict:
+    check_origin(request)
+    limiter, keys = request.app.state.failures, client_keys(request, body.token)
+    limiter.check(*keys)
     opened = accounts(request).login(body.token)
     if opened is None:
+        limiter.failed(*keys)
         raise HTTPException(401, "token: unknown, malformed, expired or disabled; ask an admin for a new one")
     user, session = opened
     response.set_cookie(

@@ -159,3 +159,43 @@ def test_tokens_expire_and_replaced_tokens_open_no_session_on_each_backend(revie
     finally:
         accounts.close()
         other.close()
+
+
+def test_failed_logins_are_limited_per_address_and_refusals_take_the_same_work(
+    site: Site, monkeypatch
+) -> None:
+    from conceptengine.review.web import accounts as accounts_module
+    from conceptengine.review.web.guards import MAX_FAILURES, FailureLimiter
+
+    now = [0.0]
+    site.app.state.failures = FailureLimiter(clock=lambda: now[0])
+    c = site.client()
+    codes = [c.post("/api/login", json={"token": f"x{i}.wrong"}).status_code for i in range(MAX_FAILURES + 2)]
+    assert codes == [401] * MAX_FAILURES + [429, 429]
+    limited = c.post("/api/login", json={"token": site.tokens["ann"]})  # even the right token, for now
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    bearer = TestClient(site.app, headers={"Authorization": "Bearer nope.nope"})
+    assert bearer.get("/api/me").status_code == 429  # the same address, by bearer token
+    now[0] += 61
+    assert c.post("/api/login", json={"token": site.tokens["ann"]}).status_code == 200
+
+    # An unknown token id costs one scrypt, as a wrong secret does: refusals do not tell which ids exist.
+    calls: list[str] = []
+    real = accounts_module._scrypt
+    monkeypatch.setattr(
+        accounts_module, "_scrypt", lambda secret, salt: calls.append(salt) or real(secret, salt)
+    )
+    accounts = site.app.state.accounts
+    assert accounts.verify_token("0000000000000000.guess") is None
+    assert accounts.verify_token(site.tokens["bob"].split(".")[0] + ".guess") is None
+    assert len(calls) == 2
+
+
+def test_cookie_requests_from_another_site_are_refused(site: Site) -> None:
+    c = site.client()
+    assert c.post("/api/login", json={"token": site.tokens["ann"]}).status_code == 200
+    here = "http://testserver"
+    evil = c.post("/api/logout", headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and evil.json()["detail"].startswith("origin:")
+    assert c.post("/api/logout", headers={"Origin": "null"}).status_code == 403
+    assert c.post("/api/logout", headers={"Origin": here}).json() == {"logged_out": "ann"}
