@@ -247,11 +247,6 @@ class RetrainConfig(_Strict):
     # operating point is refitted; 1.0 = the plain fine-tune. On the demo one fine-tune scored gold 16.39
     # plain and 18.24 at 0.5 (base 17.58): the plain one lost 4 points on seen concepts (README).
     merge_alpha: float = Field(0.5, ge=0, le=1)
-    # true: the words only ontology.focus_concepts use (their names and synonyms, e.g. "crescent" but not
-    # "shape") keep their token embeddings' whole fine-tune through the merge. A family the checkpoint never
-    # saw starts with random word embeddings, and the merge halves how far each round moves them. On the demo
-    # it kept seen concepts within 2 points but did not raise the new family more than the merge (README).
-    keep_focus_words: bool = False
     num_workers: int = Field(0, ge=0)  # Ray Train workers; 0 trains in the driver's process
     use_gpu: bool = False
 

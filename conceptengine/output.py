@@ -12,6 +12,8 @@ import logging
 import os
 import warnings
 
+from conceptengine.engine.runner import quiet_ray
+
 THIRD_PARTY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "transformers", "huggingface_hub", "torch")
 
 
@@ -21,7 +23,7 @@ def configure_output(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import ray  # noqa: F401 - importing ray sets its logger to INFO, so it is imported before being quieted
+    quiet_ray()  # Ray's import resets its logger to INFO: imported (by the runner's module) before quieting
 
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

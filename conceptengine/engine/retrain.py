@@ -50,14 +50,6 @@ def replay_path(inputs: RunInputs) -> str | None:
     return resolve(inputs.workspace, cfg.replay_annotations)
 
 
-def focus_words(inputs: RunInputs) -> list[str]:
-    """The words only `ontology.focus_concepts` (and their descendants) use."""
-    from conceptengine.ontology.graph import ConceptGraph
-
-    graph = ConceptGraph.from_yaml(inputs.ontology_path)
-    return graph.words_only_in(graph.subtrees(inputs.cfg.ontology.focus_concepts, "ontology.focus_concepts"))
-
-
 def committed_shards(ctx: RunContext, r: int) -> list[str]:
     shards = []
     for past in range(1, r + 1):
@@ -106,7 +98,6 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             backbone_lr_scale=cfg.backbone_lr_scale,
             token_embedding_lr_scale=cfg.token_embedding_lr_scale,
             merge_alpha=cfg.merge_alpha,
-            unmerged_words=focus_words(ctx.inputs) if cfg.keep_focus_words else [],
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,
             num_workers=cfg.num_workers,

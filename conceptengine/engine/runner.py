@@ -87,6 +87,12 @@ class LocalRunner:
         self._instances.clear()
 
 
+def quiet_ray() -> None:
+    """Import Ray now, so its import (which sets its logger to INFO with a handler of its own) has happened
+    before the CLI lowers that logger's level (output.py)."""
+    import ray  # noqa: F401
+
+
 class RayRunner:
     """Maps each link over a Ray Dataset with an actor pool; model stages get their GPU share from cfg."""
 

@@ -116,9 +116,6 @@ class TrainSam3Config(BaseModel):
     # Weight-space ensembling with the init before the operating point is fitted (model/weight_merge.py):
     # the output is init + merge_alpha * (fine-tune - init); 1.0 keeps the plain fine-tune.
     merge_alpha: float = Field(1.0, ge=0, le=1)
-    # Words whose token-embedding rows keep their whole fine-tune through the merge (a new family's own
-    # words): they start at their random init, and the merge would halve how far each fine-tune moved them.
-    unmerged_words: list[str] = []
     hflip: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -316,12 +313,6 @@ def forward_batch(
 
 
 # -- the loop --------------------------------------------------------------------------------------------
-def word_token_rows(tokenizer, words: list[str]) -> list[int]:
-    """Token ids that spell `words` (special tokens aside)."""
-    ids = tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
-    return sorted({i for word_ids in ids for i in word_ids})
-
-
 def run_training(
     cfg: TrainSam3Config,
     rank: int = 0,
@@ -396,12 +387,7 @@ def run_training(
     if rank == 0:
         if cfg.merge_alpha < 1.0:
             init_state = Sam3Model.from_pretrained(cfg.init_checkpoint).state_dict()
-            rows = word_token_rows(inputs.tokenizer, cfg.unmerged_words)
-            table = model.get_parameter(TOKEN_EMBEDDING + "weight")
-            tuned_rows = table.detach()[rows].clone()
             interpolate_towards(model, init_state, cfg.merge_alpha)
-            with torch.no_grad():
-                table[rows] = tuned_rows
         fitted = fit_operating_point(model, inputs, cfg) if cfg.presence_fit_images else None
         save_final(
             model,
@@ -410,7 +396,6 @@ def run_training(
                 "steps": cfg.steps,
                 "presence_fit": fitted,
                 "merge_alpha": cfg.merge_alpha,
-                "unmerged_words": cfg.unmerged_words,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
                 "images": len(dataset),

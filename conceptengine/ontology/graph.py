@@ -368,18 +368,6 @@ class ConceptGraph:
                 i += 1
         return found
 
-    def words_only_in(self, node_ids: set[str]) -> list[str]:
-        """Words of these concepts' names and synonyms that no other concept and no attribute value uses
-        (a new family's own words: "crescent" yes, "shape" no)."""
-
-        def words(forms: Iterable[str]) -> set[str]:
-            return {w for form in forms for w in re.split(r"[\s-]+", form) if w}
-
-        inside = words(f for n in self if n.id in node_ids for f in (n.name, *n.synonyms))
-        outside = words(f for n in self if n.id not in node_ids for f in (n.name, *n.synonyms))
-        outside |= words(v for kind in self.attribute_kinds for v in self.attribute_values(kind))
-        return sorted(inside - outside)
-
     def resolve(self, noun_phrase: str) -> ParsedNP | None:
         """Parse an NP into a concept and attribute modifiers; None when the graph cannot express it.
 

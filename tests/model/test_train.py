@@ -277,22 +277,6 @@ def test_merge_alpha_moves_the_output_towards_the_init(world, tmp_path):
     assert json.loads((Path(back) / "training.json").read_text())["merge_alpha"] == 0.0
 
 
-def test_unmerged_words_keep_their_fine_tuned_embedding_rows_through_the_merge(world, tmp_path):
-    from conceptengine.model.processing import load_sam3_inputs
-    from conceptengine.model.train import TOKEN_EMBEDDING, word_token_rows
-
-    # Words of the training pairs, so their rows do move; merge_alpha 0 sends everything else back.
-    words = sorted({w for np_ in world["table"]["noun_phrase"].to_pylist() for w in np_.split()})[:2]
-    out = train_sam3(cfg(world, tmp_path / "kept", steps=2, merge_alpha=0.0, unmerged_words=words))
-    key = TOKEN_EMBEDDING + "weight"
-    init = load_file(Path(world["init"]) / "model.safetensors")[key]
-    merged = load_file(Path(out) / "model.safetensors")[key]
-    rows = word_token_rows(load_sam3_inputs(world["init"]).tokenizer, words)
-    others = [i for i in range(init.shape[0]) if i not in rows]
-    assert rows and not torch.equal(merged[rows], init[rows])
-    assert torch.equal(merged[others], init[others])
-
-
 def test_a_fine_tune_of_a_trained_checkpoint_writes_its_own_log_and_summary(world, tmp_path):
     # The init is itself a training output (like the shipped demo SAM 3): its log, summary and metrics
     # describe ITS training, and must not replace the new run's.

@@ -95,13 +95,6 @@ def test_subtrees_take_each_named_concept_and_everything_below_it(zoo: ConceptGr
         zoo.subtrees(["unicorn"], "gold.report_concepts")
 
 
-def test_words_only_in_leave_out_words_other_concepts_or_attributes_use(zoo: ConceptGraph) -> None:
-    # "polar bear" shares "bear" with its sibling; "polar" is its own.
-    assert zoo.words_only_in({"polar_bear"}) == ["polar"]
-    assert zoo.words_only_in({"dog"}) == ["dog", "hound", "puppy"]
-    assert zoo.words_only_in(zoo.subtrees(["vehicle"], "k")) == ["automobile", "car", "vehicle"]
-
-
 def test_noun_phrases_in_a_caption_take_the_longest_span_the_ontology_parses(zoo: ConceptGraph) -> None:
     text = "Two big brown dogs chase a polar bear past a car; a Salmon jumps. No unicorn."
     assert zoo.noun_phrases_in(text) == ["big brown dog", "polar bear", "car", "salmon"]
