@@ -18,9 +18,25 @@ from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.auth import CurrentUser
 from conceptengine.review.web.leases import held_task
 from conceptengine.review.web.run import ReviewRun
-from conceptengine.review.web.schemas import AnswerBody, LeaseBody, RenewBody, question, task_view
+from conceptengine.review.web.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    AnswerBody,
+    LeaseBody,
+    Leased,
+    RenewBody,
+    TaskView,
+    errors,
+    question,
+    task_view,
+)
 
-router = APIRouter()
+router = APIRouter(responses=AUTH_ERRORS | BODY_ERRORS | errors(404, 409))
+# OpenAPI links: a leased task's id is what every task route takes (clients and schemathesis follow them).
+_TASK_OPS = ("get_task", "task_image", "answer_task", "renew_task", "release_task", "segment_task")
+_TASK_LINKS = {
+    op: {"operationId": op, "parameters": {"task_id": "$response.body#/tasks/0/task_id"}} for op in _TASK_OPS
+}
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -32,7 +48,17 @@ def _run(request: Request) -> ReviewRun:
     return request.app.state.run
 
 
-@router.post("/api/lease")
+@router.get("/api/openapi.json", include_in_schema=False)
+def openapi(request: Request, user: CurrentUser) -> dict:
+    """The API's OpenAPI document, for logged-in users only: it maps every route an attacker could try."""
+    return request.app.openapi()
+
+
+@router.post(
+    "/api/lease",
+    response_model=None,
+    responses={200: {"model": Leased, "description": "the tasks now leased to you", "links": _TASK_LINKS}},
+)
 def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
     """Claim up to `n` tasks: a page asks for two (current + next) and then one per answer (prefetch)."""
     kinds = body.kinds if body.kinds is not None else list(user.kinds)  # disputes only when asked for
@@ -67,7 +93,7 @@ def _ttl(asked: float | None, run) -> float:  # type: ignore[no-untyped-def]
     return min(asked if asked is not None else run.lease_ttl_s, limit)
 
 
-@router.post("/api/tasks/{task_id}/answer")
+@router.post("/api/tasks/{task_id}/answer", operation_id="answer_task")
 def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) -> JSONResponse:
     held = held_task(request.app.state.db, task_id, user)
     result = _queue(request).submit(
@@ -89,7 +115,7 @@ def answer(task_id: str, body: AnswerBody, request: Request, user: CurrentUser) 
     return JSONResponse(out)
 
 
-@router.post("/api/tasks/{task_id}/renew")
+@router.post("/api/tasks/{task_id}/renew", operation_id="renew_task")
 def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBody | None = None) -> dict:
     """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
     held = held_task(request.app.state.db, task_id, user)
@@ -100,7 +126,7 @@ def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBod
     return {"task_id": held.task.task_id, "lease_expires_at": expires}
 
 
-@router.post("/api/tasks/{task_id}/release")
+@router.post("/api/tasks/{task_id}/release", operation_id="release_task")
 def release_task(task_id: str, request: Request, user: CurrentUser) -> dict:
     """Skip: hand a leased, unanswered task back so another reviewer gets it now, not at lease expiry."""
     held = held_task(request.app.state.db, task_id, user)
@@ -108,12 +134,19 @@ def release_task(task_id: str, request: Request, user: CurrentUser) -> dict:
     return {"released": released, "task_id": held.task.task_id}
 
 
-@router.get("/api/tasks/{task_id}")
+@router.get(
+    "/api/tasks/{task_id}", operation_id="get_task", response_model=None, responses={200: {"model": TaskView}}
+)
 def get_task(task_id: str, request: Request, user: CurrentUser) -> dict:
     return task_view(held_task(request.app.state.db, task_id, user).task)
 
 
-@router.get("/api/tasks/{task_id}/image")
+@router.get(
+    "/api/tasks/{task_id}/image",
+    operation_id="task_image",
+    response_class=Response,
+    responses={200: {"description": "the task's image", "content": {m: {} for m in _MIME.values()}}},
+)
 def image(task_id: str, request: Request, user: CurrentUser) -> Response:
     """The task's image, found through the run's own media table; the client names only a task id."""
     media_id = question(held_task(request.app.state.db, task_id, user).task)["media_id"]

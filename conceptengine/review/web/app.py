@@ -24,6 +24,7 @@ from conceptengine.review.web.guards import FailureLimiter
 from conceptengine.review.web.leases import TaskAccessError
 from conceptengine.review.web.limits import BodySizeLimit
 from conceptengine.review.web.run import ReviewRun
+from conceptengine.review.web.schemas import with_lease_limit
 from conceptengine.review.web.tracker import TrackerService
 
 STATIC = Path(__file__).parent / "static"
@@ -49,6 +50,12 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
 
     app = FastAPI(
         title="conceptengine review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.openapi = lambda: (
+        app.openapi_schema
+        or with_lease_limit(  # type: ignore[method-assign]
+            FastAPI.openapi(app), run.cfg.review.max_lease_ttl_s
+        )
     )
     app.add_middleware(BodySizeLimit)
     app.state.run = run

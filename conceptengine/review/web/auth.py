@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from conceptengine.review.web.accounts import SESSION_TTL_S, Accounts, User
 from conceptengine.review.web.guards import check_origin, client_keys
-from conceptengine.review.web.schemas import LoginBody
+from conceptengine.review.web.schemas import AUTH_ERRORS, BODY_ERRORS, LoginBody
 
 COOKIE = "ce_session"
 
@@ -28,8 +29,18 @@ def accounts(request: Request) -> Accounts:
     return request.app.state.accounts
 
 
-def current_user(request: Request) -> User:
+# Both ways in, as OpenAPI security schemes; neither raises, so current_user answers every failure itself.
+_BEARER = HTTPBearer(auto_error=False, description="a reviewer's token, as `review add-user` printed it")
+_SESSION = APIKeyCookie(name=COOKIE, auto_error=False, description="the session cookie POST /api/login sets")
+
+
+def current_user(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    session: Annotated[str | None, Security(_SESSION)],
+) -> User:
     accts = accounts(request)
+    # Read raw rather than from `_bearer`: a header with another scheme is a failed attempt, not no header.
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -44,7 +55,7 @@ def current_user(request: Request) -> User:
             )
         return user
     check_origin(request)
-    user = accts.session_user(request.cookies.get(COOKIE))
+    user = accts.session_user(session)
     if user is None:
         raise NotLoggedIn()
     return user
@@ -60,7 +71,7 @@ def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
-router = APIRouter()
+router = APIRouter(responses=AUTH_ERRORS | BODY_ERRORS)
 
 
 @router.post("/api/login")

@@ -20,8 +20,9 @@ from conceptengine.review.choices import KINDS
 from conceptengine.review.db import read_tx
 from conceptengine.review.models import AnswerRecord, TaskRecord
 from conceptengine.review.web.auth import AdminUser
+from conceptengine.review.web.schemas import AUTH_ERRORS
 
-router = APIRouter()
+router = APIRouter(responses=AUTH_ERRORS)
 _T = TaskRecord.__table__
 _A = AnswerRecord.__table__
 HOURS = 24

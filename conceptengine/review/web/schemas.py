@@ -7,9 +7,9 @@ a silently ignored answer.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from conceptengine.engine import rle
 from conceptengine.review.choices import CHOICES
@@ -25,6 +25,48 @@ _DESCRIPTIONS = {"mv": MV.descriptions, "ev": EV.descriptions, "correction": ("s
 _KEYS = {"mv": "12345", "ev": "123456", "correction": ("Enter",)}
 
 
+class ErrorBody(BaseModel):
+    """Every error the API answers: one message, `<field>: <what is wrong>` (a 409 on an answer adds the
+    standing answer's fields)."""
+
+    detail: str
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring these error statuses with the ErrorBody shape."""
+    return {code: {"model": ErrorBody, "description": _ERROR_MEANING[code]} for code in codes}
+
+
+_ERROR_MEANING = {
+    400: "the body does not parse as JSON (e.g. it is not UTF-8)",
+    401: "no valid bearer token or session",
+    403: "the user may not do this (role, task kind, or a cross-site request)",
+    404: "no such task leased to this user, or its media is gone",
+    409: "the lease is lost or the task already holds another answer",
+    413: "the request body is over the size limit",
+    422: "a field is missing, malformed or out of range; `detail` names it",
+    429: "too many failed logins from this address or for this token; retry after `Retry-After` seconds",
+    503: "the correction tracker is not available",
+}
+# What any authenticated route can answer besides its own errors.
+AUTH_ERRORS = errors(401, 403, 413, 422, 429)
+# A body that is not UTF-8 JSON at all: the framework answers 400 before validation.
+BODY_ERRORS = errors(400)
+
+
+def _number_not_bool(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer, so pydantic's lax int (3.0 -> 3, 3.5 refused) is right, but lax
+    # also takes true and "3", which the schema does not: those are refused here.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")  # noqa: TRY004 (pydantic reports ValueError only)
+    return value
+
+
+# Bounds first, then the check: that order keeps them in the JSON schema as minimum/maximum.
+LeaseCount = Annotated[int, Field(ge=1, le=MAX_LEASE), BeforeValidator(_number_not_bool)]
+RoundNumber = Annotated[int, Field(ge=0, le=MAX_ROUND), BeforeValidator(_number_not_bool)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,22 +76,26 @@ class LoginBody(_Body):
 
 
 class LeaseBody(_Body):
-    kinds: list[str] | None = None  # default: every kind the user reviews
-    # Numbers are strict (true is not 1) and bounded: a round past MAX_ROUND overflowed the database's
+    kinds: list[str] | None = Field(None, min_length=1)  # default: every kind the user reviews
+    # Numbers are numbers (true is not 1) and bounded: a round past MAX_ROUND overflowed the database's
     # integer and answered 500.
-    n: int = Field(1, ge=1, le=MAX_LEASE, strict=True)
+    n: LeaseCount = 1
     ttl_s: float | None = Field(
         None, gt=0, le=MAX_TTL_S, strict=True
     )  # default: the run's review.lease_ttl_s
-    round: int | None = Field(None, ge=0, le=MAX_ROUND, strict=True)
+    round: RoundNumber | None = None
 
 
 class RenewBody(_Body):
     ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S, strict=True)
 
 
+# Which of these a task takes depends on its kind (API.md): the queue checks that, naming the kind's choices.
+_ANY_CHOICE = sorted({c for names in CHOICES.values() for c in names})
+
+
 class AnswerBody(_Body):
-    choice: str
+    choice: str = Field(json_schema_extra={"enum": _ANY_CHOICE})
     payload: dict[str, Any] | None = None
     seconds: float = Field(0.0, ge=0, le=24 * 3600, strict=True, allow_inf_nan=False)
 
@@ -58,6 +104,49 @@ class SegmentBody(_Body):
     points: list[tuple[float, float]] = Field(min_length=1, max_length=64)  # (x, y) image pixels
     labels: list[int] | None = None  # 1 = positive click, 0 = negative; default all positive
     box_xyxy: tuple[float, float, float, float] | None = None  # e.g. the box of a mask being refined
+
+
+class ChoiceView(BaseModel):
+    name: str
+    key: str
+    description: str
+
+
+class MaskView(BaseModel):
+    instance_id: str | None
+    rle: str  # COCO compressed counts at the task's width x height
+    box_xyxy: list[float] | None
+
+
+class TaskView(BaseModel):
+    """What `task_view` returns (documentation of the responses; the view is built as a dict)."""
+
+    task_id: str
+    kind: str
+    round: int
+    noun_phrase: str
+    width: int
+    height: int
+    image_url: str
+    masks: list[MaskView]
+    choices: list[ChoiceView]
+    lease_expires_at: float | None
+    of_kind: str | None = None  # adjudications only: the kind of the disputed task
+    answers: list[dict[str, Any]] | None = None  # adjudications only: every reviewer's answer
+
+
+class Leased(BaseModel):
+    tasks: list[TaskView]
+
+
+def with_lease_limit(doc: dict[str, Any], max_ttl_s: float) -> dict[str, Any]:
+    """The OpenAPI document with this run's lease span limit (review.max_lease_ttl_s) on every `ttl_s`: the
+    models carry only the hard MAX_TTL_S, the run's config may allow less."""
+    for body in ("LeaseBody", "RenewBody"):
+        for branch in doc["components"]["schemas"][body]["properties"]["ttl_s"]["anyOf"]:
+            if branch.get("type") == "number":
+                branch["maximum"] = min(branch["maximum"], max_ttl_s)
+    return doc
 
 
 def choices_view(kind: str) -> list[dict[str, str]]:

@@ -18,10 +18,10 @@ from conceptengine.engine import rle
 from conceptengine.review.web.api import load_media
 from conceptengine.review.web.auth import CurrentUser
 from conceptengine.review.web.leases import held_task
-from conceptengine.review.web.schemas import SegmentBody
+from conceptengine.review.web.schemas import AUTH_ERRORS, BODY_ERRORS, SegmentBody, errors
 from conceptengine.review.web.tracker import TrackerUnavailable
 
-router = APIRouter()
+router = APIRouter(responses=AUTH_ERRORS | BODY_ERRORS | errors(404, 409, 503))
 
 
 def _check(body: SegmentBody, height: int, width: int) -> list[int]:
@@ -47,7 +47,7 @@ def _check(body: SegmentBody, height: int, width: int) -> list[int]:
     return labels
 
 
-@router.post("/api/tasks/{task_id}/segment")
+@router.post("/api/tasks/{task_id}/segment", operation_id="segment_task")
 def segment(task_id: str, body: SegmentBody, request: Request, user: CurrentUser) -> dict:
     task = held_task(request.app.state.db, task_id, user).task
     if task.kind != "correction":
