@@ -163,10 +163,12 @@ class ReviewConfig(_Strict):
     error_rate: float = Field(0.03, ge=0, le=1)
     lease_ttl_s: float = Field(120.0, gt=0)
     # The review app's limits per reviewer: tasks held at once (a page holds two: the one on screen and the
-    # next), and the longest lease or renewal a client may ask for. One reviewer could otherwise lease the
-    # whole queue for hours.
+    # next), the longest lease or renewal a client may ask for, and the longest one reviewer may keep a task
+    # by renewing it, counted from when they leased it. One reviewer could otherwise lease the whole queue
+    # for hours, or keep one task forever.
     max_leased_per_reviewer: int = Field(10, ge=1)
     max_lease_ttl_s: float = Field(1800.0, gt=0)
+    max_lease_span_s: float = Field(7200.0, gt=0)
     # A reviewer's token stops working this long after it was issued (`review add-user NAME --replace`
     # issues a new one); replacing or disabling it takes effect at once.
     token_ttl_days: float = Field(30.0, gt=0)

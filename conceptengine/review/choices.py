@@ -36,6 +36,10 @@ class LeaseLost(SubmissionError):
     """An answer from a reviewer whose lease ran out and whose task is now leased to someone else."""
 
 
+class LeaseSpanOver(LeaseLost):
+    """A renewal past the longest a task may stay leased to one reviewer (review.max_lease_span_s)."""
+
+
 def check_kind(kind: str, field: str = "kind") -> None:
     if kind not in CHOICES:
         raise SubmissionError(f"{field}: unknown task kind {kind!r}; expected one of {list(KINDS)}")

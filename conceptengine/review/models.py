@@ -38,6 +38,8 @@ class TaskRecord(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the current holder leased it: renewals never carry a lease past leased_at + the maximum span.
+    leased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
     # Set when the task was rolled over: a late answer to it is forwarded to this successor task.
@@ -91,6 +93,7 @@ _ADDED_TASK_COLUMNS = {
     "item_id": "VARCHAR(64)",
     "replica": "INTEGER NOT NULL DEFAULT 0",
     "replicas": "INTEGER NOT NULL DEFAULT 1",
+    "leased_at": "FLOAT",  # a lease taken before it existed counts its span from its first renewal
 }
 
 

@@ -33,7 +33,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from conceptengine.review.choices import LeaseLost, SubmissionError, check_answer
+from conceptengine.review.choices import LeaseLost, LeaseSpanOver, SubmissionError, check_answer
 from conceptengine.review.consensus import (
     ADJUDICATE,
     adjudication_payload,
@@ -259,7 +259,7 @@ class ReviewQueue(QueueReads):
                     break
                 if c.replicas > 1 and not self._bind(conn, c.item_id, worker_id, c.replica):
                     continue
-                if self._claim(conn, c.task_id, claimable, worker_id, now + ttl_s):
+                if self._claim(conn, c.task_id, claimable, worker_id, now, now + ttl_s):
                     claimed.append(c.task_id)
             rows = conn.execute(select(T).where(T.c.task_id.in_(claimed))).all() if claimed else []
         by_id = {r.task_id: task_of(r) for r in rows}
@@ -308,26 +308,54 @@ class ReviewQueue(QueueReads):
         return bound == replica
 
     @staticmethod
-    def _claim(conn: Connection, task_id: str, claimable: Any, worker_id: str, expires: float) -> bool:
+    def _claim(
+        conn: Connection, task_id: str, claimable: Any, worker_id: str, now: float, expires: float
+    ) -> bool:
         res = conn.execute(
             update(T)
             .where(T.c.task_id == task_id, claimable)
             .values(
-                status="leased", lease_owner=worker_id, lease_expires_at=expires, attempts=T.c.attempts + 1
+                status="leased",
+                lease_owner=worker_id,
+                lease_expires_at=expires,
+                leased_at=now,
+                attempts=T.c.attempts + 1,
             )
         )
         return res.rowcount == 1
 
-    def renew(self, task_id: str, worker_id: str, ttl_s: float) -> float | None:
+    def renew(
+        self, task_id: str, worker_id: str, ttl_s: float, max_span_s: float | None = None
+    ) -> float | None:
         """Extend `worker_id`'s lease on `task_id` to now + `ttl_s` while they still work on it (a
         correction can outlast a lease); also revives their expired lease if nobody else took the task.
-        Returns the new expiry, or None when the worker does not hold it (answered, released, taken)."""
+        `max_span_s` caps the expiry at leased_at + max_span_s, so nobody keeps a task forever by renewing:
+        past it, LeaseSpanOver. Returns the new expiry, or None when the worker does not hold it (answered,
+        released, taken)."""
         _check_worker(worker_id)
         _check_ttl(ttl_s)
-        expires = self._clock() + ttl_s
+        now = self._clock()
+        expires = now + ttl_s
         with write_tx(self._engine) as conn:
-            res = conn.execute(update(T).where(*_held(task_id, worker_id)).values(lease_expires_at=expires))
-        return expires if res.rowcount == 1 else None
+            leased_at = conn.execute(
+                select(T.c.leased_at).where(*_held(task_id, worker_id)).with_for_update()
+            ).first()
+            if leased_at is None:
+                return None
+            started = leased_at[0] if leased_at[0] is not None else now
+            if max_span_s is not None:
+                if now >= started + max_span_s:
+                    raise LeaseSpanOver(
+                        f"task_id: {task_id!r} has been leased to you for the run's longest span "
+                        f"(review.max_lease_span_s = {max_span_s:g} s); answer or release it"
+                    )
+                expires = min(expires, started + max_span_s)
+            conn.execute(
+                update(T)
+                .where(*_held(task_id, worker_id))
+                .values(lease_expires_at=expires, leased_at=started)
+            )
+        return expires
 
     def release(self, task_id: str, worker_id: str) -> bool:
         """Give a task `worker_id` holds, unanswered, back to the queue now (a 'skip'), not at lease expiry.

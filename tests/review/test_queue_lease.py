@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from conceptengine.review.choices import LeaseSpanOver
 from conceptengine.review.queue import ReviewQueue
 from tests.review import _workers
 from tests.review.helpers import Clock, ev_spec, mv_spec
@@ -149,3 +151,38 @@ def test_bad_lease_arguments_name_the_field(tmp_path: Path, kwargs: dict, field:
     args = {"worker_id": "w", "kinds": ["ev"], "n": 1, "ttl_s": 60.0} | kwargs
     with pytest.raises(ValueError, match=field):
         q.lease(**args)
+
+
+def test_renewals_never_carry_a_lease_past_the_maximum_span(review_url: str) -> None:
+    clock = Clock()
+    q = ReviewQueue(review_url, clock=clock)
+    q.enqueue([ev_spec(0)])
+    (a,) = q.lease("w1", ["ev"], 1, ttl_s=60.0)
+    leased_at = clock.t
+    clock.t += 50
+    assert q.renew(a.task_id, "w1", 60.0, max_span_s=100.0) == leased_at + 100.0  # capped, not now + 60
+    clock.t += 50
+    with pytest.raises(LeaseSpanOver, match="max_lease_span_s = 100 s"):
+        q.renew(a.task_id, "w1", 60.0, max_span_s=100.0)
+    # Its lease has run out, so the task goes to the next reviewer, whose span starts at their own lease.
+    (again,) = q.lease("w2", ["ev"], 1, ttl_s=60.0)
+    assert again.task_id == a.task_id
+    assert q.renew(a.task_id, "w2", 60.0, max_span_s=100.0) == clock.t + 60.0
+
+
+def test_a_queue_from_before_lease_spans_gets_the_column_and_keeps_its_leases(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    clock = Clock()
+    q = ReviewQueue(url, clock=clock)
+    q.enqueue([ev_spec(0)])
+    (a,) = q.lease("w1", ["ev"], 1, ttl_s=60.0)
+    q.close()
+    with sqlite3.connect(tmp_path / "review.db") as db:  # the table as an older release created it
+        db.execute("ALTER TABLE tasks DROP COLUMN leased_at")
+    clock.t += 30
+    q = ReviewQueue(url, clock=clock)
+    assert q.get(a.task_id).lease_owner == "w1"
+    renewed_at = clock.t  # the span of a lease taken before the column existed starts at its first renewal
+    assert q.renew(a.task_id, "w1", 60.0, max_span_s=100.0) == renewed_at + 60.0
+    clock.t += 80
+    assert q.renew(a.task_id, "w1", 60.0, max_span_s=100.0) == renewed_at + 100.0

@@ -120,7 +120,8 @@ def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBod
     """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
     held = held_task(request.app.state.db, task_id, user)
     ttl = _ttl(body.ttl_s if body is not None else None, _run(request))
-    expires = _queue(request).renew(held.task.task_id, user.worker_id, ttl)
+    span = _run(request).cfg.review.max_lease_span_s
+    expires = _queue(request).renew(held.task.task_id, user.worker_id, ttl, max_span_s=span)
     if expires is None:
         raise HTTPException(409, f"task_id: {task_id!r} is not leased to you (already answered?)")
     return {"task_id": held.task.task_id, "lease_expires_at": expires}

@@ -212,6 +212,19 @@ def test_one_reviewer_cannot_lease_the_whole_queue(site: Site) -> None:
     assert renew.status_code == 422 and "review.max_lease_ttl_s" in renew.json()["detail"]
 
 
+def test_renewing_never_keeps_a_task_past_the_maximum_span(site: Site) -> None:
+    ann = site.client("ann")
+    site.app.state.run.cfg.review.max_lease_span_s = 1.0  # review.max_lease_span_s, lowered to a second
+    task = _lease(ann, "mv", n=1, ttl_s=60.0)[0]
+    renewed = ann.post(f"/api/tasks/{task['task_id']}/renew", json={"ttl_s": 60.0})
+    assert renewed.status_code == 200 and renewed.json()["lease_expires_at"] < time.time() + 1.0
+    time.sleep(1.1)
+    over = ann.post(f"/api/tasks/{task['task_id']}/renew", json={"ttl_s": 60.0})
+    assert over.status_code == 409 and "review.max_lease_span_s" in over.json()["detail"]
+    answered = ann.post(f"/api/tasks/{task['task_id']}/answer", json={"choice": "Accept"})
+    assert answered.status_code == 200  # nobody else took it yet: the late answer still counts
+
+
 def test_a_late_answer_loses_to_a_lease_taken_while_it_was_checked(site: Site, monkeypatch) -> None:
     # The race of issue 14 (17 of 40 timed tries): ann's lease has run out; her answer passes the lease
     # check, and before it is stored bob leases the task. Her answer must lose, and bob's must count.
