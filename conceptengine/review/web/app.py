@@ -51,12 +51,14 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     app = FastAPI(
         title="conceptengine review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
-    app.openapi = lambda: (
-        app.openapi_schema
-        or with_lease_limit(  # type: ignore[method-assign]
-            FastAPI.openapi(app), run.cfg.review.max_lease_ttl_s
-        )
-    )
+
+    def openapi() -> dict:
+        # FastAPI builds the document once and caches it; this run's lease limit is written into it then.
+        if app.openapi_schema is None:
+            with_lease_limit(FastAPI.openapi(app), run.cfg.review.max_lease_ttl_s)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit)
     app.state.run = run
     app.state.queue = ReviewQueue(run.review_url)

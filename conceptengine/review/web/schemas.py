@@ -32,11 +32,6 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` declaring these error statuses with the ErrorBody shape."""
-    return {code: {"model": ErrorBody, "description": _ERROR_MEANING[code]} for code in codes}
-
-
 _ERROR_MEANING = {
     400: "the body does not parse as JSON (e.g. it is not UTF-8)",
     401: "no valid bearer token or session",
@@ -48,6 +43,13 @@ _ERROR_MEANING = {
     429: "too many failed logins from this address or for this token; retry after `Retry-After` seconds",
     503: "the correction tracker is not available",
 }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring these error statuses with the ErrorBody shape."""
+    return {code: {"model": ErrorBody, "description": _ERROR_MEANING[code]} for code in codes}
+
+
 # What any authenticated route can answer besides its own errors.
 AUTH_ERRORS = errors(401, 403, 413, 422, 429)
 # A body that is not UTF-8 JSON at all: the framework answers 400 before validation.
@@ -140,8 +142,8 @@ class Leased(BaseModel):
 
 
 def with_lease_limit(doc: dict[str, Any], max_ttl_s: float) -> dict[str, Any]:
-    """The OpenAPI document with this run's lease span limit (review.max_lease_ttl_s) on every `ttl_s`: the
-    models carry only the hard MAX_TTL_S, the run's config may allow less."""
+    """The OpenAPI document with this run's longest lease (review.max_lease_ttl_s) on every `ttl_s`: the
+    models carry only the hard MAX_TTL_S, and the run's config may allow less."""
     for body in ("LeaseBody", "RenewBody"):
         for branch in doc["components"]["schemas"][body]["properties"]["ttl_s"]["anyOf"]:
             if branch.get("type") == "number":

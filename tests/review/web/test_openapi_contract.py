@@ -67,7 +67,8 @@ def test_schemathesis_finds_no_failure(site, tmp_path: Path) -> None:
             "--request-timeout",
             "30",
         ]
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=500)
+        # Run in tmp_path: schemathesis keeps a cache directory where it runs.
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=500, cwd=tmp_path)
     report = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
     assert "Tested: 11" in done.stdout, report  # every operation in the document was exercised
