@@ -200,3 +200,35 @@ def oracle_examples(
             for origin, shown in _ev_candidates(truth_rles, other_rles, rng):
                 rows.append(_row(pair, "ev", shown, label("ev", pair, shown), origin))
     return pa.Table.from_pylist(rows, schema=EXAMPLES)
+
+
+def ontology_slots(graph) -> list[list]:  # type: ignore[no-untyped-def]
+    """The grounded MV scorer's slots for an ontology: its leaf concepts, then each attribute's values."""
+    return [
+        ["leaf", graph.leaves()],
+        *([k, list(graph.attribute_values(k))] for k in graph.attribute_kinds),
+    ]
+
+
+def mv_slot_labels(
+    world_dir: str | Path, rows: list[dict], min_iou: float = 0.5
+) -> list[dict[str, str] | None]:
+    """For each MV example, the leaf and attributes of the rendered instance its mask covers (IoU >=
+    `min_iou`), or None when it covers none well (a shifted, merged or whole-image mask)."""
+    world = Oracle(world_dir).world
+    out: list[dict[str, str] | None] = []
+    for r in rows:
+        h, w = r["height"], r["width"]
+        mask = rle.decode(r["masks"][0]["rle"], h, w)
+        best, label = 0.0, None
+        for inst in world.record(r["media_id"])["instances"]:
+            other = rle.decode(inst["rle"], h, w)
+            union = int((mask | other).sum())
+            iou = int((mask & other).sum()) / union if union else 0.0
+            if iou > best:
+                best, label = (
+                    iou,
+                    {"leaf": inst["leaf"], "colour": inst["colour"], "pattern": inst["pattern"]},
+                )
+        out.append(label if best >= min_iou else None)
+    return out

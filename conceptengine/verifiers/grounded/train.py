@@ -1,0 +1,144 @@
+"""Training and scoring the grounded MV scorer on verifier examples (train_data.EXAMPLES rows, task "mv").
+
+Examples become tensors once (`prepare`): the object crop of each judged mask, its phrase, its answer and,
+where known, the value of each slot the object has (the demo knows them from the rendered world; a team's
+accepted answers could supply them through the ontology). The loss is the verdict's (binary cross-entropy
+on Accept), the other choices' (cross-entropy among the non-Accept answers) and one cross-entropy per slot
+on the labelled examples, which is what teaches the tower shapes, colours and patterns fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+from conceptengine.engine import rle
+from conceptengine.verifiers.choices import MV
+from conceptengine.verifiers.grounded.crops import object_crop
+from conceptengine.verifiers.grounded.model import GroundedMVModel
+from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+
+UNKNOWN = -1  # a slot value nobody labelled: no loss
+
+
+@dataclass
+class MVData:
+    pixels: torch.Tensor  # (N, 4, S, S)
+    phrases: list[str]
+    choices: torch.Tensor  # (N,) index into MV.names
+    slot_values: dict[str, torch.Tensor]  # slot -> (N,) value index or UNKNOWN
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+
+def prepare(
+    rows: list[dict],
+    read_image: Callable[[str], np.ndarray],
+    slots: list[list],
+    slot_labels: list[dict[str, str] | None] | None = None,
+    crop_size: int = 48,
+) -> MVData:
+    """`rows`: EXAMPLES rows of task mv; `read_image(uri)` -> RGB uint8; `slot_labels[i]`: slot -> value
+    name of example i's object (or None)."""
+    crops, cache = [], {}
+    for r in rows:
+        if r["uri"] not in cache:
+            cache = {r["uri"]: read_image(r["uri"])}  # rows come grouped by image
+        mask = r["masks"][0]
+        decoded = rle.decode(mask["rle"], r["height"], r["width"])
+        crops.append(object_crop(cache[r["uri"]], decoded, mask["box_xyxy"], crop_size))
+    values = {}
+    for name, names in slots:
+        index = {v: i for i, v in enumerate(names)}
+        labels = slot_labels or [None] * len(rows)
+        values[name] = torch.tensor([index.get((lab or {}).get(name), UNKNOWN) for lab in labels])
+    return MVData(
+        pixels=torch.from_numpy(np.stack(crops)) if crops else torch.zeros((0, 4, crop_size, crop_size)),
+        phrases=[r["noun_phrase"] for r in rows],
+        choices=torch.tensor([MV.index(r["choice"]) for r in rows], dtype=torch.long),
+        slot_values=values,
+    )
+
+
+def loss_on(model: GroundedMVModel, data: MVData, idx: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    pixels = data.pixels[idx]
+    if torch.rand(()) < 0.5:  # mirror: no concept of the ontology depends on handedness here
+        pixels = pixels.flip(-1)
+    out = model(pixels, embeds[idx])
+    choice = data.choices[idx]
+    accept = (choice == 0).float()
+    loss = F.binary_cross_entropy_with_logits(out.accept_logits, accept)
+    other = choice > 0
+    if other.any():
+        loss = loss + F.cross_entropy(out.other_logits[other], choice[other] - 1)
+    for name, logits in out.slot_logits.items():
+        target = data.slot_values[name][idx]
+        known = target != UNKNOWN
+        if known.any():
+            loss = loss + F.cross_entropy(logits[known], target[known])
+    return loss
+
+
+def train(
+    model: GroundedMVModel,
+    data: MVData,
+    embedder: PhraseEmbedder,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train in place for `steps` batches; `on_epoch(step, seconds)` after each pass over the data."""
+    torch.manual_seed(seed)
+    embeds = embedder(data.phrases)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    model.train()
+    step, t0, last = 0, time.perf_counter(), float("nan")
+    while step < steps:
+        order = torch.randperm(len(data))
+        for i in range(0, len(data) - batch_size + 1, batch_size):
+            loss = loss_on(model, data, order[i : i + batch_size], embeds)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step, last = step + 1, loss.item()
+            if step == steps:
+                break
+        if on_epoch is not None:
+            on_epoch(step, time.perf_counter() - t0)
+    model.eval()
+    return {"steps": step, "seconds": round(time.perf_counter() - t0, 1), "final_loss": round(last, 4)}
+
+
+@torch.no_grad()
+def accept_probs(
+    model: GroundedMVModel, data: MVData, embedder: PhraseEmbedder, pixels: torch.Tensor | None = None
+) -> np.ndarray:
+    """P(Accept) per example (`pixels` replaces the data's crops, e.g. for the image-swap test)."""
+    model.eval()
+    pixels = data.pixels if pixels is None else pixels
+    embeds = embedder(data.phrases)
+    out = [
+        model.choice_probs(pixels[i : i + 512], embeds[i : i + 512])[:, 0] for i in range(0, len(data), 512)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties averaged); None without both classes."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
