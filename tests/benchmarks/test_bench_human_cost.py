@@ -1,19 +1,14 @@
 """bench_human_cost runs the same pool twice and reports seconds per committed pair as one JSON line."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_human_cost.py"
+from tests.benchmarks import scripts
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_human_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_bench("bench_human_cost")
 
 
 @pytest.mark.slow

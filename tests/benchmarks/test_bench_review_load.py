@@ -1,21 +1,14 @@
 """bench_review_load for a few seconds: real server, real HTTP clients, and its database audit."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_review_load.py"
+from tests.benchmarks import scripts
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_review_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_bench("bench_review_load")
 
 
 @pytest.mark.slow

@@ -1,21 +1,16 @@
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tests.benchmarks import scripts
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sam3_proposals.py"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_sam3_proposals", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_bench("bench_sam3_proposals")
 
 
 def test_small_benchmark_prints_one_json_line(tmp_path, capsys):

@@ -1,17 +1,12 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_verifier_grounding.py"
+from tests.benchmarks import scripts
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_verifier_grounding", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_bench("bench_verifier_grounding")
 
 
 def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -> None:
