@@ -7,13 +7,20 @@ deferred and, in WAL mode, never block writers. On PostgreSQL many writers run a
 locks the rows it leases with `SELECT ... FOR UPDATE SKIP LOCKED` (concurrent reviewers pass over each
 other's candidates instead of queueing behind them) and still claims them with compare-and-set updates,
 so the queue's logic is the same on both backends; SQLite's compiler simply omits the locking clause.
+
+Writers of one SQLite file in one process also queue on a lock of their own before `BEGIN IMMEDIATE`:
+SQLite's busy handler polls with growing sleeps (up to 100 ms), so twenty web requests contending for the
+write lock waited far longer than the few milliseconds each holds it; a Python lock wakes the next writer
+the moment the last one commits. Other processes (the engine beside the web app) still meet the busy
+timeout.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,6 +30,10 @@ from sqlalchemy.pool import StaticPool
 
 BUSY_TIMEOUT_S = 30.0
 _WRITE = "conceptengine_write"
+# One lock per SQLite database in this process, shared by every engine on it (the web app opens several).
+# Re-entrant: a write nested in a write fails on SQLite's busy timeout as before instead of hanging here.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
 
 
 def normalize_url(url: str) -> str:
@@ -83,10 +94,22 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _writer_lock(engine: Engine) -> AbstractContextManager:
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    key = (
+        os.path.abspath(engine.url.database)
+        if engine.url.database not in (None, "", ":memory:")
+        else id(engine)
+    )
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(str(key), threading.RLock())
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds SQLite's write lock from its first statement (no-op flag elsewhere)."""
-    with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+    with _writer_lock(engine), engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
         yield conn
 
 
