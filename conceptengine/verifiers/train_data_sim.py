@@ -217,12 +217,15 @@ def mv_slot_labels(
     `min_iou`), or None when it covers none well (a shifted, merged or whole-image mask)."""
     world = Oracle(world_dir).world
     out: list[dict[str, str] | None] = []
+    decoded: dict[str, list[tuple[dict, np.ndarray]]] = {}  # one image's instances, decoded once
     for r in rows:
         h, w = r["height"], r["width"]
         mask = rle.decode(r["masks"][0]["rle"], h, w)
+        if r["media_id"] not in decoded:
+            instances = world.record(r["media_id"])["instances"]
+            decoded = {r["media_id"]: [(i, rle.decode(i["rle"], h, w)) for i in instances]}
         best, label = 0.0, None
-        for inst in world.record(r["media_id"])["instances"]:
-            other = rle.decode(inst["rle"], h, w)
+        for inst, other in decoded[r["media_id"]]:
             union = int((mask | other).sum())
             iou = int((mask & other).sum()) / union if union else 0.0
             if iou > best:
