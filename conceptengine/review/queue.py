@@ -30,9 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from conceptengine.review import queue_sql as sql
 from conceptengine.review.choices import LeaseLost, LeaseSpanOver, SubmissionError, check_answer
 from conceptengine.review.consensus import (
     ADJUDICATE,
@@ -240,28 +241,24 @@ class ReviewQueue(QueueReads):
         if n == 0:
             return []
         now = self._clock()
-        claimable = or_(T.c.status == "open", and_(T.c.status == "leased", T.c.lease_expires_at <= now))
         with write_tx(self._engine) as conn:
             if max_held is not None:
-                held = conn.scalar(
-                    select(func.count())
-                    .select_from(T)
-                    .where(T.c.status == "leased", T.c.lease_owner == worker_id, T.c.lease_expires_at > now)
-                )
+                held = conn.scalar(sql.HELD_COUNT, {"worker": worker_id, "now": now})
                 n = min(n, max(0, max_held - int(held or 0)))
                 if n == 0:
                     return []
             # Twice n candidates: two replicas of one item may both come up, and only one can be taken.
             candidates = self._candidates(conn, kinds, round, now, worker_id, 2 * n)
             claimed: list[str] = []
+            claim = {"worker": worker_id, "now": now, "expires": now + ttl_s}
             for c in candidates:
                 if len(claimed) == n:
                     break
                 if c.replicas > 1 and not self._bind(conn, c.item_id, worker_id, c.replica):
                     continue
-                if self._claim(conn, c.task_id, claimable, worker_id, now, now + ttl_s):
+                if conn.execute(sql.CLAIM, claim | {"tid": c.task_id}).rowcount == 1:
                     claimed.append(c.task_id)
-            rows = conn.execute(select(T).where(T.c.task_id.in_(claimed))).all() if claimed else []
+            rows = conn.execute(sql.TASKS, {"ids": claimed}).all() if claimed else []
         by_id = {r.task_id: task_of(r) for r in rows}
         return [by_id[t] for t in claimed]
 
@@ -269,29 +266,14 @@ class ReviewQueue(QueueReads):
     def _candidates(
         conn: Connection, kinds: list[str], round: int | None, now: float, worker_id: str, limit: int
     ) -> list[Any]:
-        """The first `limit` claimable tasks in lease order (round, age, id), locked on PostgreSQL.
-
-        One query per kind and claimable status, each an ordered range of ix_tasks_lease that stops
-        after `limit` rows: an `IN` / `OR` across them would make both backends sort every open task
-        of the queue on every lease (tens of ms at 30,000 tasks, all under SQLite's write lock).
-        """
-        other_replica = (
-            select(C.c.id)
-            .where(C.c.item_id == T.c.item_id, C.c.worker_id == worker_id, C.c.replica != T.c.replica)
-            .exists()
-        )
-        cols = (T.c.task_id, T.c.item_id, T.c.replica, T.c.replicas, T.c.round, T.c.created_at)
+        """The first `limit` claimable tasks of `kinds` in lease order (see queue_sql.candidates)."""
+        params: dict[str, Any] = {"worker": worker_id, "now": now, "limit": limit}
+        if round is not None:
+            params["round"] = round
         found: list[Any] = []
         for kind in kinds:
-            for status in (
-                T.c.status == "open",
-                and_(T.c.status == "leased", T.c.lease_expires_at <= now),
-            ):
-                query = select(*cols).where(T.c.kind == kind, status, ~other_replica)
-                if round is not None:
-                    query = query.where(T.c.round == round)
-                query = query.order_by(T.c.round, T.c.created_at, T.c.task_id).limit(limit)
-                found += conn.execute(query.with_for_update(skip_locked=True, of=T)).all()
+            for query in sql.candidates(kind, round is not None):
+                found += conn.execute(query, params).all()
         found.sort(key=lambda r: (r.round, r.created_at, r.task_id))
         return found[:limit]
 
@@ -306,23 +288,6 @@ class ReviewQueue(QueueReads):
         )
         bound = conn.scalar(select(C.c.replica).where(C.c.item_id == item_id, C.c.worker_id == worker_id))
         return bound == replica
-
-    @staticmethod
-    def _claim(
-        conn: Connection, task_id: str, claimable: Any, worker_id: str, now: float, expires: float
-    ) -> bool:
-        res = conn.execute(
-            update(T)
-            .where(T.c.task_id == task_id, claimable)
-            .values(
-                status="leased",
-                lease_owner=worker_id,
-                lease_expires_at=expires,
-                leased_at=now,
-                attempts=T.c.attempts + 1,
-            )
-        )
-        return res.rowcount == 1
 
     def renew(
         self, task_id: str, worker_id: str, ttl_s: float, max_span_s: float | None = None
@@ -434,9 +399,7 @@ class ReviewQueue(QueueReads):
         with write_tx(self._engine) as conn:
             if holder_only:
                 # Locked on PostgreSQL (SQLite's write lock already orders it) against a concurrent lease.
-                row = conn.execute(
-                    select(T.c.status, T.c.lease_owner).where(T.c.task_id == task.task_id).with_for_update()
-                ).first()
+                row = conn.execute(sql.HOLDER, {"tid": task.task_id}).first()
                 if row is not None and row.status == "leased" and row.lease_owner != worker_id:
                     raise LeaseLost(
                         f"task_id: {task.task_id!r} is leased to another reviewer (your lease ran out)"
@@ -448,7 +411,7 @@ class ReviewQueue(QueueReads):
                     .order_by(T.c.task_id)
                     .with_for_update()
                 ).all()
-            prior = conn.execute(select(A).where(A.c.task_id == task.task_id)).first()
+            prior = conn.execute(sql.PRIOR_ANSWER, {"tid": task.task_id}).first()
             if prior is not None:
                 same = prior.choice == choice and _same(prior.payload, payload)
                 return SubmitResult(
@@ -473,11 +436,7 @@ class ReviewQueue(QueueReads):
                     "answered_at": now,
                 },
             )
-            conn.execute(
-                update(T)
-                .where(T.c.task_id == task.task_id)
-                .values(status="done", lease_owner=worker_id, lease_expires_at=None)
-            )
+            conn.execute(sql.CLOSE, {"tid": task.task_id, "worker": worker_id})
             if consensus:
                 self._escalate_if_disputed(conn, task, now)
         return SubmitResult(task_id=task.task_id, status="accepted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from conceptengine.engine import ids
 from conceptengine.review.choices import KINDS, SubmissionError
@@ -23,6 +23,7 @@ CHUNK = 500
 MAX_HOPS = 1000  # a roll-over chain longer than this is corrupt, not a queue that ran 1000 rounds late
 # Labelled: tasks and answers both have a `payload` column.
 ANSWER_COLS = (A.c.annotator, A.c.choice, A.c.payload.label("answer_payload"), A.c.seconds)
+_TASK = select(T).where(T.c.task_id == bindparam("tid"))  # built once: every answer and page reads it
 
 
 def replica_task_id(subject_id: str, kind: str, round_index: int, replica: int = 0) -> str:
@@ -72,7 +73,7 @@ def live_task(conn: Connection, task_id: str) -> Task | None:
     left unanswered at a round's deadline points at its successor). None when there is no such task."""
     current = task_id
     for _ in range(MAX_HOPS):
-        row = conn.execute(select(T).where(T.c.task_id == current)).first()
+        row = conn.execute(_TASK, {"tid": current}).first()
         if row is None:
             return None
         if row.status != "rolled" or row.rolled_to is None:
