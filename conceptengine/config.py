@@ -139,7 +139,9 @@ class VerifierConfig(_Strict):
     # transformers: in-process; vllm: in-process on a GPU (`conceptengine[vllm]`); openai: any
     # OpenAI-compatible server with logprobs (`verifier.openai`). stage.num_gpus is each actor's GPU share.
     backend: BackendName = "transformers"
-    model: str = "models/verifier"  # any AutoModelForImageTextToText: a folder or a hub id, as sam3.model
+    # Any AutoModelForImageTextToText (a folder or a hub id, as sam3.model), or for MV a grounded scorer's
+    # checkpoint (verifiers/grounded), which then needs an MLLM as ev_model.
+    model: str = "models/verifier"
     ev_model: str | None = None  # EV's own checkpoint (folder or hub id); None = `model` for both MV and EV
     device: str = "cpu"
     view_size: int = Field(112, ge=32)

@@ -73,7 +73,11 @@ def make_backend(
     """Build the backend `params.backend` names for `model`: a checkpoint directory (or hub id) for
     transformers and vLLM, a served model name for openai. `gpu_share` is the stage's `num_gpus`."""
     if params.backend == "transformers":
+        from conceptengine.verifiers.grounded.backend import GroundedBackend, is_grounded_checkpoint
         from conceptengine.verifiers.transformers_backend import TransformersBackend
+
+        if is_grounded_checkpoint(model):  # a GroundedMVModel checkpoint: the demo's MV that looks
+            return GroundedBackend(model, device=params.device, version=version)
 
         return TransformersBackend(
             model,

@@ -62,6 +62,23 @@ class MaskVerifier:
         return self.score_requests(self.requests(image, noun_phrase, masks))
 
 
+class GroundedMaskVerifier(MaskVerifier):
+    """MV for the grounded scorer (grounded/backend.py): per mask its object crop, and the bare phrase."""
+
+    def requests(self, image: np.ndarray, noun_phrase: str, masks: Sequence) -> list[Request]:
+        from conceptengine.verifiers.grounded.backend import crop_view  # torch: only where it is used
+
+        size = self.backend.crop_size  # type: ignore[attr-defined]
+        return [Request([crop_view(image, *_mask_fields(m), size)], noun_phrase) for m in masks]
+
+
+def mask_verifier(backend: VerifierBackend, view_size: int = 112) -> MaskVerifier:
+    """The MV that asks `backend` with what it reads: the paper's two views, or the grounded crop."""
+    if getattr(backend, "input_style", None) == "object_crop":
+        return GroundedMaskVerifier(backend, view_size=view_size)
+    return MaskVerifier(backend, view_size=view_size)
+
+
 class ExhaustivityVerifier:
     """EV: are all instances of the NP boxed? -> probabilities over choices.EV for one pair."""
 

@@ -1,0 +1,77 @@
+"""The grounded MV scorer behind the verifier interface: chosen by its checkpoint, fed its own crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conceptengine.engine.stage import StageConfig, get_stage
+from conceptengine.verifiers import choices
+from conceptengine.verifiers.backends import BackendParams, make_backend
+from conceptengine.verifiers.grounded.backend import GroundedBackend, is_grounded_checkpoint
+from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+from conceptengine.verifiers.verify import GroundedMaskVerifier, MaskVerifier, mask_verifier
+
+from .conftest import proposals_table, square_mask
+
+SLOTS = [["leaf", ["square", "circle"]], ["colour", ["red", "blue"]]]
+
+
+@pytest.fixture(scope="module")
+def grounded_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("grounded") / "mv-g0001"
+    GroundedMVModel(GroundedMVConfig(slots=SLOTS, channels=[8, 16])).save_pretrained(path)
+    return str(path)
+
+
+def test_make_backend_recognises_the_checkpoint(grounded_path: str, tiny_verifier_path: str) -> None:
+    assert is_grounded_checkpoint(grounded_path) and not is_grounded_checkpoint(tiny_verifier_path)
+    backend = make_backend(BackendParams(), grounded_path)
+    assert isinstance(backend, GroundedBackend) and backend.version == "mv-g0001"
+    assert isinstance(mask_verifier(backend), GroundedMaskVerifier)
+    assert type(mask_verifier(make_backend(BackendParams(), tiny_verifier_path))) is MaskVerifier
+
+
+def test_the_verdict_comes_from_the_masked_pixels(grounded_path: str) -> None:
+    mv = mask_verifier(GroundedBackend(grounded_path))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    masks = [square_mask(5, 5, 20), square_mask(40, 30, 12)]
+    probs = mv.score(image, "red square", masks)
+    assert probs.shape == (2, len(choices.MV)) and np.allclose(probs.sum(-1), 1, atol=1e-5)
+    (view,) = mv.requests(image, "red square", masks[:1])[0].views
+    assert view.mode == "RGBA" and view.size == (48, 48) and mv.requests(image, "x", []) == []
+    alpha = np.asarray(view)[..., 3]
+    assert alpha[24, 24] == 255 and alpha[0, 0] == 0  # the mask rides in the alpha channel, centred
+    other = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    assert not np.allclose(mv.score(other, "red square", masks), probs)  # another picture, another verdict
+
+
+def test_it_answers_mv_only_and_names_the_fix(grounded_path: str) -> None:
+    backend = GroundedBackend(grounded_path)
+    view = Image.new("RGBA", (48, 48))
+    with pytest.raises(ValueError, match="verifier.ev_model"):
+        backend.score([[view]], ["star"], list(choices.EV.letters))
+    with pytest.raises(ValueError, match="one RGBA 48 px object crop"):
+        backend.score([[Image.new("RGB", (112, 112))] * 2], ["star"], list(choices.MV.letters))
+
+
+def test_ai_verify_stage_with_grounded_mv_and_an_mllm_ev(
+    tmp_path, grounded_path: str, tiny_verifier_path: str
+) -> None:
+    table = proposals_table(tmp_path, [("red square", [square_mask(5, 5, 20), square_mask(40, 30, 12)]),
+                                       ("star", [])])  # fmt: skip
+    stage = get_stage("ai_verify")(StageConfig(), model_path=grounded_path, ev_model_path=tiny_verifier_path)
+    rows = stage(table).to_pylist()
+    assert [r["error"] for r in rows] == [None, None]
+    assert rows[0]["verifier_version"] == "mv-g0001+" + tiny_verifier_path.rsplit("/", 1)[-1]
+    assert [len(r["mv_probs"]) for r in rows] == [2, 0]
+    for r in rows:
+        assert len(r["ev_probs"]) == len(choices.EV) and abs(sum(r["ev_probs"]) - 1) < 1e-5
+        assert all(len(p) == len(choices.MV) and abs(sum(p) - 1) < 1e-5 for p in r["mv_probs"])
+
+
+def test_a_grounded_scorer_cannot_serve_ev(grounded_path: str) -> None:
+    with pytest.raises(ValueError, match="set verifier.ev_model to an MLLM"):
+        get_stage("ai_verify")(StageConfig(), model_path=grounded_path).setup()
