@@ -15,6 +15,7 @@ by a small head of their own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -27,7 +28,19 @@ from conceptengine.verifiers.choices import MV
 from conceptengine.verifiers.grounded.crops import CROP_SIZE
 from conceptengine.verifiers.grounded.phrases import MINILM
 
-_FLOOR = 1e-4  # the smallest match probability a slot contributes: log stays finite
+FLOOR = 1e-4  # the smallest match probability a slot contributes: log stays finite
+
+
+def log_slot_match(values: Sequence[torch.Tensor], needs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over slots of log P(the object has a value the phrase accepts): `values[s]` are (..., n_s)
+    logits of what the object is, `needs[s]` (B, n_s) sigmoids of what the phrase accepts (broadcast
+    over any axes between, e.g. the EV grid's)."""
+    total = torch.zeros(())
+    for v, need in zip(values, needs, strict=True):
+        shape = (need.shape[0],) + (1,) * (v.dim() - 2) + (need.shape[1],)
+        match = (need.reshape(shape) * v.softmax(-1)).sum(-1)
+        total = total + torch.log(match.clamp_min(FLOOR))
+    return total
 
 
 class GroundedMVConfig(PretrainedConfig):
@@ -60,7 +73,7 @@ class GroundedMVOutput(ModelOutput):
     slot_logits: dict[str, torch.Tensor] | None = None  # slot -> (B, n_values)
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
     )
@@ -74,7 +87,7 @@ class GroundedMVModel(PreTrainedModel):
         super().__init__(config)
         widths = [4, *config.channels]
         self.tower = nn.Sequential(
-            *(_block(a, b) for a, b in pairwise(widths)),
+            *(conv_block(a, b) for a, b in pairwise(widths)),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -100,10 +113,8 @@ class GroundedMVModel(PreTrainedModel):
         if self.values is not None and self.needs is not None:
             values = self.values(feats).split(self.slot_sizes, dim=-1)
             needs = torch.sigmoid(self.needs(phrase_embeds)).split(self.slot_sizes, dim=-1)
-            for name, v, need in zip(self.slot_names, values, needs, strict=True):
-                slot_logits[name] = v
-                match = (need * v.softmax(-1)).sum(-1)
-                logit = logit + torch.log(match.clamp_min(_FLOOR))
+            slot_logits = dict(zip(self.slot_names, values, strict=True))
+            logit = logit + log_slot_match(values, needs)
         others = self.others(torch.cat([feats, phrase_embeds], dim=-1))
         return GroundedMVOutput(accept_logits=logit, other_logits=others, slot_logits=slot_logits)
 

@@ -86,27 +86,27 @@ def loss_on(model: GroundedMVModel, data: MVData, idx: torch.Tensor, embeds: tor
     return loss
 
 
-def train(
-    model: GroundedMVModel,
-    data: MVData,
-    embedder: PhraseEmbedder,
+def fit(
+    model: torch.nn.Module,
+    n_items: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
     steps: int,
-    batch_size: int = 128,
-    lr: float = 2e-3,
+    batch_size: int,
+    lr: float,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict:
-    """Train in place for `steps` batches; `on_epoch(step, seconds)` after each pass over the data."""
+    """AdamW with a one-cycle schedule for `steps` batches of shuffled item indices; `batch_loss(idx)` is
+    the loss of one batch, `on_epoch(step, seconds)` runs after each pass over the items."""
     torch.manual_seed(seed)
-    embeds = embedder(data.phrases)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
     step, t0, last = 0, time.perf_counter(), float("nan")
     while step < steps:
-        order = torch.randperm(len(data))
-        for i in range(0, len(data) - batch_size + 1, batch_size):
-            loss = loss_on(model, data, order[i : i + batch_size], embeds)
+        order = torch.randperm(n_items)
+        for i in range(0, n_items - batch_size + 1, batch_size):
+            loss = batch_loss(order[i : i + batch_size])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -118,6 +118,23 @@ def train(
             on_epoch(step, time.perf_counter() - t0)
     model.eval()
     return {"steps": step, "seconds": round(time.perf_counter() - t0, 1), "final_loss": round(last, 4)}
+
+
+def train(
+    model: GroundedMVModel,
+    data: MVData,
+    embedder: PhraseEmbedder,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train in place for `steps` batches; `on_epoch(step, seconds)` after each pass over the data."""
+    embeds = embedder(data.phrases)
+    return fit(
+        model, len(data), lambda idx: loss_on(model, data, idx, embeds), steps, batch_size, lr, seed, on_epoch
+    )
 
 
 @torch.no_grad()

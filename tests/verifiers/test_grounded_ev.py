@@ -1,0 +1,102 @@
+"""The grounded EV scorer: dense targets from the objects in view, and a verdict that needs the picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conceptengine.verifiers.choices import EV
+from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+from conceptengine.verifiers.grounded.ev_train import SceneObject, accept_probs, box_channel, prepare, train
+from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+from conceptengine.verifiers.grounded.train import UNKNOWN, roc_auc
+
+SLOTS = [["leaf", ["square"]], ["colour", ["red", "blue"]]]
+SIZE, SIDE = 32, 6
+
+
+@pytest.fixture(scope="module")
+def embedder() -> PhraseEmbedder:
+    return PhraseEmbedder()
+
+
+def _scenes(n_images: int, seed: int) -> tuple[list[dict], dict[str, np.ndarray], list[list[SceneObject]]]:
+    """Images of 1-3 red or blue squares; per image two EV items ("red square", "blue square"), each
+    showing a random subset of that colour's squares boxed: Accept iff none of them is left unboxed."""
+    rng = np.random.default_rng(seed)
+    rows, images, objects = [], {}, []
+    names = ["red", "blue"]
+    for k in range(n_images):
+        uri = f"mem://{seed}-{k}"
+        image = np.full((SIZE, SIZE, 3), 30, dtype=np.uint8)
+        placed = []
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = (int(v) for v in rng.integers(0, SIZE - SIDE, 2))
+            colour = int(rng.integers(0, 2))
+            image[y : y + SIDE, x : x + SIDE] = (220, 20, 20) if colour == 0 else (20, 20, 220)
+            placed.append((x, y, colour))
+        images[uri] = image
+        for asked in (0, 1):
+            shown, objs = [], []
+            for x, y, colour in placed:
+                boxed = colour == asked and rng.random() < 0.6
+                if boxed:
+                    shown.append({"box_xyxy": [x, y, x + SIDE, y + SIDE]})
+                centre = ((x + SIDE / 2) / SIZE, (y + SIDE / 2) / SIZE)
+                objs.append(SceneObject(centre, {"leaf": "square", "colour": names[colour]}, boxed))
+            missed = any(c == asked and not o.boxed for (_, _, c), o in zip(placed, objs, strict=True))
+            rows.append({"uri": uri, "height": SIZE, "width": SIZE, "noun_phrase": f"{names[asked]} square",
+                         "masks": shown, "choice": "Reject" if missed else "Accept"})  # fmt: skip
+            objects.append(objs)
+    return rows, images, objects
+
+
+def _data(n_images: int, seed: int, config: GroundedEVConfig):
+    rows, images, objects = _scenes(n_images, seed)
+    return prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid)
+
+
+def test_boxes_fill_their_channel() -> None:
+    channel = box_channel(np.array([[0.25, 0.5, 0.5, 1.0]]), 8)
+    assert channel.sum() == 2 * 4 and channel[4:, 2:4].all()
+
+
+def test_prepare_marks_unboxed_centres_and_slot_values_on_the_grid() -> None:
+    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    rows, images, objects = _scenes(3, 0)
+    data = prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid)
+    assert data.images.shape == (3, 3, SIZE, SIZE) and data.media.tolist() == [0, 0, 1, 1, 2, 2]
+    for n, objs in enumerate(objects):
+        assert int(data.missed[n].sum()) <= sum(not o.boxed for o in objs)
+        assert int(data.missed[n].sum()) >= 1 if any(not o.boxed for o in objs) else data.missed[n].sum() == 0
+    colours = data.slot_values["colour"]
+    assert set(colours.unique().tolist()) <= {UNKNOWN, 0, 1} and (colours != UNKNOWN).any()
+    assert data.choices.tolist() == [EV.index(r["choice"]) for r in rows]
+
+
+def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:
+    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    model = GroundedEVModel(config).eval()
+    pixels, embeds = torch.rand(2, 4, SIZE, SIZE), torch.randn(2, 384)
+    probs = model.choice_probs(pixels, embeds)
+    assert probs.shape == (2, len(EV.names)) and torch.allclose(probs.sum(-1), torch.ones(2))
+    model.save_pretrained(tmp_path)
+    assert torch.allclose(
+        GroundedEVModel.from_pretrained(tmp_path).eval().choice_probs(pixels, embeds), probs
+    )
+
+
+def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
+    torch.manual_seed(0)
+    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], context_layers=1, image_size=SIZE)
+    model = GroundedEVModel(config)
+    data, test = _data(400, 0, config), _data(100, 1, config)
+    accepted = (test.choices == 0).numpy()
+    before = roc_auc(accepted, accept_probs(model, test, embedder))
+    train(model, data, embedder, steps=300, batch_size=32, lr=5e-3)
+    p = accept_probs(model, test, embedder)
+    after = roc_auc(accepted, p)
+    assert before is not None and after is not None and after > 0.9 and after > before + 0.2
+    recoloured = test.images[:, [2, 1, 0]]  # every red square blue and every blue one red, boxes kept
+    assert np.abs(p - accept_probs(model, test, embedder, images=recoloured)).mean() > 0.2
