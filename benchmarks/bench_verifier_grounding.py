@@ -1,4 +1,4 @@
-"""Does the mask verifier look at the image? The grounded MV scorer on held-out rendered items.
+"""Do the verifiers look at the image? The grounded MV and EV scorers on held-out rendered items.
 
 What it does:
 1. renders a training world and a separately seeded test world (the demo's style, `--train-images` and
@@ -10,9 +10,14 @@ What it does:
    against the refused items of one kind: `mask_quality` (a shifted, cut, bloated, box, merged or
    whole-image mask), `leaf_shape` (the phrase names another leaf of the object's family), `family` (another
    family), `colour`, `pattern`; the image-swap test (mean |dP(Accept)| when the crop's pixels come from
-   another image, mask kept); and agreement with the simulated reviewers per choice.
+   another image, mask kept); and agreement with the simulated reviewers per choice;
+4. the same for the grounded EV scorer (`--ev-steps` batches) on EV items whose boxes are the phrase's own
+   instances, all, some or none of them: the decision EV takes once MV has judged each box (routing lets EV
+   decide a pair only then; a box of another object is MV's to reject). Kinds: `missed_some` (some boxed,
+   one or more not), `missed_all` (none boxed), both together `missed_instance`; the swap replaces the
+   image under the boxes.
 
-EV is not scored yet (issue 12): no grounded EV exists. The last line printed is one JSON object.
+`--tasks mv` or `--tasks ev` runs one half. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +37,22 @@ from PIL import Image
 from conceptengine.sim.render import STYLES
 from conceptengine.sim.taxonomy import shapes_graph
 from conceptengine.sim.world import build_world
-from conceptengine.verifiers.choices import MV
+from conceptengine.verifiers.choices import EV, MV
+from conceptengine.verifiers.grounded import ev_train
+from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
-from conceptengine.verifiers.grounded.phrases import PhraseEmbedder, default_text_model
+from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import MVData, accept_probs, prepare, roc_auc, train
-from conceptengine.verifiers.train_data_sim import mv_slot_labels, ontology_slots, oracle_examples
+from conceptengine.verifiers.train_data_sim import (
+    ev_scene_objects,
+    mv_slot_labels,
+    ontology_slots,
+    oracle_examples,
+)
 
 TRAIN_SEED, TEST_SEED = 101, 202
 MASK_MISTAKES = ("shifted", "cut", "dilated", "box", "merged", "whole_image")
+EV_ORIGINS = ("all", "some", "none")  # the phrase's own instances boxed (see the docstring)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -47,12 +61,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--test-images", type=int, default=200)
     ap.add_argument("--steps", type=int, default=1500, help="training batches of --batch-size")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--ev-steps", type=int, default=1500, help="EV training batches of --ev-batch-size")
+    ap.add_argument("--ev-batch-size", type=int, default=32)
+    ap.add_argument("--tasks", default="mv,ev", help="which scorers to train and report: mv, ev or both")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--workdir", default=None, help="where the worlds go (default: a temp dir)")
-    ap.add_argument("--save", default=None, help="save the trained scorer here (save_pretrained)")
+    ap.add_argument(
+        "--save", default=None, help="save the trained scorers here, in mv/ and ev/ (save_pretrained)"
+    )
     args = ap.parse_args(argv)
-    if min(args.train_images, args.test_images, args.steps, args.batch_size) < 1:
-        ap.error("--train-images, --test-images, --steps and --batch-size must be positive")
+    sizes = (
+        args.train_images,
+        args.test_images,
+        args.steps,
+        args.batch_size,
+        args.ev_steps,
+        args.ev_batch_size,
+    )
+    if min(sizes) < 1:
+        ap.error(
+            "--train-images, --test-images, --steps, --batch-size, --ev-steps and --ev-batch-size must be positive"
+        )
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not args.tasks or set(args.tasks) - {"mv", "ev"}:
+        ap.error(f"--tasks: a comma-separated list of mv and ev, got {args.tasks!r}")
     return args
 
 
@@ -60,14 +92,27 @@ def _read(uri: str) -> np.ndarray:
     return np.asarray(Image.open(uri.removeprefix("file://")).convert("RGB"))
 
 
-def examples(root: Path, n_images: int, seed: int, slots: list[list]) -> tuple[list[dict], MVData]:
+def render(root: Path, n_images: int, seed: int) -> Path:
     world = root / f"world-{seed}"
     build_world(world, n_images, 0, seed=seed, image_size=192, style=STYLES["demo"])
+    return world
+
+
+def examples(world: Path, seed: int, slots: list[list]) -> tuple[list[dict], MVData]:
     rows = oracle_examples(world, split="train", seed=seed, tasks=("mv",)).to_pylist()
     labels = mv_slot_labels(world, rows)
     for r, lab in zip(rows, labels, strict=True):
         r["object"] = lab
     return rows, prepare(rows, _read, slots, labels)
+
+
+def ev_examples(
+    world: Path, seed: int, slots: list[list], config: GroundedEVConfig
+) -> tuple[list[dict], ev_train.EVData]:
+    rows = oracle_examples(world, split="train", seed=seed, tasks=("ev",)).to_pylist()
+    rows = [r for r in rows if r["origin"] in EV_ORIGINS]
+    objects = ev_scene_objects(world, rows)
+    return rows, ev_train.prepare(rows, _read, slots, objects, config.image_size, config.grid)
 
 
 def decision_kind(row: dict, graph) -> str | None:  # type: ignore[no-untyped-def]
@@ -103,25 +148,54 @@ def swapped(data: MVData, rows: list[dict]) -> torch.Tensor:
 
 def report(model, test_rows, test, embedder, graph) -> dict:  # type: ignore[no-untyped-def]
     p = accept_probs(model, test, embedder)
-    accepted = np.array([r["choice"] == "Accept" for r in test_rows])
-    kinds = np.array([decision_kind(r, graph) or "" for r in test_rows])
+    kinds = [decision_kind(r, graph) for r in test_rows]
+    swap = accept_probs(model, test, embedder, pixels=swapped(test, test_rows))
+    return {f"mv_{k}": v for k, v in _figures(test_rows, kinds, p, swap, MV).items()}
+
+
+def ev_kind(row: dict) -> str | None:
+    if row["choice"] == "Accept":
+        return None
+    return "missed_some" if row["masks"] else "missed_all"
+
+
+def ev_report(model, test_rows, test, embedder) -> dict:  # type: ignore[no-untyped-def]
+    p = ev_train.accept_probs(model, test, embedder)
+    kinds = [ev_kind(r) for r in test_rows]
+    donors = torch.roll(torch.arange(len(test.images)), len(test.images) // 2)  # every image another's
+    swap = ev_train.accept_probs(model, test, embedder, images=test.images[donors])
+    figures = _figures(test_rows, kinds, p, swap, EV)
+    refused = np.array([k is not None for k in kinds])
+    accepted = ~refused
+    figures["auc_per_kind"]["missed_instance"] = {
+        "auc": _round(roc_auc(accepted, p)),
+        "refused": int(refused.sum()),
+    }
+    return {f"ev_{k}": v for k, v in figures.items()}
+
+
+def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.ndarray, choices) -> dict:  # type: ignore[no-untyped-def]
+    """AUC overall and per kind (the accepted items against one kind of refused ones), image swap, and
+    agreement with the reviewers per choice (the demo's reviewers answer Accept or Reject)."""
+    accepted = np.array([r["choice"] == "Accept" for r in rows])
+    kind_of = np.array([k or "" for k in kinds])
     per_kind = {}
-    for kind in sorted(set(kinds) - {""}):
-        sel = accepted | (kinds == kind)
+    for kind in sorted(set(kind_of) - {""}):
+        sel = accepted | (kind_of == kind)
         per_kind[kind] = {
             "auc": _round(roc_auc(accepted[sel], p[sel])),
-            "refused": int((kinds == kind).sum()),
+            "refused": int((kind_of == kind).sum()),
         }
-    swap = accept_probs(model, test, embedder, pixels=swapped(test, test_rows))
-    chosen = np.array([MV.names[0] if q >= 0.5 else MV.names[-1] for q in p])  # the demo answers these two
-    truth = np.array([r["choice"] for r in test_rows])
-    agreement = {c: _round(float((chosen[truth == c] == c).mean())) for c in MV.names if (truth == c).any()}
+    chosen = np.array(["Accept" if q >= 0.5 else "Reject" for q in p])
+    truth = np.array([r["choice"] for r in rows])
     return {
-        "mv_auc": _round(roc_auc(accepted, p)),
-        "mv_auc_per_kind": per_kind,
-        "mv_image_swap": _round(float(np.abs(p - swap).mean())),
-        "mv_agreement_per_choice": agreement,
-        "test_items": len(test_rows),
+        "auc": _round(roc_auc(accepted, p)),
+        "auc_per_kind": per_kind,
+        "image_swap": _round(float(np.abs(p - swap).mean())),
+        "agreement_per_choice": {
+            c: _round(float((chosen[truth == c] == c).mean())) for c in choices.names if (truth == c).any()
+        },
+        "test_items": len(rows),
         "test_accepted": int(accepted.sum()),
     }
 
@@ -130,41 +204,86 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
+def _progress(
+    name: str, curve: list[dict], score: Callable[[], float | None]
+) -> Callable[[int, float], None]:
+    def on_epoch(step: int, seconds: float) -> None:
+        auc = score()
+        curve.append({"step": step, "minutes": round(seconds / 60, 2), f"{name}_auc": _round(auc)})
+        print(f"{name} step {step} ({seconds / 60:.1f} min): test AUC {auc}", file=sys.stderr, flush=True)
+
+    return on_epoch
+
+
+def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    train_rows, train_data = examples(worlds[TRAIN_SEED], TRAIN_SEED, slots)
+    test_rows, test_data = examples(worlds[TEST_SEED], TEST_SEED, slots)
+    prep_s = time.perf_counter() - t0
+    model = GroundedMVModel(GroundedMVConfig(slots=slots))
+    accepted = np.array([r["choice"] == "Accept" for r in test_rows])
+    curve: list[dict] = []
+
+    def score() -> float | None:
+        auc = roc_auc(accepted, accept_probs(model, test_data, embedder))
+        model.train()
+        return auc
+
+    on_epoch = _progress("mv", curve, score)
+    trained = train(model, train_data, embedder, args.steps, batch_size=args.batch_size, on_epoch=on_epoch)
+    if args.save:
+        model.save_pretrained(Path(args.save) / "mv")
+    figures = report(model, test_rows, test_data, embedder, graph)
+    return {"mv_train_items": len(train_rows), "mv_prepare_s": round(prep_s, 1), "mv_train": trained,
+            **figures, "mv_curve": curve}  # fmt: skip
+
+
+def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: ignore[no-untyped-def]
+    config = GroundedEVConfig(slots=slots)
+    t0 = time.perf_counter()
+    train_rows, train_data = ev_examples(worlds[TRAIN_SEED], TRAIN_SEED, slots, config)
+    test_rows, test_data = ev_examples(worlds[TEST_SEED], TEST_SEED, slots, config)
+    prep_s = time.perf_counter() - t0
+    model = GroundedEVModel(config)
+    accepted = np.array([r["choice"] == "Accept" for r in test_rows])
+    curve: list[dict] = []
+
+    def score() -> float | None:
+        auc = roc_auc(accepted, ev_train.accept_probs(model, test_data, embedder))
+        model.train()
+        return auc
+
+    on_epoch = _progress("ev", curve, score)
+    trained = ev_train.train(
+        model, train_data, embedder, args.ev_steps, batch_size=args.ev_batch_size, on_epoch=on_epoch
+    )
+    if args.save:
+        model.save_pretrained(Path(args.save) / "ev")
+    figures = ev_report(model, test_rows, test_data, embedder)
+    return {"ev_train_items": len(train_rows), "ev_prepare_s": round(prep_s, 1), "ev_train": trained,
+            **figures, "ev_curve": curve}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     graph = shapes_graph()
     slots = ontology_slots(graph)
+    embedder = PhraseEmbedder()
+    figures: dict = {"threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
         t0 = time.perf_counter()
-        train_rows, train_data = examples(root, args.train_images, TRAIN_SEED, slots)
-        test_rows, test_data = examples(root, args.test_images, TEST_SEED, slots)
-        prep_s = time.perf_counter() - t0
-    embedder = PhraseEmbedder()
-    model = GroundedMVModel(GroundedMVConfig(slots=slots, text_model=default_text_model()))
-    curve = []
-
-    def on_epoch(step: int, seconds: float) -> None:
-        auc = roc_auc(
-            np.array([r["choice"] == "Accept" for r in test_rows]), accept_probs(model, test_data, embedder)
-        )
-        curve.append({"step": step, "minutes": round(seconds / 60, 2), "mv_auc": _round(auc)})
-        model.train()
-        print(f"step {step} ({seconds / 60:.1f} min): test MV AUC {auc:.3f}", file=sys.stderr, flush=True)
-
-    trained = train(model, train_data, embedder, args.steps, batch_size=args.batch_size, on_epoch=on_epoch)
-    if args.save:
-        model.save_pretrained(args.save)
-    figures = {
-        "train_items": len(train_rows),
-        "prepare_s": round(prep_s, 1),
-        "train": trained,
-        "threads": torch.get_num_threads(),
-        **report(model, test_rows, test_data, embedder, graph),
-        "curve": curve,
-    }
+        worlds = {
+            seed: render(root, n, seed)
+            for seed, n in ((TRAIN_SEED, args.train_images), (TEST_SEED, args.test_images))
+        }
+        figures["render_s"] = round(time.perf_counter() - t0, 1)
+        if "mv" in args.tasks:
+            figures |= train_mv(args, worlds, slots, graph, embedder)
+        if "ev" in args.tasks:
+            figures |= train_ev(args, worlds, slots, embedder)
     print(json.dumps(figures))
     return figures
 

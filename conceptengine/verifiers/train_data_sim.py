@@ -26,9 +26,11 @@ from scipy import ndimage
 
 from conceptengine.engine import ids, rle
 from conceptengine.review.cost import CostModel
-from conceptengine.review.simulated import SimulatedReviewer
+from conceptengine.review.matching import match
+from conceptengine.review.simulated import IOU_MATCH, SimulatedReviewer
 from conceptengine.review.types import Task
 from conceptengine.sim.oracle import Oracle
+from conceptengine.verifiers.grounded.ev_train import SceneObject
 from conceptengine.verifiers.train_data import EXAMPLES
 
 MIN_PIXELS = 12  # the renderer's smallest visible instance; smaller corruptions are not realistic masks
@@ -210,6 +212,18 @@ def ontology_slots(graph) -> list[list]:  # type: ignore[no-untyped-def]
     ]
 
 
+def _objects(world, media_id: str, h: int, w: int) -> list[tuple[dict[str, str], str, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """The image's rendered instances: (slot values, RLE, decoded mask)."""
+    return [
+        (
+            {"leaf": i["leaf"], "colour": i["colour"], "pattern": i["pattern"]},
+            i["rle"],
+            rle.decode(i["rle"], h, w),
+        )
+        for i in world.record(media_id)["instances"]
+    ]
+
+
 def mv_slot_labels(
     world_dir: str | Path, rows: list[dict], min_iou: float = 0.5
 ) -> list[dict[str, str] | None]:
@@ -217,21 +231,40 @@ def mv_slot_labels(
     `min_iou`), or None when it covers none well (a shifted, merged or whole-image mask)."""
     world = Oracle(world_dir).world
     out: list[dict[str, str] | None] = []
-    decoded: dict[str, list[tuple[dict, np.ndarray]]] = {}  # one image's instances, decoded once
+    decoded: dict[str, list[tuple[dict[str, str], str, np.ndarray]]] = {}  # one image's, decoded once
     for r in rows:
         h, w = r["height"], r["width"]
         mask = rle.decode(r["masks"][0]["rle"], h, w)
         if r["media_id"] not in decoded:
-            instances = world.record(r["media_id"])["instances"]
-            decoded = {r["media_id"]: [(i, rle.decode(i["rle"], h, w)) for i in instances]}
+            decoded = {r["media_id"]: _objects(world, r["media_id"], h, w)}
         best, label = 0.0, None
-        for inst, other in decoded[r["media_id"]]:
+        for slots, _, other in decoded[r["media_id"]]:
             union = int((mask | other).sum())
             iou = int((mask & other).sum()) / union if union else 0.0
             if iou > best:
-                best, label = (
-                    iou,
-                    {"leaf": inst["leaf"], "colour": inst["colour"], "pattern": inst["pattern"]},
-                )
+                best, label = iou, slots
         out.append(label if best >= min_iou else None)
+    return out
+
+
+def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[SceneObject]]:
+    """For each EV example, every rendered object of its image: centre, slot values, and whether one of
+    the shown masks matches it (one to one at the simulated reviewer's IoU bar)."""
+    world = Oracle(world_dir).world
+    out: list[list[SceneObject]] = []
+    scene: dict[str, tuple[list[dict[str, str]], list[str], list[tuple[float, float]]]] = {}
+    for r in rows:
+        h, w = r["height"], r["width"]
+        if r["media_id"] not in scene:
+            objects = _objects(world, r["media_id"], h, w)
+            centres = []
+            for _, _, mask in objects:
+                ys, xs = np.nonzero(mask)
+                centres.append(((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h) if len(xs) else (0.5, 0.5))
+            scene = {r["media_id"]: ([o[0] for o in objects], [o[1] for o in objects], centres)}
+        slots, counts, centres = scene[r["media_id"]]
+        boxed = {t for _, t in match([m["rle"] for m in r["masks"]], counts, h, w, IOU_MATCH)}
+        out.append(
+            [SceneObject(c, s, k in boxed) for k, (s, c) in enumerate(zip(slots, centres, strict=True))]
+        )
     return out

