@@ -139,8 +139,9 @@ class VerifierConfig(_Strict):
     # transformers: in-process; vllm: in-process on a GPU (`conceptengine[vllm]`); openai: any
     # OpenAI-compatible server with logprobs (`verifier.openai`). stage.num_gpus is each actor's GPU share.
     backend: BackendName = "transformers"
-    # Any AutoModelForImageTextToText (a folder or a hub id, as sam3.model), or for MV a grounded scorer's
-    # checkpoint (verifiers/grounded), which then needs an MLLM as ev_model.
+    # Any AutoModelForImageTextToText (a folder or a hub id, as sam3.model), or a grounded MV scorer's
+    # checkpoint (verifiers/grounded); a grounded scorer answers its own task only, so ev_model is then
+    # an MLLM or a grounded EV scorer.
     model: str = "models/verifier"
     ev_model: str | None = None  # EV's own checkpoint (folder or hub id); None = `model` for both MV and EV
     device: str = "cpu"

@@ -73,10 +73,10 @@ def make_backend(
     """Build the backend `params.backend` names for `model`: a checkpoint directory (or hub id) for
     transformers and vLLM, a served model name for openai. `gpu_share` is the stage's `num_gpus`."""
     if params.backend == "transformers":
-        from conceptengine.verifiers.grounded.backend import GroundedBackend, is_grounded_checkpoint
+        from conceptengine.verifiers.grounded.backend import GroundedBackend, grounded_task
         from conceptengine.verifiers.transformers_backend import TransformersBackend
 
-        if is_grounded_checkpoint(model):  # a GroundedMVModel checkpoint: the demo's MV that looks
+        if grounded_task(model) is not None:  # a grounded MV or EV scorer (verifiers/grounded)
             return GroundedBackend(model, device=params.device, version=version)
 
         return TransformersBackend(

@@ -26,7 +26,7 @@ from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
 from conceptengine.verifiers.backends import BackendParams, make_backend
 from conceptengine.verifiers.retry import ServerUnusable
-from conceptengine.verifiers.verify import ExhaustivityVerifier, Request, mask_verifier
+from conceptengine.verifiers.verify import Request, exhaustivity_verifier, mask_verifier
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))
 EV_PROBS = pa.list_(pa.float32())
@@ -89,15 +89,21 @@ class AIVerifyStage(Stage):
         ev_backend = self.backend
         if separate_ev:
             ev_backend = make_backend(self.p, self.p.ev_model_path, gpu_share=share)
-        if getattr(ev_backend, "input_style", None) == "object_crop":
-            raise ValueError(
-                f"verifier.ev_model: {self.p.ev_model_path or self.p.model_path} is a grounded MV scorer, which "
-                "answers mask verification only; set verifier.ev_model to an MLLM checkpoint for EV"
-            )
+        for field, backend, task in (("model", self.backend, "mv"), ("ev_model", ev_backend, "ev")):
+            if getattr(backend, "task", task) != task:  # a grounded scorer answers its own task only
+                unset = (
+                    " (unset: it defaults to verifier.model)"
+                    if field == "ev_model" and not separate_ev
+                    else ""
+                )
+                raise ValueError(
+                    f"verifier.{field}{unset}: {backend.version} is a grounded {backend.task} scorer, which "
+                    f"cannot answer {task}; set verifier.{field} to an MLLM or a grounded {task} scorer"
+                )
         # One column records both: "mv-version+ev-version" when MV and EV are different checkpoints.
         self.version = self.p.version or "+".join(dict.fromkeys([self.backend.version, ev_backend.version]))
         self.mv = mask_verifier(self.backend, view_size=self.p.view_size)
-        self.ev = ExhaustivityVerifier(ev_backend, view_size=self.p.view_size)
+        self.ev = exhaustivity_verifier(ev_backend, view_size=self.p.view_size)
 
     # -- per-row work ------------------------------------------------------------------------------
 

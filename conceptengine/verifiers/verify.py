@@ -63,18 +63,18 @@ class MaskVerifier:
 
 
 class GroundedMaskVerifier(MaskVerifier):
-    """MV for the grounded scorer (grounded/backend.py): per mask its object crop, and the bare phrase."""
+    """MV for a grounded scorer (grounded/backend.py): per mask its object crop, and the bare phrase."""
 
     def requests(self, image: np.ndarray, noun_phrase: str, masks: Sequence) -> list[Request]:
         from conceptengine.verifiers.grounded.backend import crop_view  # torch: only where it is used
 
-        size = self.backend.crop_size  # type: ignore[attr-defined]
+        size = self.backend.view_size  # type: ignore[attr-defined]
         return [Request([crop_view(image, *_mask_fields(m), size)], noun_phrase) for m in masks]
 
 
 def mask_verifier(backend: VerifierBackend, view_size: int = 112) -> MaskVerifier:
-    """The MV that asks `backend` with what it reads: the paper's two views, or the grounded crop."""
-    if getattr(backend, "input_style", None) == "object_crop":
+    """The MV that asks `backend` with what it reads: the paper's two views, or a grounded scorer's crop."""
+    if getattr(backend, "task", None) == "mv":
         return GroundedMaskVerifier(backend, view_size=view_size)
     return MaskVerifier(backend, view_size=view_size)
 
@@ -109,3 +109,19 @@ class ExhaustivityVerifier:
         if n_boxes:
             return None
         return float(choices.presence(probs))
+
+
+class GroundedExhaustivityVerifier(ExhaustivityVerifier):
+    """EV for a grounded scorer (grounded/backend.py): the image with the boxes filled in, the bare phrase."""
+
+    def request(self, image: np.ndarray, noun_phrase: str, boxes: Sequence[Sequence[float]]) -> Request:
+        from conceptengine.verifiers.grounded.backend import boxed_view  # torch: only where it is used
+
+        return Request([boxed_view(image, boxes, self.backend.view_size)], noun_phrase)  # type: ignore[attr-defined]
+
+
+def exhaustivity_verifier(backend: VerifierBackend, view_size: int = 112) -> ExhaustivityVerifier:
+    """The EV that asks `backend` with what it reads: the paper's boxed view, or a grounded scorer's."""
+    if getattr(backend, "task", None) == "ev":
+        return GroundedExhaustivityVerifier(backend, view_size=view_size)
+    return ExhaustivityVerifier(backend, view_size=view_size)

@@ -1,9 +1,15 @@
-"""The grounded MV scorer behind the verifier interface: `verifier.model` may name its checkpoint.
+"""The grounded scorers behind the verifier interface: `verifier.model` / `verifier.ev_model` may name them.
 
-`backends.make_backend` recognises the checkpoint by its `model_type` and builds this backend instead of
-the MLLM one; `verify.mask_verifier` then asks it with what it reads (`GroundedMaskVerifier`): per mask,
-the object crop with the mask as its alpha channel, and the bare noun phrase instead of a question. The
-answer has the MLLM backends' shape: probabilities over the MV choices, Accept first.
+`backends.make_backend` recognises a grounded checkpoint by its `model_type` and builds this backend instead
+of the MLLM one; `verify.mask_verifier` / `verify.exhaustivity_verifier` then ask it with what it reads,
+one RGBA view per question and the bare noun phrase instead of a question:
+
+- MV (`GroundedMVModel`): the object's crop, the mask as its alpha channel (`crop_view`);
+- EV (`GroundedEVModel`): the whole image at the scorer's size, the proposed boxes filled in as alpha
+  (`boxed_view`).
+
+The answer has the MLLM backends' shape: probabilities over the task's choices, Accept first. Each scorer
+answers its own task only: `task` says which.
 """
 
 from __future__ import annotations
@@ -18,47 +24,65 @@ from PIL import Image
 
 from conceptengine.engine import rle
 from conceptengine.verifiers.backend import check_request
-from conceptengine.verifiers.choices import MV
+from conceptengine.verifiers.choices import EV, MV
 from conceptengine.verifiers.grounded.crops import object_crop
+from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+from conceptengine.verifiers.grounded.ev_train import box_channel, image_tensor, normalised_boxes
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 
-#: What a request's one view is: the object crop as RGBA, alpha = the mask (see `crop_view`).
-INPUT_STYLE = "object_crop"
+_TASKS = {GroundedMVConfig.model_type: "mv", GroundedEVConfig.model_type: "ev"}
+_MODELS = {"mv": (GroundedMVModel, MV), "ev": (GroundedEVModel, EV)}
 
 
-def is_grounded_checkpoint(path: str) -> bool:
-    """True for a local checkpoint saved from GroundedMVModel (its config.json names the model type)."""
+def grounded_task(path: str) -> str | None:
+    """ "mv" or "ev" for a local checkpoint saved from a grounded scorer, None for anything else."""
     config = Path(path) / "config.json"
     if not config.is_file():
-        return False
+        return None
     try:
-        return json.loads(config.read_text()).get("model_type") == GroundedMVConfig.model_type
+        return _TASKS.get(json.loads(config.read_text()).get("model_type"))
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
+    """(H, W, 3) and (H, W) floats in [0, 1] as one RGBA image, so the view travels like any other."""
+    stacked = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    return Image.fromarray(np.round(stacked * 255).astype(np.uint8), "RGBA")
 
 
 def crop_view(image: np.ndarray, counts: str, box_xyxy: Sequence[float], size: int) -> Image.Image:
-    """One mask as the scorer reads it, packed as an RGBA image so it travels like any verifier view."""
-    mask = rle.decode(counts, image.shape[0], image.shape[1])
-    crop = object_crop(image, mask, box_xyxy, size)
-    return Image.fromarray(np.round(crop.transpose(1, 2, 0) * 255).astype(np.uint8), "RGBA")
+    """One mask as the MV scorer reads it: the object's crop, the mask as alpha."""
+    crop = object_crop(image, rle.decode(counts, image.shape[0], image.shape[1]), box_xyxy, size)
+    return _rgba(crop[:3].transpose(1, 2, 0), crop[3])
+
+
+def boxed_view(image: np.ndarray, boxes: Sequence[Sequence[float]], size: int) -> Image.Image:
+    """One image-phrase pair as the EV scorer reads it: the image at `size`, the boxes filled in as alpha."""
+    rgb = image_tensor(image, size).numpy().transpose(1, 2, 0) / 255.0
+    alpha = box_channel(normalised_boxes(boxes, image.shape[0], image.shape[1]), size).numpy()
+    return _rgba(rgb, alpha)
 
 
 class GroundedBackend:
-    """Scores MV requests whose views are `crop_view` images and whose prompts are noun phrases."""
-
-    input_style = INPUT_STYLE
+    """Scores the questions of one task, each one RGBA view (`crop_view` / `boxed_view`) and a phrase."""
 
     def __init__(
-        self, model_path: str, device: str = "cpu", batch_size: int = 256, version: str | None = None
+        self, model_path: str, device: str = "cpu", batch_size: int = 64, version: str | None = None
     ):
+        task = grounded_task(model_path)
+        if task is None:
+            raise ValueError(f"verifier model {model_path!r} is not a grounded MV or EV scorer's checkpoint")
         if batch_size < 1:
             raise ValueError(f"verifier batch_size must be >= 1, got {batch_size}")
-        self.model = GroundedMVModel.from_pretrained(model_path).to(device).eval()
+        model_cls, self.choices = _MODELS[task]
+        self.task = task
+        self.model = model_cls.from_pretrained(model_path).to(device).eval()
         self.device = torch.device(device)
         self.embedder = PhraseEmbedder(self.model.config.text_model)
-        self.crop_size = int(self.model.config.crop_size)
+        config = self.model.config
+        self.view_size = int(config.crop_size if task == "mv" else config.image_size)
         self.batch_size = batch_size
         self.version = version or Path(model_path).name or str(model_path)
 
@@ -66,10 +90,11 @@ class GroundedBackend:
         self, views: list[list[Image.Image]], prompts: list[str], choice_tokens: list[str]
     ) -> np.ndarray:
         check_request(views, prompts, choice_tokens)
-        if list(choice_tokens) != list(MV.letters):
+        if list(choice_tokens) != list(self.choices.letters):
+            other = "verifier.ev_model" if self.task == "mv" else "verifier.model"
             raise ValueError(
-                f"the grounded scorer answers mask verification only (choices {list(MV.letters)}), "
-                f"not {choice_tokens!r}; give EV its own checkpoint (verifier.ev_model)"
+                f"this grounded scorer answers {self.task} only (choices {list(self.choices.letters)}), "
+                f"not {choice_tokens!r}; give the other task its own checkpoint ({other})"
             )
         out = np.zeros((len(prompts), len(choice_tokens)), dtype=np.float32)
         for start in range(0, len(prompts), self.batch_size):
@@ -80,10 +105,11 @@ class GroundedBackend:
         return out
 
     def _pixels(self, view: list[Image.Image]) -> np.ndarray:
-        if len(view) != 1 or view[0].mode != "RGBA" or view[0].size != (self.crop_size, self.crop_size):
+        size = (self.view_size, self.view_size)
+        if len(view) != 1 or view[0].mode != "RGBA" or view[0].size != size:
             got = [(v.mode, v.size) for v in view]
             raise ValueError(
-                f"the grounded scorer reads one RGBA {self.crop_size} px object crop per mask, got {got}; "
-                "build its requests with verify.mask_verifier"
+                f"the grounded {self.task} scorer reads one RGBA {self.view_size} px view per question, got "
+                f"{got}; build its requests with verify.mask_verifier / verify.exhaustivity_verifier"
             )
         return np.asarray(view[0], dtype=np.float32).transpose(2, 0, 1) / 255.0
