@@ -2,9 +2,9 @@
 
 SAM 3's engine retrained its verifiers as human labels accumulated; this is that step, not yet wired into
 the round (engine/retrain.py owns SAM 3's). Each call fine-tunes the current checkpoint of each task on
-every human verdict of rounds <= r (LoRA by default), and scores both the candidate and the current
-checkpoint on the same held-out images, so the caller can promote only a candidate that agrees better
-with the humans (`RetrainedVerifier.improved`).
+every human verdict of rounds <= r (an MLLM with LoRA by default; a grounded scorer with its own trainer),
+and scores both the candidate and the current checkpoint on the same held-out images, so the caller can
+promote only a candidate that agrees better with the humans (`RetrainedVerifier.improved`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conceptengine.engine.store import RunStore
+from conceptengine.verifiers.grounded.backend import grounded_task
+from conceptengine.verifiers.grounded.finetune import GroundedFinetuneConfig, finetune
 from conceptengine.verifiers.train import METRICS_FILE, TrainVerifierConfig, resolve_device
 from conceptengine.verifiers.train_data import examples_from_run, split_examples
 from conceptengine.verifiers.train_eval import evaluate_examples
@@ -38,7 +40,9 @@ class VerifierRetrainConfig(BaseModel):
     tasks: list[Literal["mv", "ev"]] = ["mv", "ev"]
     min_examples: int = Field(32, ge=1)  # fewer human verdicts of a task than this: that task is skipped
     seed: int = 0
-    train: dict[str, Any] = {}  # e.g. {steps: 100, lr: 2e-4, lora_rank: 8, view_size: 112, num_workers: 0}
+    # e.g. {steps: 100, lr: 2e-4, lora_rank: 8, view_size: 112, num_workers: 0}; for a grounded checkpoint
+    # the fields of grounded.finetune.GroundedFinetuneConfig (steps, batch_size, lr, holdout_share, split_seed)
+    train: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,17 @@ def retrain_verifiers(
             )
             continue
         target = candidate_dir(store, task, r)
+        if grounded_task(base) is not None:  # a grounded scorer: its own fine-tune, its own settings
+            try:
+                settings = GroundedFinetuneConfig.model_validate(cfg.train)
+            except ValidationError as exc:
+                bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(
+                    f"verifier retrain train settings for the grounded scorer {base}: {bad}"
+                ) from None
+            candidate, base_metrics = finetune(base, table, target, settings, seed=cfg.seed + r)
+            out[task] = RetrainedVerifier(task, target, base, table.num_rows, candidate, base_metrics)
+            continue
         data = Path(target).parent / f"examples-v{r:04d}.parquet"  # beside, never inside, the checkpoint
         data.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, data)

@@ -106,7 +106,7 @@ def test_ev_reads_the_image_with_its_boxes_as_training_did(grounded_ev_path: str
     data = ev_train.EVData(
         images=ev_train.image_tensor(image, 32)[None], media=torch.tensor([0]),
         boxes=[ev_train.normalised_boxes(boxes, 60, 80)], phrases=["star"], choices=torch.tensor([0]),
-        missed=torch.zeros(1, 4, 4), slot_values={},
+        missed=torch.zeros(1, 4, 4), dense=torch.tensor([False]), slot_values={},
     )  # fmt: skip
     trained_on = ev_train.pixels_of(data, torch.tensor([0]))[0].numpy()
     np.testing.assert_allclose(

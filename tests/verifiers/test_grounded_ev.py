@@ -8,7 +8,14 @@ import torch
 
 from conceptengine.verifiers.choices import EV
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
-from conceptengine.verifiers.grounded.ev_train import SceneObject, accept_probs, box_channel, prepare, train
+from conceptengine.verifiers.grounded.ev_train import (
+    SceneObject,
+    accept_probs,
+    box_channel,
+    loss_on,
+    prepare,
+    train,
+)
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import UNKNOWN, roc_auc
 
@@ -100,3 +107,16 @@ def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
     assert before is not None and after is not None and after > 0.9 and after > before + 0.2
     recoloured = test.images[:, [2, 1, 0]]  # every red square blue and every blue one red, boxes kept
     assert np.abs(p - accept_probs(model, test, embedder, images=recoloured)).mean() > 0.2
+
+
+def test_verdicts_without_known_objects_train_no_missed_cells() -> None:
+    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    rows, images, _ = _scenes(4, 2)
+    data = prepare(rows, images.__getitem__, SLOTS, [None] * len(rows), config.image_size, config.grid)
+    assert not data.dense.any() and data.missed.sum() == 0
+    model, idx, embeds = GroundedEVModel(config), torch.arange(len(rows)), torch.randn(len(rows), 384)
+    torch.manual_seed(0)
+    plain = loss_on(model, data, idx, embeds)
+    data.missed.fill_(1.0)  # whatever the cells say, they are no target without known objects
+    torch.manual_seed(0)
+    assert torch.allclose(loss_on(model, data, idx, embeds), plain)

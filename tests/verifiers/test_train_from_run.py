@@ -155,6 +155,31 @@ def test_retrain_verifiers_gives_loadable_candidates_with_metrics(run):
         retrain_verifiers(run["store"], 2, cfg.model_copy(update={"train": {"stesp": 3}}))
 
 
+def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_path):
+    from conceptengine.verifiers.backends import BackendParams, make_backend
+    from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+    from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+    from conceptengine.verifiers.retrain import VerifierRetrainConfig, retrain_verifiers
+    from conceptengine.verifiers.train_data_sim import ontology_slots
+
+    slots = ontology_slots(run["oracle"].graph)
+    mv, ev = str(tmp_path / "mv"), str(tmp_path / "ev")
+    GroundedMVModel(GroundedMVConfig(slots=slots, channels=[8, 16])).save_pretrained(mv)
+    GroundedEVModel(GroundedEVConfig(slots=slots, channels=[8, 16], image_size=32)).save_pretrained(ev)
+    cfg = VerifierRetrainConfig(
+        mv_checkpoint=mv, ev_checkpoint=ev, min_examples=4,
+        train={"steps": 3, "batch_size": 8, "holdout_share": 0.4},
+    )  # fmt: skip
+    out = retrain_verifiers(run["store"], 2, cfg)
+    assert set(out) == {"mv", "ev"}
+    for task, res in out.items():
+        assert res.path.endswith(f"models/verifier-{task}/v0002") and res.base == (mv if task == "mv" else ev)
+        assert res.metrics["n"] == res.base_metrics["n"] > 0 and isinstance(res.improved, bool)
+        assert make_backend(BackendParams(), res.path).task == task  # the candidate serves like its base
+    with pytest.raises(ValueError, match=r"grounded scorer .*lora_rank"):
+        retrain_verifiers(run["store"], 2, cfg.model_copy(update={"train": {"lora_rank": 8}}))
+
+
 # -- metrics ---------------------------------------------------------------------------------------------
 def test_calibration_separability_and_per_choice_agreement():
     p = np.array([0.95, 0.9, 0.8, 0.3, 0.1, 0.05])

@@ -41,6 +41,7 @@ class EVData:
     phrases: list[str]
     choices: torch.Tensor  # (N,) index into EV.names
     missed: torch.Tensor  # (N, G, G) 1 where an unboxed object is centred
+    dense: torch.Tensor  # (N,) bool: the example's objects are known (else `missed` is no target)
     slot_values: dict[str, torch.Tensor]  # slot -> (M, G, G) value index at object centres, else UNKNOWN
 
     def __len__(self) -> int:
@@ -105,6 +106,7 @@ def prepare(
         phrases=[r["noun_phrase"] for r in rows],
         choices=torch.tensor([EV.index(r["choice"]) for r in rows], dtype=torch.long),
         missed=missed,
+        dense=torch.tensor([objs is not None for objs in objects], dtype=torch.bool),
         slot_values={
             name: torch.stack(maps) if maps else torch.zeros((0, grid, grid))
             for name, maps in slot_maps.items()
@@ -133,8 +135,12 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     other = choice > 0
     if other.any():
         loss = loss + F.cross_entropy(out.other_logits[other], choice[other] - 1)
-    per_cell = F.binary_cross_entropy_with_logits(out.missed_logits, missed, reduction="sum")
-    loss = loss + per_cell / max(float(missed.sum()), float(len(idx)))
+    dense = data.dense[idx]
+    if dense.any():  # verdicts alone (a run's human answers) say nothing about where an object was missed
+        per_cell = F.binary_cross_entropy_with_logits(
+            out.missed_logits[dense], missed[dense], reduction="sum"
+        )
+        loss = loss + per_cell / max(float(missed[dense].sum()), float(dense.sum()))
     for name, logits in out.slot_logits.items():
         target = slot_targets[name]
         known = target != UNKNOWN
