@@ -1,7 +1,7 @@
 """RETRAIN_VERIFIERS: fine-tune the MV / EV verifiers on the human verdicts so far, on a cadence.
 
-The training itself is `verifiers.retrain.retrain_verifiers` (LoRA under Ray Train, a hold-out split by
-image); this step decides when it runs, which checkpoints it starts from, and which candidates are
+The training itself is `verifiers.retrain.retrain_verifiers` (an MLLM with LoRA under Ray Train, a grounded
+scorer with its own trainer; a hold-out split by image); this step decides when it runs, which checkpoints it starts from, and which candidates are
 promoted: a task's candidate replaces the current verifier only if its hold-out NLL against the humans
 is lower (a proper score, so calibration counts as well as accuracy). The promoted verifiers of round r
 are read back from the manifests of earlier rounds, so a resumed run verifies with the same weights.
@@ -86,6 +86,8 @@ def retrain_verifiers_step(ctx: RunContext, r: int, committed: StepResult) -> St
                 "base_holdout_nll": res.base_metrics.get("nll"),
                 "holdout_accuracy": res.metrics.get("accuracy"),
                 "base_holdout_accuracy": res.base_metrics.get("accuracy"),
+                "holdout_auroc": res.metrics.get("auroc_p_accept"),
+                "base_holdout_auroc": res.base_metrics.get("auroc_p_accept"),
             }
             for task, res in results.items()
         }

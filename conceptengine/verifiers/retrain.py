@@ -1,7 +1,7 @@
 """Retrain the MV / EV verifiers on a run's human verdicts, for the round pipeline to call on a cadence.
 
-SAM 3's engine retrained its verifiers as human labels accumulated; this is that step, not yet wired into
-the round (engine/retrain.py owns SAM 3's). Each call fine-tunes the current checkpoint of each task on
+SAM 3's engine retrained its verifiers as human labels accumulated; this is that training, which the round's
+RETRAIN_VERIFIERS step (engine/verifier_retrain.py) runs on a cadence. Each call fine-tunes the current checkpoint of each task on
 every human verdict of rounds <= r (an MLLM with LoRA by default; a grounded scorer with its own trainer),
 and scores both the candidate and the current checkpoint on the same held-out images, so the caller can
 promote only a candidate that agrees better with the humans (`RetrainedVerifier.improved`).
@@ -91,7 +91,7 @@ def retrain_verifiers(
         target = candidate_dir(store, task, r)
         if grounded_task(base) is not None:  # a grounded scorer: its own fine-tune, its own settings
             try:
-                settings = GroundedFinetuneConfig.model_validate(cfg.train)
+                settings = GroundedFinetuneConfig.from_train(cfg.train)
             except ValidationError as exc:
                 bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                 raise ValueError(

@@ -168,7 +168,7 @@ def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_
     GroundedEVModel(GroundedEVConfig(slots=slots, channels=[8, 16], image_size=32)).save_pretrained(ev)
     cfg = VerifierRetrainConfig(
         mv_checkpoint=mv, ev_checkpoint=ev, min_examples=4,
-        train={"steps": 3, "batch_size": 8, "holdout_share": 0.4},
+        train={"steps": 3, "batch_size": 8, "holdout_share": 0.4, "lora": True, "view_size": 112},
     )  # fmt: skip
     out = retrain_verifiers(run["store"], 2, cfg)
     assert set(out) == {"mv", "ev"}
@@ -176,8 +176,9 @@ def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_
         assert res.path.endswith(f"models/verifier-{task}/v0002") and res.base == (mv if task == "mv" else ev)
         assert res.metrics["n"] == res.base_metrics["n"] > 0 and isinstance(res.improved, bool)
         assert make_backend(BackendParams(), res.path).task == task  # the candidate serves like its base
-    with pytest.raises(ValueError, match=r"grounded scorer .*lora_rank"):
-        retrain_verifiers(run["store"], 2, cfg.model_copy(update={"train": {"lora_rank": 8}}))
+    # the round's step also passes an MLLM trainer's settings (lora, view_size): skipped; a typo is not
+    with pytest.raises(ValueError, match=r"grounded scorer .*stesp"):
+        retrain_verifiers(run["store"], 2, cfg.model_copy(update={"train": {"stesp": 8}}))
 
 
 # -- metrics ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,15 @@ class GroundedFinetuneConfig(BaseModel):
     lr: float = Field(5e-4, gt=0)
     holdout_share: float = Field(0.2, ge=0, lt=1)
     split_seed: int = 0
+
+    @classmethod
+    def from_train(cls, train: dict[str, Any]) -> GroundedFinetuneConfig:
+        """From the retrain step's `train` settings: the shared ones are used, an MLLM trainer's own (LoRA,
+        view size, Ray workers ...) do not apply and are skipped, anything else is refused."""
+        from conceptengine.verifiers.train import TrainVerifierConfig
+
+        mllm_only = set(TrainVerifierConfig.model_fields) - set(cls.model_fields)
+        return cls.model_validate({k: v for k, v in train.items() if k not in mllm_only})
 
 
 def _model(path: str) -> GroundedMVModel | GroundedEVModel:
