@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from conceptengine.sim.render import STYLES
 from conceptengine.sim.taxonomy import shapes_graph
@@ -42,17 +41,15 @@ from conceptengine.verifiers.grounded import ev_train
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import MVData, accept_probs, prepare, roc_auc, train
+from conceptengine.verifiers.grounded.train import MVData, accept_probs, roc_auc, train
 from conceptengine.verifiers.train_data_sim import (
-    ev_scene_objects,
-    mv_slot_labels,
+    grounded_ev_examples,
+    grounded_mv_examples,
     ontology_slots,
-    oracle_examples,
 )
 
 TRAIN_SEED, TEST_SEED = 101, 202
 MASK_MISTAKES = ("shifted", "cut", "dilated", "box", "merged", "whole_image")
-EV_ORIGINS = ("all", "some", "none")  # the phrase's own instances boxed (see the docstring)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,31 +85,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _read(uri: str) -> np.ndarray:
-    return np.asarray(Image.open(uri.removeprefix("file://")).convert("RGB"))
-
-
 def render(root: Path, n_images: int, seed: int) -> Path:
     world = root / f"world-{seed}"
     build_world(world, n_images, 0, seed=seed, image_size=192, style=STYLES["demo"])
     return world
-
-
-def examples(world: Path, seed: int, slots: list[list]) -> tuple[list[dict], MVData]:
-    rows = oracle_examples(world, split="train", seed=seed, tasks=("mv",)).to_pylist()
-    labels = mv_slot_labels(world, rows)
-    for r, lab in zip(rows, labels, strict=True):
-        r["object"] = lab
-    return rows, prepare(rows, _read, slots, labels)
-
-
-def ev_examples(
-    world: Path, seed: int, slots: list[list], config: GroundedEVConfig
-) -> tuple[list[dict], ev_train.EVData]:
-    rows = oracle_examples(world, split="train", seed=seed, tasks=("ev",)).to_pylist()
-    rows = [r for r in rows if r["origin"] in EV_ORIGINS]
-    objects = ev_scene_objects(world, rows)
-    return rows, ev_train.prepare(rows, _read, slots, objects, config.image_size, config.grid)
 
 
 def decision_kind(row: dict, graph) -> str | None:  # type: ignore[no-untyped-def]
@@ -217,8 +193,8 @@ def _progress(
 
 def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
-    train_rows, train_data = examples(worlds[TRAIN_SEED], TRAIN_SEED, slots)
-    test_rows, test_data = examples(worlds[TEST_SEED], TEST_SEED, slots)
+    train_rows, train_data = grounded_mv_examples(worlds[TRAIN_SEED], TRAIN_SEED, slots)
+    test_rows, test_data = grounded_mv_examples(worlds[TEST_SEED], TEST_SEED, slots)
     prep_s = time.perf_counter() - t0
     model = GroundedMVModel(GroundedMVConfig(slots=slots))
     accepted = np.array([r["choice"] == "Accept" for r in test_rows])
@@ -241,8 +217,12 @@ def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # 
 def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: ignore[no-untyped-def]
     config = GroundedEVConfig(slots=slots)
     t0 = time.perf_counter()
-    train_rows, train_data = ev_examples(worlds[TRAIN_SEED], TRAIN_SEED, slots, config)
-    test_rows, test_data = ev_examples(worlds[TEST_SEED], TEST_SEED, slots, config)
+    train_rows, train_data = grounded_ev_examples(
+        worlds[TRAIN_SEED], TRAIN_SEED, slots, config.image_size, config.grid
+    )
+    test_rows, test_data = grounded_ev_examples(
+        worlds[TEST_SEED], TEST_SEED, slots, config.image_size, config.grid
+    )
     prep_s = time.perf_counter() - t0
     model = GroundedEVModel(config)
     accepted = np.array([r["choice"] == "Accept" for r in test_rows])

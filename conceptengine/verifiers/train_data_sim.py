@@ -25,12 +25,16 @@ import pyarrow as pa
 from scipy import ndimage
 
 from conceptengine.engine import ids, rle
+from conceptengine.engine.media import load_rgb
 from conceptengine.review.cost import CostModel
 from conceptengine.review.matching import match
 from conceptengine.review.simulated import IOU_MATCH, SimulatedReviewer
 from conceptengine.review.types import Task
 from conceptengine.sim.oracle import Oracle
-from conceptengine.verifiers.grounded.ev_train import SceneObject
+from conceptengine.verifiers.grounded.ev_train import EVData, SceneObject
+from conceptengine.verifiers.grounded.ev_train import prepare as prepare_ev
+from conceptengine.verifiers.grounded.train import MVData
+from conceptengine.verifiers.grounded.train import prepare as prepare_mv
 from conceptengine.verifiers.train_data import EXAMPLES
 
 MIN_PIXELS = 12  # the renderer's smallest visible instance; smaller corruptions are not realistic masks
@@ -268,3 +272,28 @@ def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[Scene
             [SceneObject(c, s, k in boxed) for k, (s, c) in enumerate(zip(slots, centres, strict=True))]
         )
     return out
+
+
+# -- the grounded scorers' training data (verifiers/grounded) --------------------------------------------
+#: EV items whose boxes are the phrase's own instances (all, some or none of them): what EV decides once
+#: MV has judged every box (routing lets EV decide a pair only then; a box of another object is MV's).
+GROUNDED_EV_ORIGINS = ("all", "some", "none")
+
+
+def grounded_mv_examples(world_dir: str | Path, seed: int, slots: list[list]) -> tuple[list[dict], MVData]:
+    """MV examples of the world's train split with each judged object's slot values (None where the mask
+    covers no object well); the rows carry them as `object`."""
+    rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("mv",)).to_pylist()
+    labels = mv_slot_labels(world_dir, rows)
+    for r, lab in zip(rows, labels, strict=True):
+        r["object"] = lab
+    return rows, prepare_mv(rows, load_rgb, slots, labels)
+
+
+def grounded_ev_examples(
+    world_dir: str | Path, seed: int, slots: list[list], image_size: int, grid: int
+) -> tuple[list[dict], EVData]:
+    """EV examples of the world's train split (GROUNDED_EV_ORIGINS) with their dense targets."""
+    rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("ev",)).to_pylist()
+    rows = [r for r in rows if r["origin"] in GROUNDED_EV_ORIGINS]
+    return rows, prepare_ev(rows, load_rgb, slots, ev_scene_objects(world_dir, rows), image_size, grid)
