@@ -252,25 +252,24 @@ def mv_slot_labels(
 
 
 def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[SceneObject]]:
-    """For each EV example, every rendered object of its image: centre, slot values, and whether one of
-    the shown masks matches it (one to one at the simulated reviewer's IoU bar)."""
+    """For each EV example, every rendered object of its image: box, slot values, and whether one of the
+    shown masks matches it (one to one at the simulated reviewer's IoU bar)."""
     world = Oracle(world_dir).world
     out: list[list[SceneObject]] = []
-    scene: dict[str, tuple[list[dict[str, str]], list[str], list[tuple[float, float]]]] = {}
+    scene: dict[str, list[tuple[dict[str, str], str, tuple[float, float, float, float]]]] = {}
     for r in rows:
         h, w = r["height"], r["width"]
         if r["media_id"] not in scene:
-            objects = _objects(world, r["media_id"], h, w)
-            centres = []
-            for _, _, mask in objects:
-                ys, xs = np.nonzero(mask)
-                centres.append(((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h) if len(xs) else (0.5, 0.5))
-            scene = {r["media_id"]: ([o[0] for o in objects], [o[1] for o in objects], centres)}
-        slots, counts, centres = scene[r["media_id"]]
-        boxed = {t for _, t in match([m["rle"] for m in r["masks"]], counts, h, w, IOU_MATCH)}
-        out.append(
-            [SceneObject(c, s, k in boxed) for k, (s, c) in enumerate(zip(slots, centres, strict=True))]
-        )
+            scene = {r["media_id"]: [
+                ({"leaf": i["leaf"], "colour": i["colour"], "pattern": i["pattern"]}, i["rle"],
+                 tuple(float(v) / d for v, d in zip(rle.box_xyxy(i["rle"], h, w), (w, h, w, h), strict=True)))
+                for i in world.record(r["media_id"])["instances"]
+            ]}  # fmt: skip
+        objects = scene[r["media_id"]]
+        boxed = {
+            t for _, t in match([m["rle"] for m in r["masks"]], [o[1] for o in objects], h, w, IOU_MATCH)
+        }
+        out.append([SceneObject(box, slots, k in boxed) for k, (slots, _, box) in enumerate(objects)])
     return out
 
 

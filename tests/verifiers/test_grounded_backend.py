@@ -38,7 +38,9 @@ def grounded_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def grounded_ev_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("grounded") / "ev-g0001"
-    GroundedEVModel(GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=32)).save_pretrained(path)
+    GroundedEVModel(
+        GroundedEVConfig(slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], image_size=32)
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -106,7 +108,7 @@ def test_ev_reads_the_image_with_its_boxes_as_training_did(grounded_ev_path: str
     data = ev_train.EVData(
         images=ev_train.image_tensor(image, 32)[None], media=torch.tensor([0]),
         boxes=[ev_train.normalised_boxes(boxes, 60, 80)], phrases=["star"], choices=torch.tensor([0]),
-        missed=torch.zeros(1, 4, 4), dense=torch.tensor([False]), slot_values={},
+        missed=torch.zeros(1, 4, 4), dense=torch.tensor([False]), objects=[], object_slots=[],
     )  # fmt: skip
     trained_on = ev_train.pixels_of(data, torch.tensor([0]))[0].numpy()
     np.testing.assert_allclose(

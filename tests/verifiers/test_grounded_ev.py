@@ -17,7 +17,7 @@ from conceptengine.verifiers.grounded.ev_train import (
     train,
 )
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import UNKNOWN, roc_auc
+from conceptengine.verifiers.grounded.train import roc_auc
 
 SLOTS = [["leaf", ["square"]], ["colour", ["red", "blue"]]]
 SIZE, SIDE = 32, 6
@@ -50,8 +50,8 @@ def _scenes(n_images: int, seed: int) -> tuple[list[dict], dict[str, np.ndarray]
                 boxed = colour == asked and rng.random() < 0.6
                 if boxed:
                     shown.append({"box_xyxy": [x, y, x + SIDE, y + SIDE]})
-                centre = ((x + SIDE / 2) / SIZE, (y + SIDE / 2) / SIZE)
-                objs.append(SceneObject(centre, {"leaf": "square", "colour": names[colour]}, boxed))
+                box = (x / SIZE, y / SIZE, (x + SIDE) / SIZE, (y + SIDE) / SIZE)
+                objs.append(SceneObject(box, {"leaf": "square", "colour": names[colour]}, boxed))
             missed = any(c == asked and not o.boxed for (_, _, c), o in zip(placed, objs, strict=True))
             rows.append({"uri": uri, "height": SIZE, "width": SIZE, "noun_phrase": f"{names[asked]} square",
                          "masks": shown, "choice": "Reject" if missed else "Accept"})  # fmt: skip
@@ -70,20 +70,25 @@ def test_boxes_fill_their_channel() -> None:
 
 
 def test_prepare_marks_unboxed_centres_and_slot_values_on_the_grid() -> None:
-    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    config = GroundedEVConfig(
+        slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], crop_size=16, image_size=SIZE
+    )
     rows, images, objects = _scenes(3, 0)
     data = prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid)
     assert data.images.shape == (3, 3, SIZE, SIZE) and data.media.tolist() == [0, 0, 1, 1, 2, 2]
     for n, objs in enumerate(objects):
         assert int(data.missed[n].sum()) <= sum(not o.boxed for o in objs)
         assert int(data.missed[n].sum()) >= 1 if any(not o.boxed for o in objs) else data.missed[n].sum() == 0
-    colours = data.slot_values["colour"]
-    assert set(colours.unique().tolist()) <= {UNKNOWN, 0, 1} and (colours != UNKNOWN).any()
+    assert [len(o) for o in data.objects] == [len(objects[2 * k]) for k in range(3)]
+    assert data.object_slots[0].shape == (len(objects[0]), 2) and (data.object_slots[0][:, 0] == 0).all()
+    assert set(torch.cat(data.object_slots)[:, 1].tolist()) <= {0, 1}  # the colours, none unknown here
     assert data.choices.tolist() == [EV.index(r["choice"]) for r in rows]
 
 
 def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:
-    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    config = GroundedEVConfig(
+        slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], crop_size=16, image_size=SIZE
+    )
     model = GroundedEVModel(config).eval()
     pixels, embeds = torch.rand(2, 4, SIZE, SIZE), torch.randn(2, 384)
     probs = model.choice_probs(pixels, embeds)
@@ -96,7 +101,15 @@ def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:
 
 def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
     torch.manual_seed(0)
-    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], context_layers=1, image_size=SIZE)
+    config = GroundedEVConfig(
+        slots=SLOTS,
+        detector_channels=[8, 16],
+        context_layers=1,
+        judge_channels=[8, 16],
+        candidates=4,
+        crop_size=16,
+        image_size=SIZE,
+    )
     model = GroundedEVModel(config)
     data, test = _data(400, 0, config), _data(100, 1, config)
     accepted = (test.choices == 0).numpy()
@@ -110,7 +123,9 @@ def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
 
 
 def test_verdicts_without_known_objects_train_no_missed_cells() -> None:
-    config = GroundedEVConfig(slots=SLOTS, channels=[8, 16], image_size=SIZE)
+    config = GroundedEVConfig(
+        slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], crop_size=16, image_size=SIZE
+    )
     rows, images, _ = _scenes(4, 2)
     data = prepare(rows, images.__getitem__, SLOTS, [None] * len(rows), config.image_size, config.grid)
     assert not data.dense.any() and data.missed.sum() == 0

@@ -165,7 +165,9 @@ def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_
     slots = ontology_slots(run["oracle"].graph)
     mv, ev = str(tmp_path / "mv"), str(tmp_path / "ev")
     GroundedMVModel(GroundedMVConfig(slots=slots, channels=[8, 16])).save_pretrained(mv)
-    GroundedEVModel(GroundedEVConfig(slots=slots, channels=[8, 16], image_size=32)).save_pretrained(ev)
+    GroundedEVModel(
+        GroundedEVConfig(slots=slots, detector_channels=[8, 16], judge_channels=[8, 16], image_size=32)
+    ).save_pretrained(ev)
     cfg = VerifierRetrainConfig(
         mv_checkpoint=mv, ev_checkpoint=ev, min_examples=4,
         train={"steps": 3, "batch_size": 8, "holdout_share": 0.4, "lora": True, "view_size": 112},

@@ -1,10 +1,11 @@
 """Training and scoring the grounded EV scorer (ev_model.py) on verifier examples of task "ev".
 
 Each example is an image, a phrase, the boxes shown and the answer. Where the objects of the image are
-known (the demo knows them from the rendered world), each also brings the dense targets that teach the
-grid fast: the cells where an object nobody boxed is centred, and each object's slot values at its centre.
-The loss is the verdict's (binary cross-entropy on Accept), the missed cells' (per-cell binary
-cross-entropy, normalised by the objects in view) and the slots' (cross-entropy at object centres).
+known (the demo knows them from the rendered world), each also brings the targets that teach both halves
+fast: for the detector, the cells where an object nobody boxed is centred and every object's size; for the
+judge, every object's crop with its slot values. The loss is the verdict's (binary cross-entropy on Accept),
+the missed cells' (per-cell binary cross-entropy, normalised by the objects in view), the sizes' (L1 on
+log side at object centres) and the slots' (cross-entropy on the objects' crops).
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conceptengine.verifiers.choices import EV
-from conceptengine.verifiers.grounded.ev_model import GroundedEVModel
+from conceptengine.verifiers.grounded.ev_model import GroundedEVModel, crop_objects
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import UNKNOWN, fit
+
+MAX_JUDGED = 64  # object crops per batch that teach the judge its slots
 
 
 @dataclass(frozen=True)
 class SceneObject:
-    """An object of an example's image: its centre (x, y in [0, 1)), slot values, and whether a shown
-    mask matches it (it is boxed)."""
+    """An object of an example's image: its box (xyxy in [0, 1]), slot values, and whether a shown mask
+    matches it (it is boxed)."""
 
-    centre: tuple[float, float]
+    box: tuple[float, float, float, float]
     slots: dict[str, str]
     boxed: bool
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
 
 
 @dataclass
@@ -42,7 +50,8 @@ class EVData:
     choices: torch.Tensor  # (N,) index into EV.names
     missed: torch.Tensor  # (N, G, G) 1 where an unboxed object is centred
     dense: torch.Tensor  # (N,) bool: the example's objects are known (else `missed` is no target)
-    slot_values: dict[str, torch.Tensor]  # slot -> (M, G, G) value index at object centres, else UNKNOWN
+    objects: list[torch.Tensor]  # per image (n, 4) boxes xyxy in [0, 1] of its known objects
+    object_slots: list[torch.Tensor]  # per image (n, n_slots) value index of each, or UNKNOWN
 
     def __len__(self) -> int:
         return len(self.phrases)
@@ -77,26 +86,24 @@ def prepare(
     grid: int,
 ) -> EVData:
     """`rows`: EXAMPLES rows of task ev (grouped by image); `objects[i]`: the objects of example i's image
-    with `boxed` for its shown masks, or None where unknown (no dense targets then)."""
-    index = {name: {v: i for i, v in enumerate(values)} for name, values in slots}
+    with `boxed` for its shown masks, or None where unknown (no targets but the verdict then)."""
+    index = [(name, {v: i for i, v in enumerate(values)}) for name, values in slots]
     images, media, uris = [], [], {}
-    slot_maps: dict[str, list[torch.Tensor]] = {name: [] for name, _ in slots}
+    known: list[torch.Tensor] = []
+    known_slots: list[torch.Tensor] = []
     missed = torch.zeros((len(rows), grid, grid))
     for n, (r, objs) in enumerate(zip(rows, objects, strict=True)):
         if r["uri"] not in uris:
             uris[r["uri"]] = len(images)
             images.append(image_tensor(read_image(r["uri"]), image_size))
-            for maps in slot_maps.values():
-                maps.append(torch.full((grid, grid), UNKNOWN, dtype=torch.long))
-        m = uris[r["uri"]]
-        media.append(m)
+            known.append(torch.tensor([o.box for o in objs or []], dtype=torch.float32).reshape(-1, 4))
+            values = [[names.get(o.slots.get(name), UNKNOWN) for name, names in index] for o in objs or []]
+            known_slots.append(torch.tensor(values, dtype=torch.long).reshape(-1, len(index)))
+        media.append(uris[r["uri"]])
         for obj in objs or []:
-            gx, gy = (min(int(c * grid), grid - 1) for c in obj.centre)
             if not obj.boxed:
+                gx, gy = (min(int(c * grid), grid - 1) for c in obj.centre)
                 missed[n, gy, gx] = 1.0
-            for name, value in obj.slots.items():
-                if name in slot_maps and value in index[name]:
-                    slot_maps[name][m][gy, gx] = index[name][value]
     return EVData(
         images=torch.stack(images)
         if images
@@ -107,10 +114,8 @@ def prepare(
         choices=torch.tensor([EV.index(r["choice"]) for r in rows], dtype=torch.long),
         missed=missed,
         dense=torch.tensor([objs is not None for objs in objects], dtype=torch.bool),
-        slot_values={
-            name: torch.stack(maps) if maps else torch.zeros((0, grid, grid))
-            for name, maps in slot_maps.items()
-        },
+        objects=known,
+        object_slots=known_slots,
     )
 
 
@@ -123,12 +128,16 @@ def pixels_of(data: EVData, idx: torch.Tensor, images: torch.Tensor | None = Non
     return torch.cat([rgb, boxes[:, None]], dim=1)
 
 
+def _flipped(boxes: torch.Tensor) -> torch.Tensor:
+    return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=-1)
+
+
 def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    c = model.config
     pixels, missed = pixels_of(data, idx), data.missed[idx]
-    slot_targets = {name: v[data.media[idx]] for name, v in data.slot_values.items()}
-    if torch.rand(()) < 0.5:  # mirror image, boxes and targets alike
+    flip = bool(torch.rand(()) < 0.5)  # mirror image, boxes and targets alike
+    if flip:
         pixels, missed = pixels.flip(-1), missed.flip(-1)
-        slot_targets = {name: v.flip(-1) for name, v in slot_targets.items()}
     out = model(pixels, embeds[idx])
     choice = data.choices[idx]
     loss = F.binary_cross_entropy_with_logits(out.accept_logits, (choice == 0).float())
@@ -136,16 +145,35 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     if other.any():
         loss = loss + F.cross_entropy(out.other_logits[other], choice[other] - 1)
     dense = data.dense[idx]
-    if dense.any():  # verdicts alone (a run's human answers) say nothing about where an object was missed
-        per_cell = F.binary_cross_entropy_with_logits(
-            out.missed_logits[dense], missed[dense], reduction="sum"
-        )
-        loss = loss + per_cell / max(float(missed[dense].sum()), float(dense.sum()))
-    for name, logits in out.slot_logits.items():
-        target = slot_targets[name]
-        known = target != UNKNOWN
-        if known.any():
-            loss = loss + F.cross_entropy(logits[known], target[known])
+    if not dense.any():  # verdicts alone (a run's human answers) say nothing about where objects are
+        return loss
+    per_cell = F.binary_cross_entropy_with_logits(out.missed_logits[dense], missed[dense], reduction="sum")
+    loss = loss + per_cell / max(float(missed[dense].sum()), float(dense.sum()))
+    # every known object of the batch's images: its size at its centre cell, its slots from its crop
+    rows = [i for i in range(len(idx)) if dense[i]]
+    which = torch.tensor(
+        [i for i in rows for _ in range(len(data.objects[int(data.media[idx[i]])]))], dtype=torch.long
+    )
+    if len(which) == 0:
+        return loss
+    boxes = torch.cat([data.objects[int(data.media[idx[i]])] for i in rows])
+    slots = torch.cat([data.object_slots[int(data.media[idx[i]])] for i in rows])
+    if flip:
+        boxes = _flipped(boxes)
+    keep = torch.randperm(len(which))[:MAX_JUDGED]
+    which, boxes, slots = which[keep], boxes[keep], slots[keep]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sides = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp_min(1.0 / c.image_size)
+    g = c.grid
+    cells = (centres * g).long().clamp(0, g - 1)
+    predicted = out.side_logits[which, cells[:, 1], cells[:, 0]]
+    loss = loss + F.l1_loss(predicted, sides.log())
+    crops = crop_objects(pixels[:, :3], which, centres * c.image_size, sides * c.image_size, c.crop_size)
+    for s, logits in enumerate(model.judge_values(crops)):
+        target = slots[:, s]
+        ok = target != UNKNOWN
+        if ok.any():
+            loss = loss + F.cross_entropy(logits[ok], target[ok])
     return loss
 
 
@@ -161,8 +189,9 @@ def train(
 ) -> dict:
     """Train in place for `steps` batches; `on_epoch(step, seconds)` after each pass over the data."""
     embeds = embedder(data.phrases)
-    with torch.no_grad():  # start every cell at P(missed object) = 1%: the loss begins near its floor
+    with torch.no_grad():  # start every cell at P(missed object) = 1% and objects a sixth of the image wide
         model.missed.bias.fill_(-4.6)
+        model.side.bias.fill_(float(np.log(1 / 6)))
     return fit(
         model, len(data), lambda idx: loss_on(model, data, idx, embeds), steps, batch_size, lr, seed, on_epoch
     )
