@@ -45,7 +45,7 @@ class GroundedEVConfig(PretrainedConfig):
         detector_channels: list[int] | None = None,
         context_layers: int = 2,
         judge_channels: list[int] | None = None,
-        candidates: int = 6,
+        candidates: int = 8,
         text_dim: int = 384,
         text_model: str = MINILM,
         image_size: int = EV_IMAGE_SIZE,
