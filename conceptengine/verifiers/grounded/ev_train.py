@@ -21,7 +21,7 @@ from PIL import Image
 from conceptengine.verifiers.choices import EV
 from conceptengine.verifiers.grounded.ev_model import GroundedEVModel, crop_objects
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import UNKNOWN, fit
+from conceptengine.verifiers.grounded.train import UNKNOWN, fit, verdict_loss
 
 MAX_JUDGED = 64  # object crops per batch that teach the judge its slots
 
@@ -139,11 +139,7 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     if flip:
         pixels, missed = pixels.flip(-1), missed.flip(-1)
     out = model(pixels, embeds[idx])
-    choice = data.choices[idx]
-    loss = F.binary_cross_entropy_with_logits(out.accept_logits, (choice == 0).float())
-    other = choice > 0
-    if other.any():
-        loss = loss + F.cross_entropy(out.other_logits[other], choice[other] - 1)
+    loss = verdict_loss(out.accept_logits, out.other_logits, data.choices[idx])
     dense = data.dense[idx]
     if not dense.any():  # verdicts alone (a run's human answers) say nothing about where objects are
         return loss

@@ -67,17 +67,23 @@ def prepare(
     )
 
 
+def verdict_loss(
+    accept_logits: torch.Tensor, other_logits: torch.Tensor, choice: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy on Accept (choice 0), plus cross-entropy among the other choices where given."""
+    loss = F.binary_cross_entropy_with_logits(accept_logits, (choice == 0).float())
+    other = choice > 0
+    if other.any():
+        loss = loss + F.cross_entropy(other_logits[other], choice[other] - 1)
+    return loss
+
+
 def loss_on(model: GroundedMVModel, data: MVData, idx: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
     pixels = data.pixels[idx]
     if torch.rand(()) < 0.5:  # mirror: no concept of the ontology depends on handedness here
         pixels = pixels.flip(-1)
     out = model(pixels, embeds[idx])
-    choice = data.choices[idx]
-    accept = (choice == 0).float()
-    loss = F.binary_cross_entropy_with_logits(out.accept_logits, accept)
-    other = choice > 0
-    if other.any():
-        loss = loss + F.cross_entropy(out.other_logits[other], choice[other] - 1)
+    loss = verdict_loss(out.accept_logits, out.other_logits, data.choices[idx])
     for name, logits in out.slot_logits.items():
         target = data.slot_values[name][idx]
         known = target != UNKNOWN
