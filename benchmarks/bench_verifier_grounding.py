@@ -15,7 +15,8 @@ What it does:
    instances, all, some or none of them: the decision EV takes once MV has judged each box (routing lets EV
    decide a pair only then; a box of another object is MV's to reject). Kinds: `missed_some` (some boxed,
    one or more not), `missed_all` (none boxed), both together `missed_instance`; the swap replaces the
-   image under the boxes.
+   image under the boxes; and each half alone (`ev_candidate_recall`: unboxed objects among the detector's
+   candidates; `ev_judge_accuracy`: slot values the judge gives the objects' crops).
 
 `--tasks mv` or `--tasks ev` runs one half. The last line printed is one JSON object.
 """
@@ -140,7 +141,7 @@ def ev_report(model, test_rows, test, embedder) -> dict:  # type: ignore[no-unty
     kinds = [ev_kind(r) for r in test_rows]
     donors = torch.roll(torch.arange(len(test.images)), len(test.images) // 2)  # every image another's
     swap = ev_train.accept_probs(model, test, embedder, images=test.images[donors])
-    figures = _figures(test_rows, kinds, p, swap, EV)
+    figures = _figures(test_rows, kinds, p, swap, EV) | ev_train.halves(model, test)
     refused = np.array([k is not None for k in kinds])
     accepted = ~refused
     figures["auc_per_kind"]["missed_instance"] = {

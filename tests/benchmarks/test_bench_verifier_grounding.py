@@ -24,6 +24,8 @@ def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -
     ev_kinds = figures["ev_auc_per_kind"]
     assert set(ev_kinds) <= {"missed_some", "missed_all", "missed_instance"} and "missed_instance" in ev_kinds
     assert ev_kinds["missed_instance"]["refused"] + figures["ev_test_accepted"] == figures["ev_test_items"]
+    assert set(figures["ev_judge_accuracy"]) == {"leaf", "colour", "pattern"}
+    assert figures["ev_candidate_recall"] is None or 0 <= figures["ev_candidate_recall"] <= 1
     assert (tmp_path / "saved" / "mv" / "model.safetensors").exists()
     assert (tmp_path / "saved" / "ev" / "model.safetensors").exists()
 

@@ -12,6 +12,7 @@ from conceptengine.verifiers.grounded.ev_train import (
     SceneObject,
     accept_probs,
     box_channel,
+    halves,
     loss_on,
     prepare,
     train,
@@ -120,6 +121,8 @@ def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
     assert before is not None and after is not None and after > 0.9 and after > before + 0.2
     recoloured = test.images[:, [2, 1, 0]]  # every red square blue and every blue one red, boxes kept
     assert np.abs(p - accept_probs(model, test, embedder, images=recoloured)).mean() > 0.2
+    both = halves(model, test)  # each half on its own: unboxed squares found, their colours told apart
+    assert both["candidate_recall"] > 0.9 and both["judge_accuracy"]["colour"] > 0.9
 
 
 def test_verdicts_without_known_objects_train_no_missed_cells() -> None:

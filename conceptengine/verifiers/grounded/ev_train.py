@@ -205,3 +205,40 @@ def accept_probs(
         idx = torch.arange(i, min(i + 128, len(data)))
         out.append(model.choice_probs(pixels_of(data, idx, images), embeds[idx])[:, 0])
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def halves(model: GroundedEVModel, data: EVData) -> dict:
+    """How each half does where the objects are known: `candidate_recall`, the share of unboxed objects whose
+    centre cell is among the detector's candidates; `judge_accuracy`, per slot, the share of objects whose
+    crop the judge gives the right value. Tells which half to train more when the verdict lags."""
+    model.eval()
+    c, rows = model.config, torch.nonzero(data.dense).flatten()
+    found = total = 0
+    for i in range(0, len(rows), 128):
+        idx = rows[i : i + 128]
+        missed = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim)).missed_logits.flatten(1)
+        picked = torch.zeros_like(missed, dtype=torch.bool)
+        picked.scatter_(1, missed.topk(min(c.candidates, missed.shape[1]), dim=1).indices, True)
+        target = data.missed[idx].flatten(1) > 0
+        found, total = found + int((picked & target).sum()), total + int(target.sum())
+    right = torch.zeros(len(c.slots))
+    seen = torch.zeros(len(c.slots))
+    for m, (boxes, slots) in enumerate(zip(data.objects, data.object_slots, strict=True)):
+        if not len(boxes):
+            continue
+        image = data.images[m : m + 1].float() / 255.0
+        centres, sides = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(-1)
+        which = torch.zeros(len(boxes), dtype=torch.long)
+        crops = crop_objects(image, which, centres * c.image_size, sides * c.image_size, c.crop_size)
+        for s, logits in enumerate(model.judge_values(crops)):
+            ok = slots[:, s] != UNKNOWN
+            right[s] += int((logits.argmax(-1)[ok] == slots[ok, s]).sum())
+            seen[s] += int(ok.sum())
+    return {
+        "candidate_recall": round(found / total, 4) if total else None,
+        "judge_accuracy": {
+            name: round(float(right[s] / seen[s]), 4) if seen[s] else None
+            for s, (name, _) in enumerate(c.slots)
+        },
+    }
