@@ -97,6 +97,11 @@ def finetune(
     task = grounded_task(base)
     table = table.filter(pc.equal(table["task"], task)).sort_by("uri")  # each image decoded once
     fit_on, holdout = split_examples(table, cfg.holdout_share, cfg.split_seed)
+    if fit_on.num_rows == 0:
+        raise ValueError(
+            f"verifier retrain: all {table.num_rows} {task} verdicts fell into the hold-out images; "
+            "lower holdout_share or wait for verdicts on more images"
+        )
     embedder = PhraseEmbedder(model.config.text_model)
     held = _data(model, holdout) if holdout.num_rows else None
     choices = TASKS[task]

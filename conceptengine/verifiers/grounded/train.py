@@ -104,6 +104,8 @@ def fit(
 ) -> dict:
     """AdamW with a one-cycle schedule for `steps` batches of shuffled item indices; `batch_loss(idx)` is
     the loss of one batch, `on_epoch(step, seconds)` runs after each pass over the items."""
+    if not 1 <= batch_size <= n_items:
+        raise ValueError(f"batch_size: must be between 1 and the {n_items} training items, got {batch_size}")
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
