@@ -42,12 +42,13 @@ from conceptengine.verifiers.grounded import ev_train
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import MVData, accept_probs, roc_auc, train
+from conceptengine.verifiers.grounded.train import MVData, accept_probs, train
 from conceptengine.verifiers.train_data_sim import (
     grounded_ev_examples,
     grounded_mv_examples,
     ontology_slots,
 )
+from conceptengine.verifiers.train_metrics import auroc
 
 TRAIN_SEED, TEST_SEED = 101, 202
 MASK_MISTAKES = ("shifted", "cut", "dilated", "box", "merged", "whole_image")
@@ -145,7 +146,7 @@ def ev_report(model, test_rows, test, embedder) -> dict:  # type: ignore[no-unty
     refused = np.array([k is not None for k in kinds])
     accepted = ~refused
     figures["auc_per_kind"]["missed_instance"] = {
-        "auc": _round(roc_auc(accepted, p)),
+        "auc": _round(auroc(p, accepted)),
         "refused": int(refused.sum()),
     }
     return {f"ev_{k}": v for k, v in figures.items()}
@@ -160,13 +161,13 @@ def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.
     for kind in sorted(set(kind_of) - {""}):
         sel = accepted | (kind_of == kind)
         per_kind[kind] = {
-            "auc": _round(roc_auc(accepted[sel], p[sel])),
+            "auc": _round(auroc(p[sel], accepted[sel])),
             "refused": int((kind_of == kind).sum()),
         }
     chosen = np.array(["Accept" if q >= 0.5 else "Reject" for q in p])
     truth = np.array([r["choice"] for r in rows])
     return {
-        "auc": _round(roc_auc(accepted, p)),
+        "auc": _round(auroc(p, accepted)),
         "auc_per_kind": per_kind,
         "image_swap": _round(float(np.abs(p - swap).mean())),
         "agreement_per_choice": {
@@ -202,7 +203,7 @@ def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # 
     curve: list[dict] = []
 
     def score() -> float | None:
-        auc = roc_auc(accepted, accept_probs(model, test_data, embedder))
+        auc = auroc(accept_probs(model, test_data, embedder), accepted)
         model.train()
         return auc
 
@@ -230,7 +231,7 @@ def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: i
     curve: list[dict] = []
 
     def score() -> float | None:
-        auc = roc_auc(accepted, ev_train.accept_probs(model, test_data, embedder))
+        auc = auroc(ev_train.accept_probs(model, test_data, embedder), accepted)
         model.train()
         return auc
 

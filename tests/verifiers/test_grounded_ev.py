@@ -18,7 +18,7 @@ from conceptengine.verifiers.grounded.ev_train import (
     train,
 )
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import roc_auc
+from conceptengine.verifiers.train_metrics import auroc
 
 SLOTS = [["leaf", ["square"]], ["colour", ["red", "blue"]]]
 SIZE, SIDE = 32, 6
@@ -114,10 +114,10 @@ def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
     model = GroundedEVModel(config)
     data, test = _data(400, 0, config), _data(100, 1, config)
     accepted = (test.choices == 0).numpy()
-    before = roc_auc(accepted, accept_probs(model, test, embedder))
+    before = auroc(accept_probs(model, test, embedder), accepted)
     train(model, data, embedder, steps=300, batch_size=32, lr=5e-3)
     p = accept_probs(model, test, embedder)
-    after = roc_auc(accepted, p)
+    after = auroc(p, accepted)
     assert before is not None and after is not None and after > 0.9 and after > before + 0.2
     recoloured = test.images[:, [2, 1, 0]]  # every red square blue and every blue one red, boxes kept
     assert np.abs(p - accept_probs(model, test, embedder, images=recoloured)).mean() > 0.2

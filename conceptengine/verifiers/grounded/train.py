@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from conceptengine.engine import rle
 from conceptengine.verifiers.choices import MV
@@ -157,13 +156,3 @@ def accept_probs(
         model.choice_probs(pixels[i : i + 512], embeds[i : i + 512])[:, 0] for i in range(0, len(data), 512)
     ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties averaged); None without both classes."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return None
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
