@@ -128,6 +128,11 @@ def pixels_of(data: EVData, idx: torch.Tensor, images: torch.Tensor | None = Non
     return torch.cat([rgb, boxes[:, None]], dim=1)
 
 
+def centres_sides(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) centres and (N,) longer sides of (N, 4) xyxy boxes: how a crop frames each object."""
+    return (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(-1)
+
+
 def _flipped(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=-1)
 
@@ -158,8 +163,8 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
         boxes = _flipped(boxes)
     keep = torch.randperm(len(which))[:MAX_JUDGED]
     which, boxes, slots = which[keep], boxes[keep], slots[keep]
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    sides = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp_min(1.0 / c.image_size)
+    centres, sides = centres_sides(boxes)
+    sides = sides.clamp_min(1.0 / c.image_size)
     g = c.grid
     cells = (centres * g).long().clamp(0, g - 1)
     predicted = out.side_logits[which, cells[:, 1], cells[:, 0]]
@@ -228,7 +233,7 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
         if not len(boxes):
             continue
         image = data.images[m : m + 1].float() / 255.0
-        centres, sides = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(-1)
+        centres, sides = centres_sides(boxes)
         which = torch.zeros(len(boxes), dtype=torch.long)
         crops = crop_objects(image, which, centres * c.image_size, sides * c.image_size, c.crop_size)
         for s, logits in enumerate(model.judge_values(crops)):
