@@ -39,6 +39,7 @@ from conceptengine.sim.taxonomy import shapes_graph
 from conceptengine.sim.world import build_world
 from conceptengine.verifiers.choices import EV, MV
 from conceptengine.verifiers.grounded import ev_train
+from conceptengine.verifiers.grounded.crops import rgb_channels
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
@@ -113,13 +114,14 @@ def decision_kind(row: dict, graph) -> str | None:  # type: ignore[no-untyped-de
 
 
 def swapped(data: MVData, rows: list[dict]) -> torch.Tensor:
-    """The crops with their pixels taken from an example of another image (the mask channel kept)."""
+    """The crops with their pixels taken from an example of another image (the mask channels kept)."""
     media = np.array([r["media_id"] for r in rows])
     out = data.pixels.clone()
     for shift in range(len(rows) // 2, len(rows)):
         donor = np.roll(np.arange(len(rows)), shift)
         if not np.any(media == media[donor]):
-            out[:, :3] = data.pixels[donor, :3]
+            rgb = rgb_channels(out.shape[1])
+            out[:, rgb] = data.pixels[donor][:, rgb]
             return out
     raise ValueError("the image-swap test needs examples from at least two images")
 

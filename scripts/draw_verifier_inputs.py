@@ -1,8 +1,8 @@
 """Draw what the grounded verifiers see (docs/verifier-inputs.png), from one image of a rendered demo world.
 
 `python scripts/draw_verifier_inputs.py [--out docs/verifier-inputs.png]`. Left to right: the image with
-the phrase's instances outlined; the MV input for one of them (the object's crop at 48 px, then its mask
-channel); the EV input for the pair with one instance left unboxed (the image at the scorer's 192 px, then
+the phrase's instances outlined; the MV input for one of them (its zoomed-in and zoomed-out crops at 48 px,
+then their mask channel); the EV input for the pair with one instance left unboxed (the image at the scorer's 192 px, then
 the box channel). Each input is the exact tensor the scorers read (grounded/backend.py), shown enlarged.
 """
 
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from conceptengine.engine import rle
 from conceptengine.sim.render import STYLES
 from conceptengine.sim.world import build_world
-from conceptengine.verifiers.grounded.backend import boxed_view, crop_view
+from conceptengine.verifiers.grounded.backend import boxed_view, mask_views
 from conceptengine.verifiers.grounded.crops import CROP_SIZE
 from conceptengine.verifiers.grounded.ev_model import EV_IMAGE_SIZE
 
@@ -60,12 +60,16 @@ def draw(out: Path, seed: int = 7) -> Path:
     pen = ImageDraw.Draw(shown)
     for box in boxes:
         pen.rectangle(box, outline=(255, 255, 0))
-    mv_rgb, mv_mask = _channels(crop_view(image, instances[0]["rle"], boxes[0], CROP_SIZE))
+    zoomed_in, zoomed_out = mask_views(image, instances[0]["rle"], boxes[0], CROP_SIZE)
+    in_rgb, in_mask = _channels(zoomed_in)
+    out_rgb, out_mask = _channels(zoomed_out)
     ev_rgb, ev_boxes = _channels(boxed_view(image, boxes[1:], EV_IMAGE_SIZE))  # the first one left unboxed
     panels = [
         _panel(shown, f'image, "{leaf}" outlined'),
-        _panel(mv_rgb, f"MV: crop ({CROP_SIZE} px)"),
-        _panel(mv_mask, "MV: mask channel"),
+        _panel(in_rgb, f"MV: zoomed in ({CROP_SIZE} px)"),
+        _panel(in_mask, "MV: its mask channel"),
+        _panel(out_rgb, f"MV: zoomed out ({CROP_SIZE} px)"),
+        _panel(out_mask, "MV: its mask channel"),
         _panel(ev_rgb, f"EV: image ({EV_IMAGE_SIZE} px)"),
         _panel(ev_boxes, "EV: boxes (one missed)"),
     ]

@@ -63,17 +63,18 @@ class MaskVerifier:
 
 
 class GroundedMaskVerifier(MaskVerifier):
-    """MV for a grounded scorer (grounded/backend.py): per mask its object crop, and the bare phrase."""
+    """MV for a grounded scorer (grounded/backend.py): per mask its two crops, and the bare phrase."""
 
     def requests(self, image: np.ndarray, noun_phrase: str, masks: Sequence) -> list[Request]:
-        from conceptengine.verifiers.grounded.backend import crop_view  # torch: only where it is used
+        from conceptengine.verifiers.grounded.backend import mask_views  # torch: only where it is used
 
         size = self.backend.view_size  # type: ignore[attr-defined]
-        return [Request([crop_view(image, *_mask_fields(m), size)], noun_phrase) for m in masks]
+        return [Request(mask_views(image, *_mask_fields(m), size), noun_phrase) for m in masks]
 
 
 def mask_verifier(backend: VerifierBackend, view_size: int = 112) -> MaskVerifier:
-    """The MV that asks `backend` with what it reads: the paper's two views, or a grounded scorer's crop."""
+    """The MV that asks `backend` with what it reads: the paper's two views, drawn for an MLLM or as a
+    grounded scorer's crops."""
     if getattr(backend, "task", None) == "mv":
         return GroundedMaskVerifier(backend, view_size=view_size)
     return MaskVerifier(backend, view_size=view_size)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conceptengine.verifiers.choices import MV
-from conceptengine.verifiers.grounded.crops import object_crop
+from conceptengine.verifiers.grounded.crops import object_crop, object_views
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import MVData, accept_probs, train
@@ -32,11 +32,15 @@ def test_the_crop_is_centred_on_the_object_with_its_mask_as_a_fourth_channel() -
     assert crop[0, 16, 16] == pytest.approx(200 / 255) and crop[2, 16, 16] == pytest.approx(10 / 255)
     with pytest.raises(ValueError, match="mask is"):
         object_crop(image, mask[:50], [70, 40, 90, 60])
+    views = object_views(image, mask, [70, 40, 90, 60], size=32)
+    assert views.shape == (8, 32, 32) and np.array_equal(views[:4], crop)
+    # zoomed out: the same centre, the object a third as wide (20 px box at 3x in 32 px: about 11 px)
+    assert views[7, 16, 16] == 1.0 and 9 <= (views[7, 16] > 0.5).sum() <= 12
 
 
 def test_a_saved_scorer_loads_with_its_slots_in_order(tmp_path) -> None:
     model = GroundedMVModel(GroundedMVConfig(slots=SLOTS)).eval()
-    pixels, embeds = torch.rand(3, 4, 48, 48), torch.randn(3, 384)
+    pixels, embeds = torch.rand(3, 8, 48, 48), torch.randn(3, 384)
     probs = model.choice_probs(pixels, embeds)
     assert probs.shape == (3, len(MV.names)) and torch.allclose(probs.sum(-1), torch.ones(3))
     model.save_pretrained(tmp_path)
@@ -50,8 +54,8 @@ def _squares(n: int, seed: int) -> tuple[MVData, list[str]]:
     rng = np.random.default_rng(seed)
     colours = rng.integers(0, 2, n)
     asked = rng.integers(0, 2, n)
-    pixels = torch.zeros(n, 4, 48, 48)
-    pixels[:, 3, 12:36, 12:36] = 1.0
+    pixels = torch.zeros(n, 8, 48, 48)
+    pixels[:, 3, 12:36, 12:36] = 1.0  # zoomed in: the mask; zoomed out (channels 4-7) left black
     pixels[np.arange(n), np.where(colours == 0, 0, 2), 12:36, 12:36] = 0.8
     names = ["red", "blue"]
     data = MVData(

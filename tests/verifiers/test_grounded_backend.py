@@ -59,10 +59,12 @@ def test_the_verdict_comes_from_the_masked_pixels(grounded_path: str) -> None:
     masks = [square_mask(5, 5, 20), square_mask(40, 30, 12)]
     probs = mv.score(image, "red square", masks)
     assert probs.shape == (2, len(choices.MV)) and np.allclose(probs.sum(-1), 1, atol=1e-5)
-    (view,) = mv.requests(image, "red square", masks[:1])[0].views
-    assert view.mode == "RGBA" and view.size == (48, 48) and mv.requests(image, "x", []) == []
-    alpha = np.asarray(view)[..., 3]
+    zoomed_in, zoomed_out = mv.requests(image, "red square", masks[:1])[0].views
+    assert all(v.mode == "RGBA" and v.size == (48, 48) for v in (zoomed_in, zoomed_out))
+    assert mv.requests(image, "x", []) == []
+    alpha, context = np.asarray(zoomed_in)[..., 3], np.asarray(zoomed_out)[..., 3]
     assert alpha[24, 24] == 255 and alpha[0, 0] == 0  # the mask rides in the alpha channel, centred
+    assert (context > 127).sum() < (alpha > 127).sum() / 3  # zoomed out: the same mask, smaller
     other = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     assert not np.allclose(mv.score(other, "red square", masks), probs)  # another picture, another verdict
 
@@ -72,7 +74,7 @@ def test_it_answers_mv_only_and_names_the_fix(grounded_path: str) -> None:
     view = Image.new("RGBA", (48, 48))
     with pytest.raises(ValueError, match="verifier.ev_model"):
         backend.score([[view]], ["star"], list(choices.EV.letters))
-    with pytest.raises(ValueError, match="one RGBA 48 px view"):
+    with pytest.raises(ValueError, match="2 RGBA 48 px view"):
         backend.score([[Image.new("RGB", (112, 112))] * 2], ["star"], list(choices.MV.letters))
 
 

@@ -2,9 +2,10 @@
 
 `backends.make_backend` recognises a grounded checkpoint by its `model_type` and builds this backend instead
 of the MLLM one; `verify.mask_verifier` / `verify.exhaustivity_verifier` then ask it with what it reads,
-one RGBA view per question and the bare noun phrase instead of a question:
+RGBA views and the bare noun phrase instead of a question:
 
-- MV (`GroundedMVModel`): the object's crop, the mask as its alpha channel (`crop_view`);
+- MV (`GroundedMVModel`): the mask's zoomed-in and zoomed-out crops, the mask as their alpha channel
+  (`mask_views`, crops.py);
 - EV (`GroundedEVModel`): the whole image at the scorer's size, the proposed boxes filled in as alpha
   (`boxed_view`).
 
@@ -25,7 +26,7 @@ from PIL import Image
 from conceptengine.engine import rle
 from conceptengine.verifiers.backend import check_request
 from conceptengine.verifiers.choices import EV, MV
-from conceptengine.verifiers.grounded.crops import object_crop
+from conceptengine.verifiers.grounded.crops import VIEW_CHANNELS, object_views
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.ev_train import box_channel, image_tensor, normalised_boxes
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
@@ -52,10 +53,10 @@ def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(stacked * 255).astype(np.uint8), "RGBA")
 
 
-def crop_view(image: np.ndarray, counts: str, box_xyxy: Sequence[float], size: int) -> Image.Image:
-    """One mask as the MV scorer reads it: the object's crop, the mask as alpha."""
-    crop = object_crop(image, rle.decode(counts, image.shape[0], image.shape[1]), box_xyxy, size)
-    return _rgba(crop[:3].transpose(1, 2, 0), crop[3])
+def mask_views(image: np.ndarray, counts: str, box_xyxy: Sequence[float], size: int) -> list[Image.Image]:
+    """One mask as the MV scorer reads it: its zoomed-in and zoomed-out crops, the mask as alpha."""
+    views = object_views(image, rle.decode(counts, image.shape[0], image.shape[1]), box_xyxy, size)
+    return [_rgba(v[:3].transpose(1, 2, 0), v[3]) for v in np.split(views, len(views) // VIEW_CHANNELS)]
 
 
 def boxed_view(image: np.ndarray, boxes: Sequence[Sequence[float]], size: int) -> Image.Image:
@@ -66,7 +67,7 @@ def boxed_view(image: np.ndarray, boxes: Sequence[Sequence[float]], size: int) -
 
 
 class GroundedBackend:
-    """Scores the questions of one task, each one RGBA view (`crop_view` / `boxed_view`) and a phrase."""
+    """Scores the questions of one task, each its RGBA views (`mask_views` / `boxed_view`) and a phrase."""
 
     def __init__(
         self, model_path: str, device: str = "cpu", batch_size: int = 64, version: str | None = None
@@ -83,6 +84,7 @@ class GroundedBackend:
         self.embedder = PhraseEmbedder(self.model.config.text_model)
         config = self.model.config
         self.view_size = int(config.crop_size if task == "mv" else config.image_size)
+        self.views = int(config.views) if task == "mv" else 1
         self.batch_size = batch_size
         self.version = version or Path(model_path).name or str(model_path)
 
@@ -106,10 +108,11 @@ class GroundedBackend:
 
     def _pixels(self, view: list[Image.Image]) -> np.ndarray:
         size = (self.view_size, self.view_size)
-        if len(view) != 1 or view[0].mode != "RGBA" or view[0].size != size:
+        if len(view) != self.views or any(v.mode != "RGBA" or v.size != size for v in view):
             got = [(v.mode, v.size) for v in view]
             raise ValueError(
-                f"the grounded {self.task} scorer reads one RGBA {self.view_size} px view per question, got "
-                f"{got}; build its requests with verify.mask_verifier / verify.exhaustivity_verifier"
+                f"the grounded {self.task} scorer reads {self.views} RGBA {self.view_size} px view(s) per "
+                f"question, got {got}; build its requests with verify.mask_verifier / "
+                "verify.exhaustivity_verifier"
             )
-        return np.asarray(view[0], dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return np.concatenate([np.asarray(v, dtype=np.float32).transpose(2, 0, 1) / 255.0 for v in view])

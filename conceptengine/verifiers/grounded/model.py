@@ -1,7 +1,8 @@
 """The grounded MV scorer as a transformers model (save_pretrained / from_pretrained like any checkpoint).
 
-Late fusion, so the verdict has to come from the picture: the conv tower sees only the crop and its mask,
-the phrase sees only its embedding, and they meet in one formula. For every slot of the ontology (the
+Late fusion, so the verdict has to come from the picture: the conv tower sees only the two views of the mask
+(crops.py; one tower, run on each view, their features side by side), the phrase sees only its embedding,
+and they meet in one formula. For every slot of the ontology (the
 leaf concept, each attribute) the tower predicts which value the object has, and the phrase predicts which
 values it accepts (a sigmoid per value: "polygon" accepts every polygon leaf, "red" one colour, and a
 phrase that names no colour accepts them all). Then
@@ -25,7 +26,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from conceptengine.verifiers.choices import MV
-from conceptengine.verifiers.grounded.crops import CROP_SIZE
+from conceptengine.verifiers.grounded.crops import CROP_SIZE, VIEW_CHANNELS, VIEW_SCALES
 from conceptengine.verifiers.grounded.phrases import MINILM
 
 FLOOR = 1e-4  # the smallest match probability a slot contributes: log stays finite
@@ -53,6 +54,7 @@ class GroundedMVConfig(PretrainedConfig):
         text_dim: int = 384,
         text_model: str = MINILM,
         crop_size: int = CROP_SIZE,
+        views: int = len(VIEW_SCALES),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +65,7 @@ class GroundedMVConfig(PretrainedConfig):
         self.text_dim = text_dim
         self.text_model = text_model
         self.crop_size = crop_size
+        self.views = views  # crops.object_views' views, stacked along the channels
         self.choices = list(MV.names)
 
 
@@ -85,13 +88,13 @@ class GroundedMVModel(PreTrainedModel):
 
     def __init__(self, config: GroundedMVConfig):
         super().__init__(config)
-        widths = [4, *config.channels]
+        widths = [VIEW_CHANNELS, *config.channels]
         self.tower = nn.Sequential(
             *(conv_block(a, b) for a, b in pairwise(widths)),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        feat = config.channels[-1]
+        feat = config.channels[-1] * config.views
         self.slot_names = [name for name, _ in config.slots]
         sizes = [len(values) for _, values in config.slots]
         self.slot_sizes = sizes
@@ -107,7 +110,8 @@ class GroundedMVModel(PreTrainedModel):
         pass  # torch's own initialisation of each layer
 
     def forward(self, pixel_values: torch.Tensor, phrase_embeds: torch.Tensor) -> GroundedMVOutput:
-        feats = self.tower(pixel_values)
+        b, _, h, w = pixel_values.shape
+        feats = self.tower(pixel_values.reshape(b * self.config.views, VIEW_CHANNELS, h, w)).reshape(b, -1)
         logit = self.quality(feats)[:, 0] + self.bias
         slot_logits: dict[str, torch.Tensor] = {}
         if self.values is not None and self.needs is not None:

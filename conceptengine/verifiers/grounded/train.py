@@ -1,6 +1,6 @@
 """Training and scoring the grounded MV scorer on verifier examples (train_data.EXAMPLES rows, task "mv").
 
-Examples become tensors once (`prepare`): the object crop of each judged mask, its phrase, its answer and,
+Examples become tensors once (`prepare`): the two views of each judged mask (crops.py), its phrase, its answer and,
 where known, the value of each slot the object has (the demo knows them from the rendered world; a team's
 accepted answers could supply them through the ontology). The loss is the verdict's (binary cross-entropy
 on Accept), the other choices' (cross-entropy among the non-Accept answers) and one cross-entropy per slot
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from conceptengine.engine import rle
 from conceptengine.verifiers.choices import MV
-from conceptengine.verifiers.grounded.crops import object_crop
+from conceptengine.verifiers.grounded.crops import VIEW_CHANNELS, VIEW_SCALES, object_views
 from conceptengine.verifiers.grounded.model import GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 
@@ -28,7 +28,7 @@ UNKNOWN = -1  # a slot value nobody labelled: no loss
 
 @dataclass
 class MVData:
-    pixels: torch.Tensor  # (N, 4, S, S)
+    pixels: torch.Tensor  # (N, 8, S, S): crops.object_views
     phrases: list[str]
     choices: torch.Tensor  # (N,) index into MV.names
     slot_values: dict[str, torch.Tensor]  # slot -> (N,) value index or UNKNOWN
@@ -52,14 +52,16 @@ def prepare(
             cache = {r["uri"]: read_image(r["uri"])}  # rows come grouped by image
         mask = r["masks"][0]
         decoded = rle.decode(mask["rle"], r["height"], r["width"])
-        crops.append(object_crop(cache[r["uri"]], decoded, mask["box_xyxy"], crop_size))
+        crops.append(object_views(cache[r["uri"]], decoded, mask["box_xyxy"], crop_size))
     values = {}
     for name, names in slots:
         index = {v: i for i, v in enumerate(names)}
         labels = slot_labels or [None] * len(rows)
         values[name] = torch.tensor([index.get((lab or {}).get(name), UNKNOWN) for lab in labels])
     return MVData(
-        pixels=torch.from_numpy(np.stack(crops)) if crops else torch.zeros((0, 4, crop_size, crop_size)),
+        pixels=torch.from_numpy(np.stack(crops))
+        if crops
+        else torch.zeros((0, VIEW_CHANNELS * len(VIEW_SCALES), crop_size, crop_size)),
         phrases=[r["noun_phrase"] for r in rows],
         choices=torch.tensor([MV.index(r["choice"]) for r in rows], dtype=torch.long),
         slot_values=values,
