@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conceptengine.verifiers.choices import EV
-from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel, candidate_cells
 from conceptengine.verifiers.grounded.ev_train import (
     SceneObject,
     accept_probs,
@@ -84,6 +84,13 @@ def test_prepare_marks_unboxed_centres_and_slot_values_on_the_grid() -> None:
     assert data.object_slots[0].shape == (len(objects[0]), 2) and (data.object_slots[0][:, 0] == 0).all()
     assert set(torch.cat(data.object_slots)[:, 1].tolist()) <= {0, 1}  # the colours, none unknown here
     assert data.choices.tolist() == [EV.index(r["choice"]) for r in rows]
+
+
+def test_candidates_are_peaks_so_one_object_takes_one_place() -> None:
+    missed = torch.full((1, 6, 6), -5.0)
+    missed[0, 1, 1], missed[0, 1, 2] = 3.0, 2.5  # one object, seen from two neighbouring cells
+    missed[0, 4, 4] = 1.0  # another, fainter
+    assert sorted(candidate_cells(missed, 2)[0].tolist()) == [1 * 6 + 1, 4 * 6 + 4]
 
 
 def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:

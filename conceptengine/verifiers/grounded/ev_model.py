@@ -7,7 +7,7 @@ world). So the question is split where each half is easy:
 
 1. a detector over the whole image at `image_size`, the proposed boxes filled in as a fourth channel, says
    per grid cell whether an object nobody boxed is centred there (`missed`) and how big it is (`side`);
-2. the `candidates` likeliest cells are cropped from the image, centred and scaled as the MV scorer's crops
+2. the `candidates` likeliest cells (local peaks first, so one object does not fill the list) are cropped from the image, centred and scaled as the MV scorer's crops
    are (crops.py), and a judge tower says per slot of the ontology which value each object has; the
    phrase says which values it accepts, as in the MV scorer (model.py).
 
@@ -34,6 +34,7 @@ from conceptengine.verifiers.grounded.model import conv_block, log_slot_match
 from conceptengine.verifiers.grounded.phrases import MINILM
 
 EV_IMAGE_SIZE = 192
+NOT_A_PEAK = 1e4  # logit penalty that ranks a cell below every local peak of the missed-object map
 
 
 class GroundedEVConfig(PretrainedConfig):
@@ -85,6 +86,13 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(x)) for x < 0, accurate at both ends (Mächler, 2012)."""
     x = x.clamp_max(-1e-7)
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def candidate_cells(missed: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) flat indices of the likeliest unboxed objects in (B, G, G) `missed` logits, one cell each: a
+    cell that is not the peak of its 3x3 neighbourhood (the same object seen from the next cell) comes last."""
+    peak = missed >= F.max_pool2d(missed[:, None], 3, stride=1, padding=1)[:, 0]
+    return (missed - NOT_A_PEAK * (~peak).to(missed.dtype)).flatten(1).topk(k, dim=1).indices
 
 
 def crop_objects(
@@ -145,7 +153,8 @@ class GroundedEVModel(PreTrainedModel):
         missed, side = self.missed(feats)[:, 0], self.side(feats)[:, 0]
         b, g = missed.shape[0], missed.shape[-1]
         k = min(c.candidates, g * g)
-        top, cells = missed.flatten(1).topk(k, dim=1)  # (B, K): the likeliest unboxed objects
+        cells = candidate_cells(missed, k)
+        top = missed.flatten(1).gather(1, cells)
         centres = torch.stack([cells % g, cells // g], dim=-1).to(pixel_values.dtype).add(0.5) * c.stride
         sides = side.flatten(1).gather(1, cells).exp() * c.image_size
         which = torch.arange(b, device=pixel_values.device).repeat_interleave(k)

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conceptengine.verifiers.choices import EV
-from conceptengine.verifiers.grounded.ev_model import GroundedEVModel, crop_objects
+from conceptengine.verifiers.grounded.ev_model import GroundedEVModel, candidate_cells, crop_objects
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import UNKNOWN, fit, verdict_loss
 
-MAX_JUDGED = 64  # object crops per batch that teach the judge its slots
+MAX_JUDGED = 128  # object crops per batch that teach the judge its slots
 
 
 @dataclass(frozen=True)
@@ -215,16 +215,17 @@ def accept_probs(
 @torch.no_grad()
 def halves(model: GroundedEVModel, data: EVData) -> dict:
     """How each half does where the objects are known: `candidate_recall`, the share of unboxed objects whose
-    centre cell is among the detector's candidates; `judge_accuracy`, per slot, the share of objects whose
+    centre cell is a candidate or next to one (the crop then still frames the object); `judge_accuracy`, per slot, the share of objects whose
     crop the judge gives the right value. Tells which half to train more when the verdict lags."""
     model.eval()
     c, rows = model.config, torch.nonzero(data.dense).flatten()
     found = total = 0
     for i in range(0, len(rows), 128):
         idx = rows[i : i + 128]
-        missed = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim)).missed_logits.flatten(1)
-        picked = torch.zeros_like(missed, dtype=torch.bool)
-        picked.scatter_(1, missed.topk(min(c.candidates, missed.shape[1]), dim=1).indices, True)
+        missed = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim)).missed_logits
+        picked = torch.zeros_like(missed.flatten(1))
+        picked.scatter_(1, candidate_cells(missed, min(c.candidates, picked.shape[1])), 1.0)
+        picked = F.max_pool2d(picked.view_as(missed)[:, None], 3, stride=1, padding=1).flatten(1) > 0
         target = data.missed[idx].flatten(1) > 0
         found, total = found + int((picked & target).sum()), total + int(target.sum())
     right = torch.zeros(len(c.slots))
