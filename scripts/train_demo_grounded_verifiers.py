@@ -41,7 +41,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-mv", type=int, default=128)
     ap.add_argument("--batch-ev", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tasks", default="mv,ev", help="which scorers to train: mv, ev or both")
     args = ap.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not args.tasks or set(args.tasks) - {"mv", "ev"}:
+        ap.error(f"--tasks: a comma-separated list of mv and ev, got {','.join(args.tasks)!r}")
     if min(args.n_train, args.n_test, args.steps_mv, args.steps_ev, args.batch_mv, args.batch_ev) < 1:
         ap.error("image counts, steps and batch sizes must be positive")
     return args
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             ev_train.train, args.steps_ev, args.batch_ev,
         ),
     }  # fmt: skip
-    for task, (model, examples, fit, steps, batch) in tasks.items():
+    for task in args.tasks:
+        model, examples, fit, steps, batch = tasks[task]
         train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, sim)
     log.info("done in %.0fs", time.time() - t0)
     return 0

@@ -30,8 +30,9 @@ def ontology_vocabulary(graph: ConceptGraph) -> list[str]:
 
 # The small SAM 3 trained on the rendered domain by scripts/train_demo_sam3.py, shipped with the package.
 SHIPPED_SAM3 = Path(__file__).resolve().parents[1] / "assets" / "sam3-demo"
-# The small MV and EV verifiers (mv/, ev/) trained by scripts/train_demo_verifiers.py, shipped likewise.
-SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-demo"
+# The grounded MV and EV scorers (mv/, ev/) trained by scripts/train_demo_grounded_verifiers.py, shipped
+# likewise: they read the pixels (verifiers/grounded), where the tiny MLLM of verifier-demo/ did not learn to.
+SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-grounded"
 DEMO_EV_MODEL = "models/verifier-ev"
 # Replay of base data during the demo's retraining (retrain.replay_annotations / replay_share): the first
 # DEMO_REPLAY_IMAGES train images of the world the shipped SAM 3 was trained on (sim/base_data.py), with the
@@ -76,18 +77,28 @@ def shipped_held_out() -> list[str]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def install_verifier(target: Path, task: str, vocabulary: list[str], seed: int, console: Console) -> None:
-    """Copy the shipped `task` verifier to `target`; without shipped weights, build an untrained one."""
-    from conceptengine.verifiers.tiny import build_tiny_verifier
+def install_verifier(target: Path, task: str, graph: ConceptGraph, seed: int, console: Console) -> None:
+    """Copy the shipped grounded `task` scorer to `target`; without shipped weights, save an untrained one
+    over the ontology's slots."""
+    import torch
+
+    from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+    from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+    from conceptengine.verifiers.train_data_sim import ontology_slots
 
     if target.exists():
         return
     shipped = SHIPPED_VERIFIERS / task
     if (shipped / "model.safetensors").exists():
-        shutil.copytree(shipped, target, ignore=shutil.ignore_patterns("train_log.jsonl"))
-    else:
-        with console.status(f"building an untrained {task.upper()} verifier checkpoint"):
-            build_tiny_verifier(str(target), vocabulary, seed=seed)
+        shutil.copytree(shipped, target)
+        return
+    with console.status(f"building an untrained grounded {task.upper()} scorer"):
+        torch.manual_seed(seed)
+        slots = ontology_slots(graph)
+        if task == "mv":
+            GroundedMVModel(GroundedMVConfig(slots=slots)).save_pretrained(target)
+        else:
+            GroundedEVModel(GroundedEVConfig(slots=slots)).save_pretrained(target)
 
 
 def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console) -> Path:
@@ -129,8 +140,8 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     if cfg.verifier.backend == "transformers":
         if cfg.verifier.ev_model is None:
             cfg.verifier.ev_model = DEMO_EV_MODEL
-        install_verifier(workspace / cfg.verifier.model, "mv", vocabulary, cfg.seed, console)
-        install_verifier(workspace / cfg.verifier.ev_model, "ev", vocabulary, cfg.seed, console)
+        install_verifier(workspace / cfg.verifier.model, "mv", world.graph, cfg.seed, console)
+        install_verifier(workspace / cfg.verifier.ev_model, "ev", world.graph, cfg.seed, console)
     config_path = workspace / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return config_path

@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from conceptengine.verifiers.backends import BackendParams, make_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -21,3 +23,12 @@ def test_a_toy_run_ships_both_scorers_with_their_metrics(tmp_path) -> None:
         assert metrics["curve"] and "auroc_p_accept" in metrics["test"]
         assert make_backend(BackendParams(), str(shipped)).task == task  # the engine loads what ships
     assert "candidate_recall" in json.loads((tmp_path / "out" / "ev" / "metrics.json").read_text())["halves"]
+
+
+def test_one_task_alone_leaves_the_other_scorer_untouched(tmp_path) -> None:
+    argv = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--n-train", "8", "--n-test", "6",
+            "--steps-mv", "2", "--batch-mv", "8", "--threads", "1", "--tasks", "mv"]  # fmt: skip
+    assert script.main(argv) == 0
+    assert (tmp_path / "out" / "mv" / "model.safetensors").exists() and not (tmp_path / "out" / "ev").exists()
+    with pytest.raises(SystemExit, match="2"):
+        script.main([*argv[:-1], "mv,sam3"])

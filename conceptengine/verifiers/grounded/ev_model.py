@@ -154,9 +154,12 @@ class GroundedEVModel(PreTrainedModel):
         b, g = missed.shape[0], missed.shape[-1]
         k = min(c.candidates, g * g)
         cells = candidate_cells(missed, k)
-        top = missed.flatten(1).gather(1, cells)
+        # The verdict trains the judge and the phrase side only: through the detector it would push down
+        # the real unboxed objects of other concepts whenever the judge is unsure, against the dense targets
+        # that define `missed` (every object nobody boxed, whatever it is).
+        top = missed.flatten(1).gather(1, cells).detach()
         centres = torch.stack([cells % g, cells // g], dim=-1).to(pixel_values.dtype).add(0.5) * c.stride
-        sides = side.flatten(1).gather(1, cells).exp() * c.image_size
+        sides = side.flatten(1).gather(1, cells).detach().exp() * c.image_size
         which = torch.arange(b, device=pixel_values.device).repeat_interleave(k)
         crops = crop_objects(
             pixel_values[:, :3], which, centres.reshape(-1, 2), sides.reshape(-1), c.crop_size

@@ -4,7 +4,8 @@ Each example is an image, a phrase, the boxes shown and the answer. Where the ob
 known (the demo knows them from the rendered world), each also brings the targets that teach both halves
 fast: for the detector, the cells where an object nobody boxed is centred and every object's size; for the
 judge, every object's crop with its slot values. The loss is the verdict's (binary cross-entropy on Accept),
-the missed cells' (per-cell binary cross-entropy, normalised by the objects in view), the sizes' (L1 on
+the missed cells' (per-cell binary cross-entropy, normalised by the objects in view, the cells around each
+centre cell left out), the sizes' (L1 on
 log side at object centres) and the slots' (cross-entropy on the objects' crops).
 """
 
@@ -148,8 +149,13 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     dense = data.dense[idx]
     if not dense.any():  # verdicts alone (a run's human answers) say nothing about where objects are
         return loss
-    per_cell = F.binary_cross_entropy_with_logits(out.missed_logits[dense], missed[dense], reduction="sum")
-    loss = loss + per_cell / max(float(missed[dense].sum()), float(dense.sum()))
+    target = missed[dense]
+    # a cell next to an object's centre cell is no negative: the centre of a box is only known to a cell
+    near = F.max_pool2d(target[:, None], 3, stride=1, padding=1)[:, 0] > target
+    per_cell = F.binary_cross_entropy_with_logits(
+        out.missed_logits[dense], target, weight=(~near).float(), reduction="sum"
+    )
+    loss = loss + per_cell / max(float(target.sum()), float(dense.sum()))
     # every known object of the batch's images: its size at its centre cell, its slots from its crop
     rows = [i for i in range(len(idx)) if dense[i]]
     which = torch.tensor(
