@@ -57,9 +57,9 @@ MASK_MISTAKES = ("shifted", "cut", "dilated", "box", "merged", "whole_image")
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-images", type=int, default=600)
+    ap.add_argument("--train-images", type=int, default=1200)
     ap.add_argument("--test-images", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=1500, help="training batches of --batch-size")
+    ap.add_argument("--steps", type=int, default=3000, help="training batches of --batch-size")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--ev-steps", type=int, default=1500, help="EV training batches of --ev-batch-size")
     ap.add_argument("--ev-batch-size", type=int, default=32)
