@@ -9,8 +9,9 @@ What it does:
 3. on the test world reports ROC AUC of P(Accept) overall and per kind of decision: every accepted item
    against the refused items of one kind: `mask_quality` (a shifted, cut, bloated, box, merged or
    whole-image mask), `leaf_shape` (the phrase names another leaf of the object's family), `family` (another
-   family), `colour`, `pattern`; the image-swap test (mean |dP(Accept)| when the crop's pixels come from
-   another image, mask kept); and agreement with the simulated reviewers per choice;
+   family), `colour`, `pattern`; the image-swap test (mean |dP(Accept)| when the crops' pixels come from
+   another image, masks kept; also per answer, since a refused item moves little); and agreement with the
+   simulated reviewers per choice;
 4. the same for the grounded EV scorer (`--ev-steps` batches) on EV items whose boxes are the phrase's own
    instances, all, some or none of them: the decision EV takes once MV has judged each box (routing lets EV
    decide a pair only then; a box of another object is MV's to reject). Kinds: `missed_some` (some boxed,
@@ -172,6 +173,13 @@ def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.
         "auc": _round(auroc(p, accepted)),
         "auc_per_kind": per_kind,
         "image_swap": _round(float(np.abs(p - swap).mean())),
+        # per answer too: the overall mean is bounded by the share of accepted items (a refused item that
+        # stays refused on another picture moves little), so it depends on the test set's mix
+        "image_swap_per_answer": {
+            answer: _round(float(np.abs(p - swap)[sel].mean()))
+            for answer, sel in (("Accept", accepted), ("refused", ~accepted))
+            if sel.any()
+        },
         "agreement_per_choice": {
             c: _round(float((chosen[truth == c] == c).mean())) for c in choices.names if (truth == c).any()
         },

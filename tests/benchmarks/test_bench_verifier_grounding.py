@@ -20,6 +20,10 @@ def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -
     refused = sum(k["refused"] for k in figures["mv_auc_per_kind"].values())
     assert refused + figures["mv_test_accepted"] == figures["mv_test_items"]
     assert figures["mv_image_swap"] >= 0 and set(figures["mv_agreement_per_choice"]) <= {"Accept", "Reject"}
+    swap = figures["mv_image_swap_per_answer"]
+    accepted, items = figures["mv_test_accepted"], figures["mv_test_items"]
+    overall = (swap.get("Accept", 0) * accepted + swap.get("refused", 0) * (items - accepted)) / items
+    assert overall == pytest.approx(figures["mv_image_swap"], abs=1e-3)  # the overall mean, split by answer
     assert figures["ev_train"]["steps"] == 3 and figures["ev_image_swap"] >= 0
     ev_kinds = figures["ev_auc_per_kind"]
     assert set(ev_kinds) <= {"missed_some", "missed_all", "missed_instance"} and "missed_instance" in ev_kinds
