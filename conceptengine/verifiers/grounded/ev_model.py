@@ -7,9 +7,10 @@ world). So the question is split where each half is easy:
 
 1. a detector over the whole image at `image_size`, the proposed boxes filled in as a fourth channel, says
    per grid cell whether an object nobody boxed is centred there (`missed`) and how big it is (`side`);
-2. the `candidates` likeliest cells (local peaks first, so one object does not fill the list) are cropped from the image, centred and scaled as the MV scorer's crops
-   are (crops.py), and a judge tower says per slot of the ontology which value each object has; the
-   phrase says which values it accepts, as in the MV scorer (model.py).
+2. the `candidates` likeliest cells (local peaks first, so one object does not fill the list) are cropped
+   from the image, centred and scaled as the MV scorer's zoomed-in crops are (crops.py), and a judge tower
+   says per slot of the ontology which value each object has; the phrase says which values it accepts, as
+   in the MV scorer (model.py).
 
 A candidate is a missed instance of the phrase with P = sigmoid(missed) * prod over slots of P(an accepted
 value), and log P(Accept) = sum over the candidates of log(1 - P). A box of another object covers no instance
@@ -89,8 +90,9 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def candidate_cells(missed: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, k) flat indices of the likeliest unboxed objects in (B, G, G) `missed` logits, one cell each: a
-    cell that is not the peak of its 3x3 neighbourhood (the same object seen from the next cell) comes last."""
+    """(B, k) flat indices of the likeliest unboxed objects in (B, G, G) `missed` logits, one cell each:
+    a cell that is not the peak of its 3x3 neighbourhood (the same object seen from the next cell) comes
+    last."""
     peak = missed >= F.max_pool2d(missed[:, None], 3, stride=1, padding=1)[:, 0]
     return (missed - NOT_A_PEAK * (~peak).to(missed.dtype)).flatten(1).topk(k, dim=1).indices
 

@@ -2,10 +2,10 @@
 
 Late fusion, so the verdict has to come from the picture: the conv tower sees only the two views of the mask
 (crops.py; one tower, run on each view, their features side by side), the phrase sees only its embedding,
-and they meet in one formula. For every slot of the ontology (the
-leaf concept, each attribute) the tower predicts which value the object has, and the phrase predicts which
-values it accepts (a sigmoid per value: "polygon" accepts every polygon leaf, "red" one colour, and a
-phrase that names no colour accepts them all). Then
+and they meet in one formula. For every slot of the ontology (the leaf concept, each attribute) the tower
+predicts which value the object has, and the phrase predicts which values it accepts (a sigmoid per value:
+"polygon" accepts every polygon leaf, "red" one colour, and a phrase that names no colour accepts them
+all). Then
 
     logit(Accept) = quality + bias + sum over slots of log sum_v needs(v) * P(value v)
 
