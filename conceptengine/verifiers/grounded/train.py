@@ -1,10 +1,11 @@
 """Training and scoring the grounded MV scorer on verifier examples (train_data.EXAMPLES rows, task "mv").
 
 Examples become tensors once (`prepare`): the two views of each judged mask (crops.py), its phrase, its
-answer and, where known, the value of each slot the object has (the demo knows them from the rendered world; a team's
-accepted answers could supply them through the ontology). The loss is the verdict's (binary cross-entropy
-on Accept), the other choices' (cross-entropy among the non-Accept answers) and one cross-entropy per slot
-on the labelled examples, which is what teaches the tower shapes, colours and patterns fast.
+answer and, where known, the value of each slot the object has (the demo knows them from the rendered
+world; a team's accepted answers could supply them through the ontology). The loss is the verdict's (binary
+cross-entropy on Accept), the other choices' (cross-entropy among the non-Accept answers) and one
+cross-entropy per slot on the labelled examples, which is what teaches the tower shapes, colours and
+patterns fast.
 """
 
 from __future__ import annotations
