@@ -5,8 +5,8 @@ known (the demo knows them from the rendered world), each also brings the target
 fast: for the detector, the cells where an object nobody boxed is centred and every object's size; for the
 judge, every object's crop with its slot values. The loss is the verdict's (binary cross-entropy on Accept),
 the missed cells' (per-cell binary cross-entropy, normalised by the objects in view, the cells around each
-centre cell left out), the sizes' (L1 on
-log side at object centres) and the slots' (cross-entropy on the objects' crops).
+centre cell left out), the sizes' (L1 on log side at object centres) and the slots' (cross-entropy on the
+objects' crops).
 """
 
 from __future__ import annotations
@@ -221,8 +221,9 @@ def accept_probs(
 @torch.no_grad()
 def halves(model: GroundedEVModel, data: EVData) -> dict:
     """How each half does where the objects are known: `candidate_recall`, the share of unboxed objects whose
-    centre cell is a candidate or next to one (the crop then still frames the object); `judge_accuracy`, per slot, the share of objects whose
-    crop the judge gives the right value. Tells which half to train more when the verdict lags."""
+    centre cell is a candidate or next to one (the crop then still frames the object); `judge_accuracy`,
+    per slot, the share of objects whose crop the judge gives the right value. Tells which half to train
+    more when the verdict lags."""
     model.eval()
     c, rows = model.config, torch.nonzero(data.dense).flatten()
     found = total = 0
