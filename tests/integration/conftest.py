@@ -7,7 +7,7 @@ import yaml
 from rich.console import Console
 
 from conceptengine.config import load_config
-from conceptengine.pipelines.demo import prepare_demo_workspace
+from conceptengine.pipelines.demo import DEMO_EV_MODEL, prepare_demo_workspace
 
 SMALL = [
     # The plain look only: these tests' expectations were set on this world (the shifted look changes
@@ -28,6 +28,8 @@ SMALL = [
     "sam3.max_masks=3",
     "retrain.enabled=false",  # retraining has its own test (test_retrain.py)
     "verifier_retrain.enabled=false",  # ... and so has verifier retraining
+    # the demo's grounded scorers answer one task each: EV has its own checkpoint, as the demo's config says
+    f"verifier.ev_model={DEMO_EV_MODEL}",
 ]
 
 

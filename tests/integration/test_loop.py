@@ -18,11 +18,11 @@ from conceptengine.pipelines.image import run_round
 from conceptengine.verifiers.routing import TaskThresholds, decide
 from tests.integration.conftest import SMALL, write_config
 
-# The small world gives ~30 pairs a round and its verifier is untrained, so a 95%/95% guarantee can never
-# be certified here. Loose settings let round 2 find real thresholds on round 1's verdicts instead.
+# The small world gives ~30 pairs a round, far too few to certify a 95%/95% guarantee (a verifier that
+# never errs would need ~60 items). Loose settings let round 2 find real thresholds on round 1's verdicts.
 LOOSE_CALIBRATION = [
-    "routing.target_precision=0.6",
-    "routing.confidence=0.6",
+    "routing.target_precision=0.5",
+    "routing.confidence=0.5",
     "routing.min_calibration_items=10",
     "routing.audit_share=0.3",
 ]

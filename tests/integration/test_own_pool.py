@@ -63,6 +63,7 @@ def test_a_folder_of_images_with_captions_runs_two_rounds_that_nobody_reviews(
             "sam3.score_threshold=0.2",
             "sam3.max_masks=3",
             f"verifier.model={models / 'verifier'}",
+            f"verifier.ev_model={models / 'verifier-ev'}",  # the demo's grounded scorers: one per task
             # People answer through the review app; none does here, so each round commits at its deadline.
             "review.simulated_reviewers=0",
             "review.deadline_s=1",
