@@ -22,6 +22,7 @@ def conv_sam3(tmp_path_factory) -> str:
 
 
 def test_output_is_the_row_major_token_grid_the_neck_reads():
+    torch.manual_seed(0)  # the ratio below is 8-94 over random inits (3 of 30 under 10): fix the init
     model = ConvBackboneModel(ConvBackboneConfig(hidden_size=32, channels=[8, 16], image_size=64)).eval()
     assert model.config.patch_size == 4
     x = torch.randn(2, 3, 64, 64)
