@@ -39,7 +39,7 @@ from conceptengine.sim.render import STYLES
 from conceptengine.sim.taxonomy import shapes_graph
 from conceptengine.sim.world import build_world
 from conceptengine.verifiers.choices import EV, MV
-from conceptengine.verifiers.grounded import ev_train
+from conceptengine.verifiers.grounded import ev_train, scorer_tasks
 from conceptengine.verifiers.grounded.crops import rgb_channels
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
@@ -64,7 +64,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--ev-steps", type=int, default=1500, help="EV training batches of --ev-batch-size")
     ap.add_argument("--ev-batch-size", type=int, default=32)
-    ap.add_argument("--tasks", default="mv,ev", help="which scorers to train and report: mv, ev or both")
+    ap.add_argument(
+        "--tasks",
+        type=scorer_tasks,
+        default="mv,ev",
+        help="which scorers to train and report: mv, ev or both",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--workdir", default=None, help="where the worlds go (default: a temp dir)")
     ap.add_argument(
@@ -83,9 +88,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         ap.error(
             "--train-images, --test-images, --steps, --batch-size, --ev-steps and --ev-batch-size must be positive"
         )
-    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not args.tasks or set(args.tasks) - {"mv", "ev"}:
-        ap.error(f"--tasks: a comma-separated list of mv and ev, got {args.tasks!r}")
     return args
 
 

@@ -3,7 +3,8 @@
 `python scripts/draw_verifier_inputs.py [--out docs/verifier-inputs.png]`. Left to right: the image with
 the phrase's instances outlined; the MV input for one of them (its zoomed-in and zoomed-out crops at 48 px,
 each then its mask channel); the EV input for the pair with one instance left unboxed (the image at the
-scorer's 192 px, then the box channel). Each input is the exact tensor the scorers read (grounded/backend.py), shown enlarged.
+scorer's 192 px, then the box channel). Each input is the exact tensor the scorers read
+(grounded/backend.py), shown enlarged.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from conceptengine.verifiers.grounded import scorer_tasks
+
 log = logging.getLogger("train_demo_grounded_verifiers")
 WORLD_SEED, TEST_SEED = 20251, 20252
 REPO = Path(__file__).resolve().parents[1]
@@ -41,11 +43,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-mv", type=int, default=128)
     ap.add_argument("--batch-ev", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tasks", default="mv,ev", help="which scorers to train: mv, ev or both")
+    ap.add_argument(
+        "--tasks", type=scorer_tasks, default="mv,ev", help="which scorers to train: mv, ev or both"
+    )
     args = ap.parse_args(argv)
-    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not args.tasks or set(args.tasks) - {"mv", "ev"}:
-        ap.error(f"--tasks: a comma-separated list of mv and ev, got {','.join(args.tasks)!r}")
     if min(args.n_train, args.n_test, args.steps_mv, args.steps_ev, args.batch_mv, args.batch_ev) < 1:
         ap.error("image counts, steps and batch sizes must be positive")
     return args

@@ -26,7 +26,7 @@ from PIL import Image
 from conceptengine.engine import rle
 from conceptengine.verifiers.backend import check_request
 from conceptengine.verifiers.choices import EV, MV
-from conceptengine.verifiers.grounded.crops import VIEW_CHANNELS, object_views
+from conceptengine.verifiers.grounded.crops import VIEW_CHANNELS, VIEW_SCALES, object_views
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.ev_train import box_channel, image_tensor, normalised_boxes
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
@@ -84,7 +84,7 @@ class GroundedBackend:
         self.embedder = PhraseEmbedder(self.model.config.text_model)
         config = self.model.config
         self.view_size = int(config.crop_size if task == "mv" else config.image_size)
-        self.views = int(config.views) if task == "mv" else 1
+        self.views = len(VIEW_SCALES) if task == "mv" else 1
         self.batch_size = batch_size
         self.version = version or Path(model_path).name or str(model_path)
 

@@ -22,6 +22,7 @@ CROP_SCALE = 1.3
 CONTEXT_SCALE = 3.0
 VIEW_SCALES = (CROP_SCALE, CONTEXT_SCALE)
 VIEW_CHANNELS = 4  # RGB + mask per view
+CHANNELS = VIEW_CHANNELS * len(VIEW_SCALES)  # what object_views stacks
 MIN_SIDE = 12.0  # px: a speck's crop still shows some surroundings
 
 
@@ -58,7 +59,7 @@ def object_crop(
 def object_views(
     image: np.ndarray, mask: np.ndarray, box_xyxy: Sequence[float], size: int = CROP_SIZE
 ) -> np.ndarray:
-    """(8, size, size): the zoomed-in view's 4 channels, then the zoomed-out view's."""
+    """(CHANNELS, size, size): the zoomed-in view's 4 channels, then the zoomed-out view's."""
     return np.concatenate([object_crop(image, mask, box_xyxy, size, s) for s in VIEW_SCALES])
 
 

@@ -89,11 +89,16 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+def neighbourhood_max(grid: torch.Tensor) -> torch.Tensor:
+    """(B, G, G): each cell's maximum over its 3x3 neighbourhood."""
+    return F.max_pool2d(grid[:, None], 3, stride=1, padding=1)[:, 0]
+
+
 def candidate_cells(missed: torch.Tensor, k: int) -> torch.Tensor:
     """(B, k) flat indices of the likeliest unboxed objects in (B, G, G) `missed` logits, one cell each:
     a cell that is not the peak of its 3x3 neighbourhood (the same object seen from the next cell) comes
     last."""
-    peak = missed >= F.max_pool2d(missed[:, None], 3, stride=1, padding=1)[:, 0]
+    peak = missed >= neighbourhood_max(missed)
     return (missed - NOT_A_PEAK * (~peak).to(missed.dtype)).flatten(1).topk(k, dim=1).indices
 
 

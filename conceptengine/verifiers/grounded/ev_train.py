@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conceptengine.verifiers.choices import EV
-from conceptengine.verifiers.grounded.ev_model import GroundedEVModel, candidate_cells, crop_objects
+from conceptengine.verifiers.grounded.ev_model import (
+    GroundedEVModel,
+    candidate_cells,
+    crop_objects,
+    neighbourhood_max,
+)
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.train import UNKNOWN, fit, verdict_loss
 
@@ -151,7 +156,7 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
         return loss
     target = missed[dense]
     # a cell next to an object's centre cell is no negative: the centre of a box is only known to a cell
-    near = F.max_pool2d(target[:, None], 3, stride=1, padding=1)[:, 0] > target
+    near = neighbourhood_max(target) > target
     per_cell = F.binary_cross_entropy_with_logits(
         out.missed_logits[dense], target, weight=(~near).float(), reduction="sum"
     )
@@ -232,7 +237,7 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
         missed = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim)).missed_logits
         picked = torch.zeros_like(missed.flatten(1))
         picked.scatter_(1, candidate_cells(missed, min(c.candidates, picked.shape[1])), 1.0)
-        picked = F.max_pool2d(picked.view_as(missed)[:, None], 3, stride=1, padding=1).flatten(1) > 0
+        picked = neighbourhood_max(picked.view_as(missed)).flatten(1) > 0
         target = data.missed[idx].flatten(1) > 0
         found, total = found + int((picked & target).sum()), total + int(target.sum())
     right = torch.zeros(len(c.slots))

@@ -54,7 +54,6 @@ class GroundedMVConfig(PretrainedConfig):
         text_dim: int = 384,
         text_model: str = MINILM,
         crop_size: int = CROP_SIZE,
-        views: int = len(VIEW_SCALES),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,7 +64,6 @@ class GroundedMVConfig(PretrainedConfig):
         self.text_dim = text_dim
         self.text_model = text_model
         self.crop_size = crop_size
-        self.views = views  # crops.object_views' views, stacked along the channels
         self.choices = list(MV.names)
 
 
@@ -94,7 +92,7 @@ class GroundedMVModel(PreTrainedModel):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        feat = config.channels[-1] * config.views
+        feat = config.channels[-1] * len(VIEW_SCALES)  # one tower's features per view, side by side
         self.slot_names = [name for name, _ in config.slots]
         sizes = [len(values) for _, values in config.slots]
         self.slot_sizes = sizes
@@ -111,7 +109,7 @@ class GroundedMVModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, phrase_embeds: torch.Tensor) -> GroundedMVOutput:
         b, _, h, w = pixel_values.shape
-        feats = self.tower(pixel_values.reshape(b * self.config.views, VIEW_CHANNELS, h, w)).reshape(b, -1)
+        feats = self.tower(pixel_values.reshape(-1, VIEW_CHANNELS, h, w)).reshape(b, -1)
         logit = self.quality(feats)[:, 0] + self.bias
         slot_logits: dict[str, torch.Tensor] = {}
         if self.values is not None and self.needs is not None:

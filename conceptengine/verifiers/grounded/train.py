@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from conceptengine.engine import rle
 from conceptengine.verifiers.choices import MV
-from conceptengine.verifiers.grounded.crops import VIEW_CHANNELS, VIEW_SCALES, object_views
+from conceptengine.verifiers.grounded.crops import CHANNELS, object_views
 from conceptengine.verifiers.grounded.model import GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 
@@ -62,7 +62,7 @@ def prepare(
     return MVData(
         pixels=torch.from_numpy(np.stack(crops))
         if crops
-        else torch.zeros((0, VIEW_CHANNELS * len(VIEW_SCALES), crop_size, crop_size)),
+        else torch.zeros((0, CHANNELS, crop_size, crop_size)),
         phrases=[r["noun_phrase"] for r in rows],
         choices=torch.tensor([MV.index(r["choice"]) for r in rows], dtype=torch.long),
         slot_values=values,
