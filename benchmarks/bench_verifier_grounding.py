@@ -44,12 +44,9 @@ from conceptengine.verifiers.grounded.crops import rgb_channels
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+from conceptengine.verifiers.grounded.slots import ontology_slots
 from conceptengine.verifiers.grounded.train import MVData, accept_probs, train
-from conceptengine.verifiers.train_data_sim import (
-    grounded_ev_examples,
-    grounded_mv_examples,
-    ontology_slots,
-)
+from conceptengine.verifiers.train_data_sim import grounded_ev_examples, grounded_mv_examples
 from conceptengine.verifiers.train_metrics import auroc
 
 TRAIN_SEED, TEST_SEED = 101, 202

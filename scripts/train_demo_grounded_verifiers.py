@@ -2,9 +2,12 @@
 
 `python scripts/train_demo_grounded_verifiers.py` (fixed seeds; both CPU threads by default). It:
 1. renders a training world (seed WORLD_SEED, not the demo's seed 0) and a separately seeded test world, in
-   the demo's scene style: a RENDERED domain of procedural shapes, not real images;
-2. makes MV and EV examples on both as the demo makes them (verifiers/train_data_sim.py), answered by an
-   error-free simulated reviewer, with the targets the world knows (objects' slot values, unboxed objects);
+   the demo's scene style and share of the shifted look: a RENDERED domain of procedural shapes, not real
+   images;
+2. makes MV and EV examples on both (verifiers/train_data_sim.py), answered by an error-free simulated
+   reviewer, with the targets the world knows (objects' slot values, unboxed objects): MV's are the oracle's
+   mask corruptions plus the masks the demo's SAM 3 proposes for the pairs (`--proposer`), which is what MV
+   judges in the demo's rounds;
 3. trains each scorer (verifiers/grounded) and scores it on the test world after every pass;
 4. writes metrics.json next to each checkpoint (agreement with the reviewers, ROC AUC of P(Accept), the
    curve; for EV each half alone) and copies the checkpoints into the package.
@@ -18,6 +21,7 @@ import logging
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ WORLD_SEED, TEST_SEED = 20251, 20252
 REPO = Path(__file__).resolve().parents[1]
 ASSET_DIR = REPO / "conceptengine" / "assets" / "verifier-grounded"
 SHIPPED = ("config.json", "model.safetensors", "metrics.json")
+SHIPPED_SAM3 = REPO / "conceptengine" / "assets" / "sam3-demo"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,14 +47,49 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps-ev", type=int, default=1500)
     ap.add_argument("--batch-mv", type=int, default=128)
     ap.add_argument("--batch-ev", type=int, default=32)
+    ap.add_argument(
+        "--judge-steps-ev",
+        type=int,
+        default=600,
+        help="batches of 256 object crops that teach the EV judge its slots before the whole scorer trains",
+    )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--proposer",
+        default=str(SHIPPED_SAM3),
+        help="SAM 3 checkpoint whose proposals become MV examples too ('none': oracle corruptions only)",
+    )
     ap.add_argument(
         "--tasks", type=scorer_tasks, default="mv,ev", help="which scorers to train: mv, ev or both"
     )
     args = ap.parse_args(argv)
     if min(args.n_train, args.n_test, args.steps_mv, args.steps_ev, args.batch_mv, args.batch_ev) < 1:
         ap.error("image counts, steps and batch sizes must be positive")
+    if args.judge_steps_ev < 0:
+        ap.error("--judge-steps-ev must be 0 or more")
     return args
+
+
+def sam3_proposer(path: str, sam3):  # type: ignore[no-untyped-def]
+    """`propose(image, phrases)` with the SAM 3 checkpoint at `path`, at the demo's threshold and mask cap."""
+    from conceptengine.model.sam3_backend import Sam3Detector
+
+    detector = Sam3Detector.from_pretrained(path)
+
+    def propose(image: np.ndarray, phrases: list[str]) -> list[list[str]]:
+        found = detector.detect(image, phrases, sam3.score_threshold, max_instances=sam3.max_masks)
+        return [d.masks for d in found]
+
+    return propose
+
+
+def train_ev(model, data, embedder, steps, judge_steps: int, **kw) -> dict:  # type: ignore[no-untyped-def]
+    """The EV judge alone on object crops first (ev_train.train_judge), then the whole scorer."""
+    from conceptengine.verifiers.grounded import ev_train
+
+    judge = ev_train.train_judge(model, data, judge_steps) if judge_steps else None
+    trained = ev_train.train(model, data, embedder, steps, **kw)
+    return trained | {"judge": judge}
 
 
 def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, sim) -> None:  # type: ignore[no-untyped-def]
@@ -66,20 +106,34 @@ def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, 
     accepted = np.array([h == "Accept" for h in human], dtype=float)
     curve: list[dict] = []
 
+    proposed = np.array([r["origin"] == "proposer" for r in test_rows])
+
+    def by_source(p_accept: np.ndarray) -> dict:
+        # The proposer's masks are what the demo's MV judges; the oracle's corruptions are easier.
+        return {
+            "proposer": auroc(p_accept[proposed], accepted[proposed]) if proposed.any() else None,
+            "oracle": auroc(p_accept[~proposed], accepted[~proposed]),
+        }
+
     def on_epoch(step: int, seconds: float) -> None:
-        auc = auroc(choice_probs(model, test, embedder)[:, 0], accepted)
-        curve.append({"step": step, "minutes": round(seconds / 60, 2), "auroc_p_accept": auc})
+        p_accept = choice_probs(model, test, embedder)[:, 0]
+        auc = auroc(p_accept, accepted)
+        curve.append({"step": step, "minutes": round(seconds / 60, 2), "auroc_p_accept": auc}
+                     | {f"auroc_{k}": v for k, v in by_source(p_accept).items()})  # fmt: skip
         model.train()
-        log.info("%s step %d (%.1f min): test AUC %s", task, step, seconds / 60, auc)
+        log.info("%s step %d (%.1f min): test AUC %s %s", task, step, seconds / 60, auc, curve[-1])
 
     trained = fit(model, data, embedder, steps, batch_size=batch, on_epoch=on_epoch)
-    world = {"train": [WORLD_SEED, args.n_train], "test": [TEST_SEED, args.n_test]}
+    world = {"train": [WORLD_SEED, args.n_train], "test": [TEST_SEED, args.n_test], "style": sim.style}
+    probs = choice_probs(model, test, embedder)
     metrics = {
-        "test": agreement_metrics(choice_probs(model, test, embedder), human, TASKS[task]),
+        "test": agreement_metrics(probs, human, TASKS[task]),
+        "auroc_p_accept_by_source": by_source(probs[:, 0]),
         "curve": curve,
         "training": trained | {"examples": len(data), "wall_seconds": round(time.time() - started)},
         "threads": args.threads,
-        "worlds": world | {"image_size": sim.image_size, "style": sim.style},
+        "worlds": world | {"image_size": sim.image_size, "shifted_share": sim.shifted_share},
+        "proposer": None if args.proposer == "none" else Path(args.proposer).name,
         "note": "RENDERED domain (procedural shapes). Re-create: python scripts/train_demo_grounded_verifiers.py",
     }
     if task == "ev":
@@ -105,36 +159,36 @@ def main(argv: list[str] | None = None) -> int:
     from conceptengine.config import EngineConfig
     from conceptengine.sim.render import STYLES
     from conceptengine.sim.world import build_world
-    from conceptengine.verifiers.grounded import ev_train, train
+    from conceptengine.verifiers.grounded import train
     from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
     from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-    from conceptengine.verifiers.train_data_sim import (
-        grounded_ev_examples,
-        grounded_mv_examples,
-        ontology_slots,
-    )
+    from conceptengine.verifiers.grounded.slots import ontology_slots
+    from conceptengine.verifiers.train_data_sim import grounded_ev_examples, grounded_mv_examples
 
-    t0, work, sim = time.time(), Path(args.work), EngineConfig().media.sim
+    config = EngineConfig()
+    t0, work, sim = time.time(), Path(args.work), config.media.sim
     worlds = {}
     for name, seed, n in (("train", WORLD_SEED, args.n_train), ("test", TEST_SEED, args.n_test)):
         worlds[name] = build_world(
-            work / f"world-{name}", n, 0, seed, sim.image_size, style=STYLES[sim.style]
-        )
+            work / f"world-{name}", n, 0, seed, sim.image_size,
+            style=STYLES[sim.style], shifted_share=sim.shifted_share,
+        )  # fmt: skip
     slots = ontology_slots(worlds["train"].graph)
     embedder = PhraseEmbedder()
+    propose = None if args.proposer == "none" else sam3_proposer(args.proposer, config.sam3)
     log.info("worlds rendered in %.0fs", time.time() - t0)
     ev_config = GroundedEVConfig(slots=slots)
     tasks = {
         "mv": (
             GroundedMVModel(GroundedMVConfig(slots=slots)),
-            lambda world, seed: grounded_mv_examples(world.root, seed, slots),
+            lambda world, seed: grounded_mv_examples(world.root, seed, slots, propose),
             train.train, args.steps_mv, args.batch_mv,
         ),
         "ev": (
             GroundedEVModel(ev_config),
-            lambda world, seed: grounded_ev_examples(world.root, seed, slots, ev_config.image_size, ev_config.grid),
-            ev_train.train, args.steps_ev, args.batch_ev,
+            lambda world, seed: grounded_ev_examples(world.root, seed, slots, ev_config.image_size, ev_config.grid, propose),
+            partial(train_ev, judge_steps=args.judge_steps_ev), args.steps_ev, args.batch_ev,
         ),
     }  # fmt: skip
     for task in args.tasks:

@@ -84,7 +84,7 @@ def install_verifier(target: Path, task: str, graph: ConceptGraph, seed: int, co
 
     from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
-    from conceptengine.verifiers.train_data_sim import ontology_slots
+    from conceptengine.verifiers.grounded.slots import ontology_slots
 
     if target.exists():
         return

@@ -18,6 +18,8 @@ modifiers, half of the negatives hard), the same distribution the demo's gold sp
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,10 @@ from conceptengine.review.matching import match
 from conceptengine.review.simulated import IOU_MATCH, SimulatedReviewer
 from conceptengine.review.types import Task
 from conceptengine.sim.oracle import Oracle
+from conceptengine.verifiers.choices import ACCEPT
 from conceptengine.verifiers.grounded.ev_train import EVData, SceneObject
 from conceptengine.verifiers.grounded.ev_train import prepare as prepare_ev
+from conceptengine.verifiers.grounded.slots import phrase_needs
 from conceptengine.verifiers.grounded.train import MVData
 from conceptengine.verifiers.grounded.train import prepare as prepare_mv
 from conceptengine.verifiers.train_data import EXAMPLES
@@ -208,12 +212,42 @@ def oracle_examples(
     return pa.Table.from_pylist(rows, schema=EXAMPLES)
 
 
-def ontology_slots(graph) -> list[list]:  # type: ignore[no-untyped-def]
-    """The grounded MV scorer's slots for an ontology: its leaf concepts, then each attribute's values."""
-    return [
-        ["leaf", graph.leaves()],
-        *([k, list(graph.attribute_values(k))] for k in graph.attribute_kinds),
-    ]
+#: `propose(image, noun_phrases)` -> for each NP, the RLE counts of the masks a mask proposer returns.
+Proposer = Callable[[np.ndarray, list[str]], list[list[str]]]
+
+
+def proposal_examples(
+    world_dir: str | Path,
+    propose: Proposer,
+    split: str = "train",
+    seed: int = 0,
+    nps_per_image: int = 8,
+    negative_share: float = 0.5,
+    tasks: tuple[str, ...] = ("mv", "ev"),
+) -> pa.Table:
+    """MV and EV examples of what a real proposer (the demo's SAM 3) returns for the world's pairs,
+    labelled by an error-free simulated reviewer: one MV example per mask, and one EV example per pair
+    showing the masks that reviewer accepts (EV decides a pair once MV has judged its masks; routing.py).
+    Its mistakes are not the oracle corruptions above: masks merging two objects, covering part of one,
+    duplicating another, answering a broad phrase with a sibling, and pairs with no mask at all where the
+    phrase is present. A verifier that only saw corruptions misjudges them in the demo's rounds."""
+    oracle = Oracle(world_dir)
+    label = _Labeller(world_dir)
+    pairs = oracle.gold_annotations(
+        split, nps_per_image=nps_per_image, negative_share=negative_share, seed=seed
+    ).to_pylist()
+    rows: list[dict] = []
+    for _, same_image in groupby(pairs, key=lambda p: p["media_id"]):  # one proposer call per image
+        group = list(same_image)
+        proposals = propose(load_rgb(group[0]["uri"]), [p["noun_phrase"] for p in group])
+        for pair, masks in zip(group, proposals, strict=True):
+            verdicts = [label("mv", pair, [counts]) for counts in masks]
+            if "mv" in tasks:
+                rows += [_row(pair, "mv", [m], v, "proposer") for m, v in zip(masks, verdicts, strict=True)]
+            if "ev" in tasks:
+                kept = [m for m, v in zip(masks, verdicts, strict=True) if v == ACCEPT]
+                rows.append(_row(pair, "ev", kept, label("ev", pair, kept), "proposer"))
+    return pa.Table.from_pylist(rows, schema=EXAMPLES)
 
 
 def _objects(world, media_id: str, h: int, w: int) -> list[tuple[dict[str, str], str, np.ndarray]]:  # type: ignore[no-untyped-def]
@@ -274,15 +308,21 @@ def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[Scene
 
 
 # -- the grounded scorers' training data (verifiers/grounded) --------------------------------------------
-#: EV items whose boxes are the phrase's own instances (all, some or none of them): what EV decides once
-#: MV has judged every box (routing lets EV decide a pair only then; a box of another object is MV's).
-GROUNDED_EV_ORIGINS = ("all", "some", "none")
+#: EV items whose boxes are the phrase's own instances (all, some or none of them, or the proposer's masks
+#: the reviewer accepts): what EV decides once MV has judged every box (routing lets EV decide a pair only
+#: then; a box of another object is MV's).
+GROUNDED_EV_ORIGINS = ("all", "some", "none", "proposer")
 
 
-def grounded_mv_examples(world_dir: str | Path, seed: int, slots: list[list]) -> tuple[list[dict], MVData]:
+def grounded_mv_examples(
+    world_dir: str | Path, seed: int, slots: list[list], propose: Proposer | None = None
+) -> tuple[list[dict], MVData]:
     """MV examples of the world's train split with each judged object's slot values (None where the mask
-    covers no object well); the rows carry them as `object`."""
+    covers no object well); the rows carry them as `object`. With `propose`, the proposer's own masks
+    (proposal_examples) are added to the oracle's corruptions."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("mv",)).to_pylist()
+    if propose is not None:
+        rows += proposal_examples(world_dir, propose, split="train", seed=seed, tasks=("mv",)).to_pylist()
     labels = mv_slot_labels(world_dir, rows)
     for r, lab in zip(rows, labels, strict=True):
         r["object"] = lab
@@ -290,9 +330,21 @@ def grounded_mv_examples(world_dir: str | Path, seed: int, slots: list[list]) ->
 
 
 def grounded_ev_examples(
-    world_dir: str | Path, seed: int, slots: list[list], image_size: int, grid: int
+    world_dir: str | Path,
+    seed: int,
+    slots: list[list],
+    image_size: int,
+    grid: int,
+    propose: Proposer | None = None,
 ) -> tuple[list[dict], EVData]:
-    """EV examples of the world's train split (GROUNDED_EV_ORIGINS) with their dense targets."""
+    """EV examples of the world's train split (GROUNDED_EV_ORIGINS) with their dense targets and what each
+    phrase accepts (slots.phrase_needs); with `propose`, also one per pair showing the proposer's accepted
+    masks (proposal_examples)."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("ev",)).to_pylist()
     rows = [r for r in rows if r["origin"] in GROUNDED_EV_ORIGINS]
-    return rows, prepare_ev(rows, load_rgb, slots, ev_scene_objects(world_dir, rows), image_size, grid)
+    if propose is not None:
+        rows += proposal_examples(world_dir, propose, split="train", seed=seed, tasks=("ev",)).to_pylist()
+    graph = Oracle(world_dir).graph
+    objects = ev_scene_objects(world_dir, rows)
+    needs = partial(phrase_needs, graph, slots=slots)
+    return rows, prepare_ev(rows, load_rgb, slots, objects, image_size, grid, needs)

@@ -8,7 +8,7 @@ from conceptengine.pipelines import demo
 from conceptengine.sim.taxonomy import shapes_graph
 from conceptengine.verifiers.grounded.backend import grounded_task
 from conceptengine.verifiers.grounded.model import GroundedMVModel
-from conceptengine.verifiers.train_data_sim import ontology_slots
+from conceptengine.verifiers.grounded.slots import ontology_slots
 
 
 def test_without_shipped_weights_each_task_gets_an_untrained_scorer_of_its_kind(

@@ -16,6 +16,7 @@ from conceptengine.verifiers.grounded.ev_train import (
     loss_on,
     prepare,
     train,
+    train_judge,
 )
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.train_metrics import auroc
@@ -145,3 +146,39 @@ def test_verdicts_without_known_objects_train_no_missed_cells() -> None:
     data.missed.fill_(1.0)  # whatever the cells say, they are no target without known objects
     torch.manual_seed(0)
     assert torch.allclose(loss_on(model, data, idx, embeds), plain)
+
+
+def test_the_judge_learns_its_slots_alone_and_the_detector_is_left_as_it_was() -> None:
+    torch.manual_seed(0)
+    config = GroundedEVConfig(
+        slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], crop_size=16, image_size=SIZE
+    )
+    model = GroundedEVModel(config)
+    data, test = _data(100, 0, config), _data(40, 1, config)
+    detector = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    before = halves(model, test)["judge_accuracy"]["colour"]
+    trained = train_judge(model, data, steps=60, batch_size=32, lr=5e-3)
+    assert trained["steps"] == 60
+    assert halves(model, test)["judge_accuracy"]["colour"] > max(0.95, before)
+    assert all(torch.equal(v, model.detector.state_dict()[k]) for k, v in detector.items())
+
+
+def test_the_phrase_side_learns_what_the_ontology_says_each_phrase_accepts(embedder) -> None:
+    """Needs targets make what "red square" accepts crisp; otherwise only the verdicts, a product over the
+    candidates and slots, say it."""
+    told = {"red square": np.array([1, 1, 0], np.float32), "blue square": np.array([1, 0, 1], np.float32)}
+    errors = []
+    for needs in (told.get, None):
+        torch.manual_seed(0)
+        config = GroundedEVConfig(
+            slots=SLOTS, detector_channels=[8, 16], judge_channels=[8, 16], crop_size=16, image_size=SIZE
+        )
+        rows, images, objects = _scenes(40, 0)
+        data = prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid, needs)
+        assert (data.needs is None) == (needs is None)
+        model = GroundedEVModel(config)
+        train(model, data, embedder, steps=100, batch_size=16, lr=1e-2)
+        with torch.no_grad():
+            learned = torch.sigmoid(model.needs(embedder(list(told))))
+        errors.append(float((learned - torch.from_numpy(np.stack(list(told.values())))).abs().mean()))
+    assert errors[0] < 0.15 and errors[0] < errors[1] - 0.05

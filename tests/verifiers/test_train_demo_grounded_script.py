@@ -14,15 +14,21 @@ import train_demo_grounded_verifiers as script
 
 def test_a_toy_run_ships_both_scorers_with_their_metrics(tmp_path) -> None:
     argv = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--n-train", "8", "--n-test", "6",
-            "--steps-mv", "3", "--steps-ev", "2", "--batch-mv", "8", "--batch-ev", "4", "--threads", "1"]  # fmt: skip
+            "--steps-mv", "3", "--steps-ev", "2", "--judge-steps-ev", "2", "--batch-mv", "8", "--batch-ev", "4",
+            "--threads", "1"]  # fmt: skip
     assert script.main(argv) == 0
     for task in ("mv", "ev"):
         shipped = tmp_path / "out" / task
         metrics = json.loads((shipped / "metrics.json").read_text())
         assert metrics["training"]["steps"] == (3 if task == "mv" else 2) and metrics["test"]["n"] > 0
         assert metrics["curve"] and "auroc_p_accept" in metrics["test"]
+        assert set(metrics["auroc_p_accept_by_source"]) == {
+            "proposer",
+            "oracle",
+        }  # the demo SAM 3's masks too
         assert make_backend(BackendParams(), str(shipped)).task == task  # the engine loads what ships
-    assert "candidate_recall" in json.loads((tmp_path / "out" / "ev" / "metrics.json").read_text())["halves"]
+    ev = json.loads((tmp_path / "out" / "ev" / "metrics.json").read_text())
+    assert "candidate_recall" in ev["halves"] and ev["training"]["judge"]["steps"] == 2
 
 
 def test_one_task_alone_leaves_the_other_scorer_untouched(tmp_path) -> None:

@@ -159,8 +159,8 @@ def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_
     from conceptengine.verifiers.backends import BackendParams, make_backend
     from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+    from conceptengine.verifiers.grounded.slots import ontology_slots
     from conceptengine.verifiers.retrain import VerifierRetrainConfig, retrain_verifiers
-    from conceptengine.verifiers.train_data_sim import ontology_slots
 
     slots = ontology_slots(run["oracle"].graph)
     mv, ev = str(tmp_path / "mv"), str(tmp_path / "ev")

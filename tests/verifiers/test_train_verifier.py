@@ -77,6 +77,45 @@ def test_oracle_examples_are_labelled_like_an_error_free_simulated_reviewer(data
     assert {r["choice"] for r in mv} == {"Accept", "Reject"}
 
 
+def test_proposal_examples_label_the_shipped_sam3s_own_masks_like_the_reviewer(data):
+    """MV examples from a real proposer: every mask the demo's SAM 3 returns, Accept exactly when it
+    matches one of the phrase's instances at the simulated reviewer's IoU bar."""
+    from conceptengine.engine import rle
+    from conceptengine.model.sam3_backend import Sam3Detector
+    from conceptengine.pipelines.demo import SHIPPED_SAM3
+    from conceptengine.review.simulated import IOU_MATCH
+    from conceptengine.sim.oracle import Oracle
+    from conceptengine.verifiers.train_data_sim import proposal_examples
+
+    detector = Sam3Detector.from_pretrained(str(SHIPPED_SAM3))
+    calls = []
+
+    def propose(image, phrases):
+        calls.append(phrases)
+        return [d.masks for d in detector.detect(image, phrases, 0.3)]
+
+    rows = proposal_examples(data["world"], propose, nps_per_image=4).to_pylist()
+    assert len(calls) == 6 and all(len(p) == 4 for p in calls)  # one call per image, all of its NPs
+    mv, ev = [r for r in rows if r["task"] == "mv"], [r for r in rows if r["task"] == "ev"]
+    assert len(mv) > 0 and len(ev) == 24 and {r["origin"] for r in rows} == {"proposer"}
+    assert {r["choice"] for r in rows} <= {"Accept", "Reject"}
+    oracle = Oracle(data["world"])
+    for r in mv:
+        h, w = r["height"], r["width"]
+        mask = rle.decode(r["masks"][0]["rle"], h, w)
+        truth = [rle.decode(c, h, w) for c in oracle.instances(r["media_id"], r["noun_phrase"])]
+        ious = [(mask & t).sum() / (mask | t).sum() for t in truth]
+        assert (r["choice"] == "Accept") == (max(ious, default=0.0) >= IOU_MATCH), r["noun_phrase"]
+    # EV shows what MV accepted: exhaustive when every instance of the phrase is among those masks
+    accepted = {
+        (r["noun_phrase"], r["media_id"], r["masks"][0]["rle"]) for r in mv if r["choice"] == "Accept"
+    }
+    for r in ev:
+        assert all((r["noun_phrase"], r["media_id"], m["rle"]) in accepted for m in r["masks"])
+        n_truth = len(oracle.instances(r["media_id"], r["noun_phrase"]))
+        assert (r["choice"] == "Accept") == (len(r["masks"]) == n_truth), r["noun_phrase"]
+
+
 def test_split_is_by_image_and_stable(data):
     table = pa.concat_tables([data["examples"]] * 2)  # duplicated rows must still land on one side
     both_sides = 0
