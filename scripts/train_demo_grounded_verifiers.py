@@ -5,9 +5,9 @@
    the demo's scene style and share of the shifted look: a RENDERED domain of procedural shapes, not real
    images;
 2. makes MV and EV examples on both (verifiers/train_data_sim.py), answered by an error-free simulated
-   reviewer, with the targets the world knows (objects' slot values, unboxed objects): MV's are the oracle's
-   mask corruptions plus the masks the demo's SAM 3 proposes for the pairs (`--proposer`), which is what MV
-   judges in the demo's rounds;
+   reviewer, with the targets the world knows (objects' slot values, unboxed objects, what each phrase
+   accepts): the oracle's mask mistakes plus what the demo's SAM 3 proposes for the pairs (`--proposer`),
+   which is what the verifiers judge in the demo's rounds;
 3. trains each scorer (verifiers/grounded) and scores it on the test world after every pass;
 4. writes metrics.json next to each checkpoint (agreement with the reviewers, ROC AUC of P(Accept), the
    curve; for EV each half alone) and copies the checkpoints into the package.
@@ -57,7 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--proposer",
         default=str(SHIPPED_SAM3),
-        help="SAM 3 checkpoint whose proposals become MV examples too ('none': oracle corruptions only)",
+        help="SAM 3 checkpoint whose proposals become MV and EV examples too ('none': the oracle's only)",
     )
     ap.add_argument(
         "--tasks", type=scorer_tasks, default="mv,ev", help="which scorers to train: mv, ev or both"
@@ -109,7 +109,7 @@ def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, 
     proposed = np.array([r["origin"] == "proposer" for r in test_rows])
 
     def by_source(p_accept: np.ndarray) -> dict:
-        # The proposer's masks are what the demo's MV judges; the oracle's corruptions are easier.
+        # The proposer's masks are what the demo's verifiers judge; the oracle's mistakes are easier.
         return {
             "proposer": auroc(p_accept[proposed], accepted[proposed]) if proposed.any() else None,
             "oracle": auroc(p_accept[~proposed], accepted[~proposed]),
@@ -121,7 +121,7 @@ def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, 
         curve.append({"step": step, "minutes": round(seconds / 60, 2), "auroc_p_accept": auc}
                      | {f"auroc_{k}": v for k, v in by_source(p_accept).items()})  # fmt: skip
         model.train()
-        log.info("%s step %d (%.1f min): test AUC %s %s", task, step, seconds / 60, auc, curve[-1])
+        log.info("%s: %s", task, curve[-1])
 
     trained = fit(model, data, embedder, steps, batch_size=batch, on_epoch=on_epoch)
     world = {"train": [WORLD_SEED, args.n_train], "test": [TEST_SEED, args.n_test], "style": sim.style}
