@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from conceptengine.verifiers.grounded import scorer_tasks
@@ -164,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
     from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
     from conceptengine.verifiers.grounded.slots import ontology_slots
-    from conceptengine.verifiers.train_data_sim import grounded_ev_examples, grounded_mv_examples
+    from conceptengine.verifiers.train_data_sim import (
+        grounded_ev_examples,
+        grounded_mv_examples,
+        proposal_examples,
+    )
 
     config = EngineConfig()
     t0, work, sim = time.time(), Path(args.work), config.media.sim
@@ -177,17 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     slots = ontology_slots(worlds["train"].graph)
     embedder = PhraseEmbedder()
     propose = None if args.proposer == "none" else sam3_proposer(args.proposer, config.sam3)
+    proposed: dict[Path, pa.Table | None] = {}  # per world: what SAM 3 proposes, made once for both scorers
+
+    def proposals(world, seed: int) -> pa.Table | None:  # type: ignore[no-untyped-def]
+        if world.root not in proposed:
+            proposed[world.root] = (
+                None if propose is None else proposal_examples(world.root, propose, seed=seed)
+            )
+        return proposed[world.root]
+
     log.info("worlds rendered in %.0fs", time.time() - t0)
     ev_config = GroundedEVConfig(slots=slots)
     tasks = {
         "mv": (
             GroundedMVModel(GroundedMVConfig(slots=slots)),
-            lambda world, seed: grounded_mv_examples(world.root, seed, slots, propose),
+            lambda world, seed: grounded_mv_examples(world.root, seed, slots, proposals(world, seed)),
             train.train, args.steps_mv, args.batch_mv,
         ),
         "ev": (
             GroundedEVModel(ev_config),
-            lambda world, seed: grounded_ev_examples(world.root, seed, slots, ev_config.image_size, ev_config.grid, propose),
+            lambda world, seed: grounded_ev_examples(world.root, seed, slots, ev_config.image_size, ev_config.grid,
+                                               proposals(world, seed)),
             partial(train_ev, judge_steps=args.judge_steps_ev), args.steps_ev, args.batch_ev,
         ),
     }  # fmt: skip

@@ -18,7 +18,6 @@ import torch
 
 from conceptengine.engine.ids import instance_id
 from conceptengine.engine.media import CorruptMediaError
-from conceptengine.engine.rle import box_xyxy
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
 from conceptengine.model.preprocess import PIXELS, PIXELS_SHAPE, decode_for_model, pixels_tensor, read_error
@@ -144,14 +143,11 @@ class ProposeMasks(Stage):
         results = []
         for i, det in zip(idx, dets):
             row = rows[i]
-            # An instance is its mask, so its box is the mask's: the verifiers crop by it, reviewers and the
-            # SA-Co export read it. The box head's own box can disagree (the demo SAM 3's by 40% of the
-            # object's size at the median), and verifiers trained on mask boxes then judge other crops.
             masks = [
                 {
                     "instance_id": instance_id(row["pair_id"], k),
                     "rle": det.masks[k],
-                    "box_xyxy": box_xyxy(det.masks[k], height, width),
+                    "box_xyxy": det.boxes_xyxy[k],
                     "score": det.scores[k],
                 }
                 for k in range(len(det.masks))

@@ -36,7 +36,9 @@ class Detection:
 
     presence: float
     masks: list[str] = field(default_factory=list)  # COCO compressed RLE counts at the original image size
-    boxes_xyxy: list[list[float]] = field(default_factory=list)  # pixels
+    # Pixels: each mask's own box. An instance is its mask (verifiers crop by its box, reviewers and the SA-Co
+    # export read it); the box head's can disagree (the demo SAM 3's by 40% of the object's size at the median).
+    boxes_xyxy: list[list[float]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
 
 
@@ -345,10 +347,6 @@ class Sam3Detector:
         dets = [Detection(presence=p) for p in presence_l]
         if cand.shape[0] == 0:
             return dets
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=scores.device)
-        limit = torch.tensor([width, height, width, height], dtype=torch.float32, device=scores.device)
-        boxes_all = torch.minimum((raw.pred_boxes[cand_np, cand_q].float() * scale).clamp(min=0), limit)
-        boxes_l = boxes_all.cpu().tolist()
         np_l = cand_np.cpu().tolist()
         cap = max_instances if max_instances is not None else cand.shape[0]
         if raw.mask_rows is not None:
@@ -383,11 +381,13 @@ class Sam3Detector:
             keep_pos = [j for j, ok in enumerate(nonempty) if ok]
             if keep_pos:
                 encoded = mask_utils.encode(stack[keep_pos].transpose(2, 1, 0))
-                for j, enc in zip(keep_pos, encoded):
+                boxes = mask_utils.toBbox(encoded)  # (K, 4) x, y, w, h of each mask
+                boxes[:, 2:] += boxes[:, :2]
+                for j, enc, box in zip(keep_pos, encoded, boxes.tolist(), strict=True):
                     k = take[j]
                     i = np_l[k]
                     dets[i].masks.append(enc["counts"].decode("ascii"))
-                    dets[i].boxes_xyxy.append(boxes_l[k])
+                    dets[i].boxes_xyxy.append(box)
                     dets[i].scores.append(cand_scores[k])
                     done[i] += 1
             todo = rest

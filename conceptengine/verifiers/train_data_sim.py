@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import ndimage
 
 from conceptengine.engine import ids, rle
@@ -33,6 +34,7 @@ from conceptengine.review.matching import match
 from conceptengine.review.simulated import IOU_MATCH, SimulatedReviewer
 from conceptengine.review.types import Task
 from conceptengine.sim.oracle import Oracle
+from conceptengine.sim.world import World
 from conceptengine.verifiers.choices import ACCEPT
 from conceptengine.verifiers.grounded.ev_train import EVData, SceneObject
 from conceptengine.verifiers.grounded.ev_train import prepare as prepare_ev
@@ -42,6 +44,7 @@ from conceptengine.verifiers.grounded.train import prepare as prepare_mv
 from conceptengine.verifiers.train_data import EXAMPLES
 
 MIN_PIXELS = 12  # the renderer's smallest visible instance; smaller corruptions are not realistic masks
+NEGATIVE_SHARE = 0.5  # of each image's pairs: absent phrases, half of them hard negatives
 
 
 class _Labeller:
@@ -178,23 +181,30 @@ def _ev_candidates(truth: list[str], others: list[str], rng) -> list[tuple[str, 
     return out
 
 
+def _pairs(
+    world_dir: str | Path, split: str, seed: int, nps_per_image: int, negative_share: float
+) -> tuple[Oracle, _Labeller, list[dict]]:
+    """The world's oracle, an error-free labeller and the SA-Co-like pairs of `split` (grouped by image)."""
+    oracle = Oracle(world_dir)
+    pairs = oracle.gold_annotations(
+        split, nps_per_image=nps_per_image, negative_share=negative_share, seed=seed
+    )
+    return oracle, _Labeller(world_dir), pairs.to_pylist()
+
+
 def oracle_examples(
     world_dir: str | Path,
     split: str = "train",
     seed: int = 0,
     nps_per_image: int = 8,
-    negative_share: float = 0.5,
+    negative_share: float = NEGATIVE_SHARE,
     tasks: tuple[str, ...] = ("mv", "ev"),
 ) -> pa.Table:
     """MV and EV examples for every image of the world's `split`, labelled by an error-free simulated
     reviewer."""
-    oracle = Oracle(world_dir)
-    label = _Labeller(world_dir)
-    pairs = oracle.gold_annotations(
-        split, nps_per_image=nps_per_image, negative_share=negative_share, seed=seed
-    )
+    oracle, label, pairs = _pairs(world_dir, split, seed, nps_per_image, negative_share)
     rows = []
-    for pair in pairs.to_pylist():
+    for pair in pairs:
         h, w = pair["height"], pair["width"]
         truth_rles = [m["rle"] for m in pair["masks"]]
         record = oracle.world.record(pair["media_id"])
@@ -222,8 +232,6 @@ def proposal_examples(
     split: str = "train",
     seed: int = 0,
     nps_per_image: int = 8,
-    negative_share: float = 0.5,
-    tasks: tuple[str, ...] = ("mv", "ev"),
 ) -> pa.Table:
     """MV and EV examples of what a real proposer (the demo's SAM 3) returns for the world's pairs,
     labelled by an error-free simulated reviewer: one MV example per mask, and one EV example per pair
@@ -231,22 +239,16 @@ def proposal_examples(
     Its mistakes are not the oracle corruptions above: masks merging two objects, covering part of one,
     duplicating another, answering a broad phrase with a sibling, and pairs with no mask at all where the
     phrase is present. A verifier that only saw corruptions misjudges them in the demo's rounds."""
-    oracle = Oracle(world_dir)
-    label = _Labeller(world_dir)
-    pairs = oracle.gold_annotations(
-        split, nps_per_image=nps_per_image, negative_share=negative_share, seed=seed
-    ).to_pylist()
+    _, label, pairs = _pairs(world_dir, split, seed, nps_per_image, NEGATIVE_SHARE)
     rows: list[dict] = []
     for _, same_image in groupby(pairs, key=lambda p: p["media_id"]):  # one proposer call per image
         group = list(same_image)
         proposals = propose(load_rgb(group[0]["uri"]), [p["noun_phrase"] for p in group])
         for pair, masks in zip(group, proposals, strict=True):
             verdicts = [label("mv", pair, [counts]) for counts in masks]
-            if "mv" in tasks:
-                rows += [_row(pair, "mv", [m], v, "proposer") for m, v in zip(masks, verdicts, strict=True)]
-            if "ev" in tasks:
-                kept = [m for m, v in zip(masks, verdicts, strict=True) if v == ACCEPT]
-                rows.append(_row(pair, "ev", kept, label("ev", pair, kept), "proposer"))
+            rows += [_row(pair, "mv", [m], v, "proposer") for m, v in zip(masks, verdicts, strict=True)]
+            kept = [m for m, v in zip(masks, verdicts, strict=True) if v == ACCEPT]
+            rows.append(_row(pair, "ev", kept, label("ev", pair, kept), "proposer"))
     return pa.Table.from_pylist(rows, schema=EXAMPLES)
 
 
@@ -308,21 +310,24 @@ def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[Scene
 
 
 # -- the grounded scorers' training data (verifiers/grounded) --------------------------------------------
-#: EV items whose boxes are the phrase's own instances (all, some or none of them, or the proposer's masks
-#: the reviewer accepts): what EV decides once MV has judged every box (routing lets EV decide a pair only
-#: then; a box of another object is MV's).
-GROUNDED_EV_ORIGINS = ("all", "some", "none", "proposer")
+#: EV items whose boxes are the phrase's own instances (all, some or none of them): what EV decides once
+#: MV has judged every box (routing lets EV decide a pair only then; a box of another object is MV's). The
+#: proposer's EV items show only the masks the reviewer accepts, so they are of this kind too.
+GROUNDED_EV_ORIGINS = ("all", "some", "none")
+
+
+def _of_task(table: pa.Table | None, task: str) -> list[dict]:
+    return [] if table is None else table.filter(pc.equal(table["task"], task)).to_pylist()
 
 
 def grounded_mv_examples(
-    world_dir: str | Path, seed: int, slots: list[list], propose: Proposer | None = None
+    world_dir: str | Path, seed: int, slots: list[list], proposed: pa.Table | None = None
 ) -> tuple[list[dict], MVData]:
     """MV examples of the world's train split with each judged object's slot values (None where the mask
-    covers no object well); the rows carry them as `object`. With `propose`, the proposer's own masks
-    (proposal_examples) are added to the oracle's corruptions."""
+    covers no object well); the rows carry them as `object`. `proposed` (proposal_examples of the same
+    split) adds the proposer's own masks to the oracle's corruptions."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("mv",)).to_pylist()
-    if propose is not None:
-        rows += proposal_examples(world_dir, propose, split="train", seed=seed, tasks=("mv",)).to_pylist()
+    rows += _of_task(proposed, "mv")
     labels = mv_slot_labels(world_dir, rows)
     for r, lab in zip(rows, labels, strict=True):
         r["object"] = lab
@@ -335,16 +340,13 @@ def grounded_ev_examples(
     slots: list[list],
     image_size: int,
     grid: int,
-    propose: Proposer | None = None,
+    proposed: pa.Table | None = None,
 ) -> tuple[list[dict], EVData]:
     """EV examples of the world's train split (GROUNDED_EV_ORIGINS) with their dense targets and what each
-    phrase accepts (slots.phrase_needs); with `propose`, also one per pair showing the proposer's accepted
-    masks (proposal_examples)."""
+    phrase accepts (slots.phrase_needs); `proposed` (proposal_examples of the same split) adds one per pair
+    showing the proposer's accepted masks."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("ev",)).to_pylist()
-    rows = [r for r in rows if r["origin"] in GROUNDED_EV_ORIGINS]
-    if propose is not None:
-        rows += proposal_examples(world_dir, propose, split="train", seed=seed, tasks=("ev",)).to_pylist()
-    graph = Oracle(world_dir).graph
+    rows = [r for r in rows if r["origin"] in GROUNDED_EV_ORIGINS] + _of_task(proposed, "ev")
+    needs = partial(phrase_needs, World.load(world_dir).graph, slots=slots)
     objects = ev_scene_objects(world_dir, rows)
-    needs = partial(phrase_needs, graph, slots=slots)
     return rows, prepare_ev(rows, load_rgb, slots, objects, image_size, grid, needs)

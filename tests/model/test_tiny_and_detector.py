@@ -49,8 +49,8 @@ def test_detect_returns_one_detection_per_np_at_original_size(detector):
         assert all(s <= det.presence + 1e-6 for s in det.scores)  # score = sigmoid(logit) * presence
         m = rle.decode(det.masks[0], 70, 90)
         assert m.shape == (70, 90) and m.any()
-        x0, y0, x1, y1 = det.boxes_xyxy[0]
-        assert 0 <= x0 <= x1 <= 90 and 0 <= y0 <= y1 <= 70
+        # an instance is its mask: its box is the mask's, not the box head's (verifiers crop by it)
+        assert det.boxes_xyxy == [rle.box_xyxy(c, 70, 90) for c in det.masks]
     assert dets[0].scores == dets[2].scores  # the same NP twice gives the same answer
     # A threshold keeps exactly the instances scoring at or above it.
     cut = dets[0].scores[len(dets[0].scores) // 2]

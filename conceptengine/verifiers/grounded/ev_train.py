@@ -135,8 +135,9 @@ def prepare(
 def needs_targets(phrases: list[str], needs: Callable[[str], np.ndarray | None], width: int) -> torch.Tensor:
     """(N, width) what each phrase accepts per slot value; NaN rows where unknown."""
     out = torch.full((len(phrases), width), float("nan"))
+    each = {phrase: needs(phrase) for phrase in set(phrases)}  # an ontology lookup per distinct phrase
     for i, phrase in enumerate(phrases):
-        known = needs(phrase)
+        known = each[phrase]
         if known is not None:
             out[i] = torch.from_numpy(known)
     return out
@@ -167,8 +168,19 @@ def jittered(centres: torch.Tensor, sides: torch.Tensor, cell: float) -> tuple[t
     return centres + shift, sides * torch.empty_like(sides).uniform_(0.8, 1.2)
 
 
-def slot_loss(model: GroundedEVModel, crops: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the judge's value for each slot of each cropped object, where the value is known."""
+def judge_loss(
+    model: GroundedEVModel,
+    rgb: torch.Tensor,
+    which: torch.Tensor,
+    centres: torch.Tensor,
+    sides: torch.Tensor,
+    slots: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy of the judge's value for each slot of each object, where the value is known; object k is
+    cropped from `rgb[which[k]]` around its centre and side (in [0, 1]), jittered as candidates are framed."""
+    c = model.config
+    centres, sides = jittered(centres, sides, 1.0 / c.grid)
+    crops = crop_objects(rgb, which, centres * c.image_size, sides * c.image_size, c.crop_size)
     loss = crops.new_zeros(())
     for s, logits in enumerate(model.judge_values(crops)):
         target = slots[:, s]
@@ -222,9 +234,7 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     cells = (centres * g).long().clamp(0, g - 1)
     predicted = out.side_logits[which, cells[:, 1], cells[:, 0]]
     loss = loss + F.l1_loss(predicted, sides.log())
-    centres, sides = jittered(centres, sides, 1.0 / g)
-    crops = crop_objects(pixels[:, :3], which, centres * c.image_size, sides * c.image_size, c.crop_size)
-    return loss + slot_loss(model, crops, slots)
+    return loss + judge_loss(model, pixels[:, :3], which, centres, sides, slots)
 
 
 def train_judge(
@@ -249,9 +259,7 @@ def train_judge(
         if torch.rand(()) < 0.5:
             rgb, box = rgb.flip(-1), _flipped(box)
         centres, sides = centres_sides(box)
-        centres, sides = jittered(centres, sides.clamp_min(1.0 / c.image_size), 1.0 / c.grid)
-        crops = crop_objects(rgb, which, centres * c.image_size, sides * c.image_size, c.crop_size)
-        return slot_loss(model, crops, slots[idx])
+        return judge_loss(model, rgb, which, centres, sides.clamp_min(1.0 / c.image_size), slots[idx])
 
     return fit(model, len(owner), batch_loss, steps, min(batch_size, len(owner)), lr, seed, on_epoch)
 
