@@ -54,6 +54,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=600,
         help="batches of 256 object crops that teach the EV judge its slots before the whole scorer trains",
     )
+    ap.add_argument(
+        "--ev-silhouette",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the EV judge also sees the foreground its dense head predicts (GroundedEVConfig.silhouette)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--proposer",
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return proposed[world.root]
 
     log.info("worlds rendered in %.0fs", time.time() - t0)
-    ev_config = GroundedEVConfig(slots=slots)
+    ev_config = GroundedEVConfig(slots=slots, silhouette=args.ev_silhouette)
     tasks = {
         "mv": (
             GroundedMVModel(GroundedMVConfig(slots=slots)),

@@ -309,6 +309,21 @@ def ev_scene_objects(world_dir: str | Path, rows: list[dict]) -> list[list[Scene
     return out
 
 
+def scene_foreground(world_dir: str | Path) -> Callable[[dict], np.ndarray]:
+    """row -> (H, W) bool: the union of the masks of every rendered object of the row's image (what an EV
+    scorer with `silhouette` learns to see)."""
+    world = Oracle(world_dir).world
+
+    def foreground(row: dict) -> np.ndarray:
+        h, w = row["height"], row["width"]
+        out = np.zeros((h, w), dtype=bool)
+        for instance in world.record(row["media_id"])["instances"]:
+            out |= rle.decode(instance["rle"], h, w).astype(bool)
+        return out
+
+    return foreground
+
+
 # -- the grounded scorers' training data (verifiers/grounded) --------------------------------------------
 #: EV items whose boxes are the phrase's own instances (all, some or none of them): what EV decides once
 #: MV has judged every box (routing lets EV decide a pair only then; a box of another object is MV's). The
@@ -343,10 +358,11 @@ def grounded_ev_examples(
     proposed: pa.Table | None = None,
 ) -> tuple[list[dict], EVData]:
     """EV examples of the world's train split (GROUNDED_EV_ORIGINS) with their dense targets and what each
-    phrase accepts (slots.phrase_needs); `proposed` (proposal_examples of the same split) adds one per pair
-    showing the proposer's accepted masks."""
+    phrase accepts (slots.phrase_needs) and each image's foreground (scene_foreground); `proposed`
+    (proposal_examples of the same split) adds one per pair showing the proposer's accepted masks."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("ev",)).to_pylist()
     rows = [r for r in rows if r["origin"] in GROUNDED_EV_ORIGINS] + _of_task(proposed, "ev")
     needs = partial(phrase_needs, World.load(world_dir).graph, slots=slots)
     objects = ev_scene_objects(world_dir, rows)
-    return rows, prepare_ev(rows, load_rgb, slots, objects, image_size, grid, needs)
+    fg = scene_foreground(world_dir)
+    return rows, prepare_ev(rows, load_rgb, slots, objects, image_size, grid, needs, fg)

@@ -182,3 +182,54 @@ def test_the_phrase_side_learns_what_the_ontology_says_each_phrase_accepts(embed
             learned = torch.sigmoid(model.needs(embedder(list(told))))
         errors.append(float((learned - torch.from_numpy(np.stack(list(told.values())))).abs().mean()))
     assert errors[0] < 0.15 and errors[0] < errors[1] - 0.05
+
+
+def _silhouette_config() -> GroundedEVConfig:
+    return GroundedEVConfig(
+        slots=SLOTS,
+        detector_channels=[8, 16],
+        context_layers=1,
+        judge_channels=[8, 16],
+        candidates=4,
+        crop_size=16,
+        image_size=SIZE,
+        silhouette=True,
+    )
+
+
+def _with_foreground(n_images: int, seed: int, config: GroundedEVConfig):
+    rows, images, objects = _scenes(n_images, seed)
+
+    def on_object(row: dict) -> np.ndarray:  # the squares: every pixel not the background's grey
+        return (images[row["uri"]] != 30).any(-1)
+
+    return prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid, None, on_object)
+
+
+def test_a_silhouette_scorer_learns_the_foreground_its_judge_reads(embedder, tmp_path) -> None:
+    torch.manual_seed(0)
+    config = _silhouette_config()
+    model = GroundedEVModel(config)
+    data, test = _with_foreground(200, 0, config), _with_foreground(60, 1, config)
+    assert data.foreground.shape == (200, SIZE, SIZE) and set(data.foreground.unique().tolist()) == {0, 1}
+    before = halves(model, test)["foreground_iou"]
+    train_judge(model, data, steps=60, batch_size=32, lr=5e-3)  # on the true masks
+    train(model, data, embedder, steps=200, batch_size=32, lr=5e-3)  # the head learns; the judge reads it
+    both = halves(model, test)
+    assert both["foreground_iou"] > max(0.8, before + 0.3)
+    assert both["judge_accuracy"]["colour"] > 0.9  # on the predicted foreground
+    pixels, embeds = torch.rand(2, 4, SIZE, SIZE), torch.randn(2, 384)
+    out = model.eval()(pixels, embeds)
+    assert out.foreground_logits.shape == (2, SIZE // 2, SIZE // 2)
+    model.save_pretrained(tmp_path)
+    again = GroundedEVModel.from_pretrained(tmp_path).eval()
+    assert again.config.silhouette and torch.allclose(
+        again.choice_probs(pixels, embeds), model.choice_probs(pixels, embeds)
+    )
+
+
+def test_a_silhouette_scorer_without_object_masks_says_what_is_missing() -> None:
+    config = _silhouette_config()
+    data = _data(4, 0, config)  # objects known, their masks not
+    with pytest.raises(ValueError, match="pass `foreground` to ev_train.prepare"):
+        train_judge(GroundedEVModel(config), data, steps=1, batch_size=4)

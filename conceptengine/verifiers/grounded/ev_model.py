@@ -12,6 +12,13 @@ world). So the question is split where each half is easy:
    says per slot of the ontology which value each object has; the phrase says which values it accepts, as
    in the MV scorer (model.py).
 
+With `silhouette`, a dense head also says per pixel (at stride 2) whether it belongs to an object, and the
+judge's crops carry that map as a fourth channel, as the MV scorer's carry the mask. Leaf shapes are what the
+judge learns slowest; after 280 batches of 256 jittered crops of the demo's training world it told them
+apart at 17% from RGB alone, 36% with the true foreground beside it, and 21% reading the head's prediction
+after 150 batches of its own (IoU 0.86; the judge had trained on the true one). The joint training moves the
+judge onto the predicted foreground.
+
 A candidate is a missed instance of the phrase with P = sigmoid(missed) * prod over slots of P(an accepted
 value), and log P(Accept) = sum over the candidates of log(1 - P). A box of another object covers no instance
 of the phrase and changes nothing here: MV rejects it, and routing lets EV decide a pair only once MV has
@@ -48,6 +55,7 @@ class GroundedEVConfig(PretrainedConfig):
         context_layers: int = 2,
         judge_channels: list[int] | None = None,
         candidates: int = 8,
+        silhouette: bool = False,
         text_dim: int = 384,
         text_model: str = MINILM,
         image_size: int = EV_IMAGE_SIZE,
@@ -60,6 +68,7 @@ class GroundedEVConfig(PretrainedConfig):
         self.context_layers = context_layers  # 3x3 convs at the grid's resolution: a cell sees its object
         self.judge_channels = list(judge_channels or [24, 48, 96, 128])
         self.candidates = candidates  # cells cropped and judged per image
+        self.silhouette = silhouette  # the judge also sees the predicted foreground of its crop
         self.text_dim = text_dim
         self.text_model = text_model
         self.image_size = image_size
@@ -81,6 +90,8 @@ class GroundedEVOutput(ModelOutput):
     other_logits: torch.Tensor | None = None  # (B, len(EV) - 1)
     missed_logits: torch.Tensor | None = None  # (B, G, G): an unboxed object is centred in the cell
     side_logits: torch.Tensor | None = None  # (B, G, G): log(side / image_size) of the object centred there
+    # (B, S/2, S/2) a pixel belongs to an object, boxed or not (configs with `silhouette` only)
+    foreground_logits: torch.Tensor | None = None
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +129,23 @@ def crop_objects(
     return F.grid_sample(images[which], grid, align_corners=False)
 
 
+class ForegroundHead(nn.Module):
+    """(B, S/2, S/2) logits that a pixel belongs to an object, from the detector's first block (stride 2:
+    edges) and its grid features (which cells hold objects), squeezed before they are upsampled so the
+    full-resolution convolution stays cheap."""
+
+    def __init__(self, first: int, grid: int, width: int = 16):
+        super().__init__()
+        self.squeeze = nn.Conv2d(grid, width, 1)
+        self.head = nn.Sequential(
+            nn.Conv2d(first + width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 1)
+        )
+
+    def forward(self, first: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.squeeze(grid), size=first.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([first, up], dim=1))[:, 0]
+
+
 class GroundedEVModel(PreTrainedModel):
     config_class = GroundedEVConfig
     main_input_name = "pixel_values"
@@ -133,7 +161,8 @@ class GroundedEVModel(PreTrainedModel):
         self.detector = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)), *context)
         self.missed = nn.Conv2d(det, 1, 1)
         self.side = nn.Conv2d(det, 1, 1)
-        judge = [3, *config.judge_channels]
+        self.foreground = ForegroundHead(config.detector_channels[0], det) if config.silhouette else None
+        judge = [4 if config.silhouette else 3, *config.judge_channels]
         self.judge = nn.Sequential(
             *(conv_block(a, b) for a, b in pairwise(judge)), nn.AdaptiveAvgPool2d(1), nn.Flatten()
         )
@@ -154,9 +183,28 @@ class GroundedEVModel(PreTrainedModel):
             return []
         return list(self.values(self.judge(crops)).split(self.slot_sizes, dim=-1))
 
+    def detect(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, D, G, G) grid features and, with `silhouette`, (B, S/2, S/2) foreground logits."""
+        x, first = pixel_values, None
+        for i, layer in enumerate(self.detector):
+            x = layer(x)
+            if i == 0:
+                first = x
+        return x, None if self.foreground is None else self.foreground(first, x)
+
+    def judge_input(self, rgb: torch.Tensor, foreground_logits: torch.Tensor | None) -> torch.Tensor:
+        """What the judge crops from: RGB, and with `silhouette` the foreground's probability at the image's
+        size. Detached: the foreground learns from its own dense targets only."""
+        if self.foreground is None:
+            return rgb
+        fg = torch.sigmoid(foreground_logits.detach())[:, None]
+        return torch.cat(
+            [rgb, F.interpolate(fg, size=rgb.shape[-2:], mode="bilinear", align_corners=False)], 1
+        )
+
     def forward(self, pixel_values: torch.Tensor, phrase_embeds: torch.Tensor) -> GroundedEVOutput:
         c = self.config
-        feats = self.detector(pixel_values)  # (B, D, G, G)
+        feats, foreground = self.detect(pixel_values)
         missed, side = self.missed(feats)[:, 0], self.side(feats)[:, 0]
         b, g = missed.shape[0], missed.shape[-1]
         k = min(c.candidates, g * g)
@@ -169,7 +217,11 @@ class GroundedEVModel(PreTrainedModel):
         sides = side.flatten(1).gather(1, cells).detach().exp() * c.image_size
         which = torch.arange(b, device=pixel_values.device).repeat_interleave(k)
         crops = crop_objects(
-            pixel_values[:, :3], which, centres.reshape(-1, 2), sides.reshape(-1), c.crop_size
+            self.judge_input(pixel_values[:, :3], foreground),
+            which,
+            centres.reshape(-1, 2),
+            sides.reshape(-1),
+            c.crop_size,
         )
         log_cand = F.logsigmoid(top)  # log P(candidate is a missed instance of the phrase)
         if self.needs is not None:
@@ -184,6 +236,7 @@ class GroundedEVModel(PreTrainedModel):
             other_logits=others,
             missed_logits=missed,
             side_logits=side,
+            foreground_logits=foreground,
         )
 
     @torch.no_grad()

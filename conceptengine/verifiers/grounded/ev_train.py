@@ -5,8 +5,9 @@ known (the demo knows them from the rendered world), each also brings the target
 fast: for the detector, the cells where an object nobody boxed is centred and every object's size; for the
 judge, every object's crop with its slot values. The loss is the verdict's (binary cross-entropy on Accept),
 the missed cells' (per-cell binary cross-entropy, normalised by the objects in view, the cells around each
-centre cell left out), the sizes' (L1 on log side at object centres) and the slots' (cross-entropy on the
-objects' crops).
+centre cell left out), the sizes' (L1 on log side at object centres), the slots' (cross-entropy on the
+objects' crops) and, for a scorer with `silhouette`, the foreground's (per-pixel binary cross-entropy against
+the union of the objects' masks).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class EVData:
     object_slots: list[torch.Tensor]  # per image (n, n_slots) value index of each, or UNKNOWN
     # (N, sum of slot sizes): 1 where the phrase accepts the value, 0 where not, NaN rows unknown; None: none
     needs: torch.Tensor | None = None
+    # (M, S, S) uint8 per image: 1 on any of its known objects' masks; None where no masks are known
+    foreground: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.phrases)
@@ -72,6 +75,12 @@ def box_channel(boxes: np.ndarray, size: int) -> torch.Tensor:
         c0, r0 = int(np.floor(x0 * size)), int(np.floor(y0 * size))
         out[max(r0, 0) : int(np.ceil(y1 * size)), max(c0, 0) : int(np.ceil(x1 * size))] = 1.0
     return out
+
+
+def mask_tensor(mask: np.ndarray, size: int) -> torch.Tensor:
+    """(size, size) uint8: a boolean mask resized to the scorer's square input (nearest neighbour)."""
+    resized = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(resized).copy())
 
 
 def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
@@ -93,14 +102,17 @@ def prepare(
     image_size: int,
     grid: int,
     needs: Callable[[str], np.ndarray | None] | None = None,
+    foreground: Callable[[dict], np.ndarray] | None = None,
 ) -> EVData:
     """`rows`: EXAMPLES rows of task ev (grouped by image); `objects[i]`: the objects of example i's image
     with `boxed` for its shown masks, or None where unknown (no targets but the verdict then); `needs(phrase)`:
-    what the phrase accepts per slot value (slots.phrase_needs), or None where unknown."""
+    what the phrase accepts per slot value (slots.phrase_needs), or None where unknown; `foreground(row)`:
+    the (H, W) boolean union of the masks of the row's image's objects, for scorers with `silhouette`."""
     index = [(name, {v: i for i, v in enumerate(values)}) for name, values in slots]
     images, media, uris = [], [], {}
     known: list[torch.Tensor] = []
     known_slots: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
     missed = torch.zeros((len(rows), grid, grid))
     for n, (r, objs) in enumerate(zip(rows, objects, strict=True)):
         if r["uri"] not in uris:
@@ -109,6 +121,8 @@ def prepare(
             known.append(torch.tensor([o.box for o in objs or []], dtype=torch.float32).reshape(-1, 4))
             values = [[names.get(o.slots.get(name), UNKNOWN) for name, names in index] for o in objs or []]
             known_slots.append(torch.tensor(values, dtype=torch.long).reshape(-1, len(index)))
+            if foreground is not None:
+                masks.append(mask_tensor(foreground(r), image_size))
         media.append(uris[r["uri"]])
         for obj in objs or []:
             if not obj.boxed:
@@ -129,6 +143,7 @@ def prepare(
         needs=None
         if needs is None
         else needs_targets([r["noun_phrase"] for r in rows], needs, sum(len(v) for _, v in slots)),
+        foreground=torch.stack(masks) if masks else None,
     )
 
 
@@ -170,17 +185,18 @@ def jittered(centres: torch.Tensor, sides: torch.Tensor, cell: float) -> tuple[t
 
 def judge_loss(
     model: GroundedEVModel,
-    rgb: torch.Tensor,
+    view: torch.Tensor,
     which: torch.Tensor,
     centres: torch.Tensor,
     sides: torch.Tensor,
     slots: torch.Tensor,
 ) -> torch.Tensor:
     """Cross-entropy of the judge's value for each slot of each object, where the value is known; object k is
-    cropped from `rgb[which[k]]` around its centre and side (in [0, 1]), jittered as candidates are framed."""
+    cropped from `view[which[k]]` (what the judge reads: GroundedEVModel.judge_input) around its centre and
+    side (in [0, 1]), jittered as candidates are framed."""
     c = model.config
     centres, sides = jittered(centres, sides, 1.0 / c.grid)
-    crops = crop_objects(rgb, which, centres * c.image_size, sides * c.image_size, c.crop_size)
+    crops = crop_objects(view, which, centres * c.image_size, sides * c.image_size, c.crop_size)
     loss = crops.new_zeros(())
     for s, logits in enumerate(model.judge_values(crops)):
         target = slots[:, s]
@@ -190,12 +206,31 @@ def judge_loss(
     return loss
 
 
+def true_foreground(data: EVData, images: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) float: the known objects' union mask of each of `images` (indices into data.images)."""
+    if data.foreground is None:
+        raise ValueError(
+            "this EV scorer has `silhouette`, and its training examples carry no object masks to learn the "
+            "foreground from: pass `foreground` to ev_train.prepare"
+        )
+    return data.foreground[images].float()
+
+
+def foreground_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of (B, S/2, S/2) foreground logits against (B, S, S) masks, each
+    target pixel the share of its 2x2 block on an object."""
+    return F.binary_cross_entropy_with_logits(logits, F.avg_pool2d(target[:, None], 2)[:, 0])
+
+
 def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
     c = model.config
     pixels, missed = pixels_of(data, idx), data.missed[idx]
+    dense = data.dense[idx]
+    fg = true_foreground(data, data.media[idx][dense]) if c.silhouette and dense.any() else None
     flip = bool(torch.rand(()) < 0.5)  # mirror image, boxes and targets alike
     if flip:
         pixels, missed = pixels.flip(-1), missed.flip(-1)
+        fg = None if fg is None else fg.flip(-1)
     out = model(pixels, embeds[idx])
     loss = verdict_loss(out.accept_logits, out.other_logits, data.choices[idx])
     # What a phrase accepts, where the ontology says: a verdict is a product over the candidates and slots,
@@ -205,9 +240,10 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
         told = ~needs.isnan().any(-1)
         if told.any():
             loss = loss + F.binary_cross_entropy_with_logits(model.needs(embeds[idx][told]), needs[told])
-    dense = data.dense[idx]
     if not dense.any():  # verdicts alone (a run's human answers) say nothing about where objects are
         return loss
+    if fg is not None:
+        loss = loss + foreground_loss(out.foreground_logits[dense], fg)
     target = missed[dense]
     # a cell next to an object's centre cell is no negative: the centre of a box is only known to a cell
     near = neighbourhood_max(target) > target
@@ -234,7 +270,9 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     cells = (centres * g).long().clamp(0, g - 1)
     predicted = out.side_logits[which, cells[:, 1], cells[:, 0]]
     loss = loss + F.l1_loss(predicted, sides.log())
-    return loss + judge_loss(model, pixels[:, :3], which, centres, sides, slots)
+    # the judge reads the predicted foreground here, as it will when scoring
+    view = model.judge_input(pixels[:, :3], out.foreground_logits)
+    return loss + judge_loss(model, view, which, centres, sides, slots)
 
 
 def train_judge(
@@ -248,18 +286,22 @@ def train_judge(
 ) -> dict:
     """Teach the judge its slots alone, on the crops of every known object, before the whole scorer trains.
     A crop costs no detector pass, so in the same minutes the judge sees many more objects than the joint
-    loss's MAX_JUDGED a batch; leaf shapes need them."""
+    loss's MAX_JUDGED a batch; leaf shapes need them. With `silhouette` the crops carry the objects' true
+    masks (the foreground head is not trained yet); the joint training then moves the judge onto predicted
+    ones."""
     c = model.config
     owner = torch.cat([torch.full((len(b),), m, dtype=torch.long) for m, b in enumerate(data.objects)])
     boxes, slots = torch.cat(data.objects), torch.cat(data.object_slots)
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         images, which = owner[idx].unique(return_inverse=True)
-        rgb, box = data.images[images].float() / 255.0, boxes[idx]
+        view, box = data.images[images].float() / 255.0, boxes[idx]
+        if c.silhouette:
+            view = torch.cat([view, true_foreground(data, images)[:, None]], dim=1)
         if torch.rand(()) < 0.5:
-            rgb, box = rgb.flip(-1), _flipped(box)
+            view, box = view.flip(-1), _flipped(box)
         centres, sides = centres_sides(box)
-        return judge_loss(model, rgb, which, centres, sides.clamp_min(1.0 / c.image_size), slots[idx])
+        return judge_loss(model, view, which, centres, sides.clamp_min(1.0 / c.image_size), slots[idx])
 
     return fit(model, len(owner), batch_loss, steps, min(batch_size, len(owner)), lr, seed, on_epoch)
 
@@ -302,8 +344,9 @@ def accept_probs(
 def halves(model: GroundedEVModel, data: EVData) -> dict:
     """How each half does where the objects are known: `candidate_recall`, the share of unboxed objects whose
     centre cell is a candidate or next to one (the crop then still frames the object); `judge_accuracy`,
-    per slot, the share of objects whose crop the judge gives the right value. Tells which half to train
-    more when the verdict lags."""
+    per slot, the share of objects whose crop the judge gives the right value (with `silhouette`, on the
+    foreground it predicts, and `foreground_iou` of that prediction with the objects' masks). Tells which
+    half to train more when the verdict lags."""
     model.eval()
     c, rows = model.config, torch.nonzero(data.dense).flatten()
     found = total = 0
@@ -317,13 +360,21 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
         found, total = found + int((picked & target).sum()), total + int(target.sum())
     right = torch.zeros(len(c.slots))
     seen = torch.zeros(len(c.slots))
+    inter = union = 0
     for m, (boxes, slots) in enumerate(zip(data.objects, data.object_slots, strict=True)):
         if not len(boxes):
             continue
-        image = data.images[m : m + 1].float() / 255.0
+        view = image = data.images[m : m + 1].float() / 255.0
+        if c.silhouette:  # the foreground as the scorer predicts it, no box shown
+            fg = model.detect(torch.cat([image, torch.zeros_like(image[:, :1])], dim=1))[1]
+            view = model.judge_input(image, fg)
+            if data.foreground is not None:
+                pred = F.interpolate(fg[:, None], size=image.shape[-2:], mode="bilinear")[0, 0] > 0
+                truth = data.foreground[m] > 0
+                inter, union = inter + int((pred & truth).sum()), union + int((pred | truth).sum())
         centres, sides = centres_sides(boxes)
         which = torch.zeros(len(boxes), dtype=torch.long)
-        crops = crop_objects(image, which, centres * c.image_size, sides * c.image_size, c.crop_size)
+        crops = crop_objects(view, which, centres * c.image_size, sides * c.image_size, c.crop_size)
         for s, logits in enumerate(model.judge_values(crops)):
             ok = slots[:, s] != UNKNOWN
             right[s] += int((logits.argmax(-1)[ok] == slots[ok, s]).sum())
@@ -334,4 +385,5 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
             name: round(float(right[s] / seen[s]), 4) if seen[s] else None
             for s, (name, _) in enumerate(c.slots)
         },
+        **({"foreground_iou": round(inter / union, 4) if union else None} if c.silhouette else {}),
     }
