@@ -339,14 +339,16 @@ def grounded_mv_examples(
     world_dir: str | Path, seed: int, slots: list[list], proposed: pa.Table | None = None
 ) -> tuple[list[dict], MVData]:
     """MV examples of the world's train split with each judged object's slot values (None where the mask
-    covers no object well); the rows carry them as `object`. `proposed` (proposal_examples of the same
+    covers no object well) and what each phrase accepts (slots.phrase_needs); the rows carry the values as
+    `object`. `proposed` (proposal_examples of the same
     split) adds the proposer's own masks to the oracle's corruptions."""
     rows = oracle_examples(world_dir, split="train", seed=seed, tasks=("mv",)).to_pylist()
     rows += _of_task(proposed, "mv")
     labels = mv_slot_labels(world_dir, rows)
     for r, lab in zip(rows, labels, strict=True):
         r["object"] = lab
-    return rows, prepare_mv(rows, load_rgb, slots, labels)
+    needs = partial(phrase_needs, World.load(world_dir).graph, slots=slots)
+    return rows, prepare_mv(rows, load_rgb, slots, labels, needs=needs)
 
 
 def grounded_ev_examples(

@@ -28,7 +28,7 @@ from conceptengine.verifiers.grounded.ev_model import (
     neighbourhood_max,
 )
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-from conceptengine.verifiers.grounded.train import UNKNOWN, fit, verdict_loss
+from conceptengine.verifiers.grounded.train import UNKNOWN, fit, needs_loss, needs_targets, verdict_loss
 
 MAX_JUDGED = 128  # object crops per batch that teach the judge its slots
 
@@ -147,17 +147,6 @@ def prepare(
     )
 
 
-def needs_targets(phrases: list[str], needs: Callable[[str], np.ndarray | None], width: int) -> torch.Tensor:
-    """(N, width) what each phrase accepts per slot value; NaN rows where unknown."""
-    out = torch.full((len(phrases), width), float("nan"))
-    each = {phrase: needs(phrase) for phrase in set(phrases)}  # an ontology lookup per distinct phrase
-    for i, phrase in enumerate(phrases):
-        known = each[phrase]
-        if known is not None:
-            out[i] = torch.from_numpy(known)
-    return out
-
-
 def pixels_of(data: EVData, idx: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 4, S, S): RGB in [0, 1] and the box channel (`images` replaces the data's, e.g. for a swap)."""
     images = data.images if images is None else images
@@ -233,13 +222,7 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
         fg = None if fg is None else fg.flip(-1)
     out = model(pixels, embeds[idx])
     loss = verdict_loss(out.accept_logits, out.other_logits, data.choices[idx])
-    # What a phrase accepts, where the ontology says: a verdict is a product over the candidates and slots,
-    # too weak a signal to make the phrase side crisp on its own (P of "blue" for "red star" stayed 0.36).
-    if data.needs is not None and model.needs is not None:
-        needs = data.needs[idx]
-        told = ~needs.isnan().any(-1)
-        if told.any():
-            loss = loss + F.binary_cross_entropy_with_logits(model.needs(embeds[idx][told]), needs[told])
+    loss = loss + needs_loss(model.needs, embeds[idx], data.needs, idx)
     if not dense.any():  # verdicts alone (a run's human answers) say nothing about where objects are
         return loss
     if fg is not None:
