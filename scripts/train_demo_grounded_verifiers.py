@@ -55,6 +55,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="batches of 256 object crops that teach the EV judge its slots before the whole scorer trains",
     )
     ap.add_argument(
+        "--fg-steps-ev",
+        type=int,
+        default=300,
+        help="with --ev-silhouette: batches of 32 images that teach the EV foreground before its judge trains",
+    )
+    ap.add_argument(
         "--ev-silhouette",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -72,8 +78,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if min(args.n_train, args.n_test, args.steps_mv, args.steps_ev, args.batch_mv, args.batch_ev) < 1:
         ap.error("image counts, steps and batch sizes must be positive")
-    if args.judge_steps_ev < 0:
-        ap.error("--judge-steps-ev must be 0 or more")
+    if min(args.judge_steps_ev, args.fg_steps_ev) < 0:
+        ap.error("--judge-steps-ev and --fg-steps-ev must be 0 or more")
     return args
 
 
@@ -90,13 +96,18 @@ def sam3_proposer(path: str, sam3):  # type: ignore[no-untyped-def]
     return propose
 
 
-def train_ev(model, data, embedder, steps, judge_steps: int, **kw) -> dict:  # type: ignore[no-untyped-def]
-    """The EV judge alone on object crops first (ev_train.train_judge), then the whole scorer."""
+def train_ev(model, data, embedder, steps, judge_steps: int, fg_steps: int, **kw) -> dict:  # type: ignore[no-untyped-def]
+    """With `silhouette`, the detector's foreground first (ev_train.train_foreground); then the EV judge alone
+    on object crops (ev_train.train_judge), reading that foreground; then the whole scorer."""
     from conceptengine.verifiers.grounded import ev_train
 
-    judge = ev_train.train_judge(model, data, judge_steps) if judge_steps else None
+    foreground = fg = None
+    if model.config.silhouette and fg_steps:
+        foreground = ev_train.train_foreground(model, data, fg_steps)
+        fg = ev_train.predicted_foreground(model, data)
+    judge = ev_train.train_judge(model, data, judge_steps, foreground=fg) if judge_steps else None
     trained = ev_train.train(model, data, embedder, steps, **kw)
-    return trained | {"judge": judge}
+    return trained | {"judge": judge, "foreground": foreground}
 
 
 def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, sim) -> None:  # type: ignore[no-untyped-def]
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             GroundedEVModel(ev_config),
             lambda world, seed: grounded_ev_examples(world.root, seed, slots, ev_config.image_size, ev_config.grid,
                                                proposals(world, seed)),
-            partial(train_ev, judge_steps=args.judge_steps_ev), args.steps_ev, args.batch_ev,
+            partial(train_ev, judge_steps=args.judge_steps_ev, fg_steps=args.fg_steps_ev), args.steps_ev, args.batch_ev,
         ),
     }  # fmt: skip
     for task in args.tasks:

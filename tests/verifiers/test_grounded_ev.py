@@ -14,8 +14,10 @@ from conceptengine.verifiers.grounded.ev_train import (
     box_channel,
     halves,
     loss_on,
+    predicted_foreground,
     prepare,
     train,
+    train_foreground,
     train_judge,
 )
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
@@ -213,19 +215,24 @@ def test_a_silhouette_scorer_learns_the_foreground_its_judge_reads(embedder, tmp
     data, test = _with_foreground(200, 0, config), _with_foreground(60, 1, config)
     assert data.foreground.shape == (200, SIZE, SIZE) and set(data.foreground.unique().tolist()) == {0, 1}
     before = halves(model, test)["foreground_iou"]
-    train_judge(model, data, steps=60, batch_size=32, lr=5e-3)  # on the true masks
-    train(model, data, embedder, steps=200, batch_size=32, lr=5e-3)  # the head learns; the judge reads it
+    trained = train_foreground(model, data, steps=100, batch_size=32, lr=5e-3)
+    assert trained["steps"] == 100 and halves(model, test)["foreground_iou"] > max(0.8, before + 0.3)
+    fg = predicted_foreground(model, data)  # what the judge learns on: what it will read when scoring
+    assert fg.shape == (200, SIZE, SIZE) and 0 <= float(fg.min()) and float(fg.max()) <= 1
+    truth = data.foreground.bool()
+    assert ((fg > 0.5) & truth).sum() / ((fg > 0.5) | truth).sum() > 0.8
+    train_judge(model, data, steps=60, batch_size=32, lr=5e-3, foreground=fg)
+    assert halves(model, test)["judge_accuracy"]["colour"] > 0.9
+    train(model, data, embedder, steps=100, batch_size=32, lr=5e-3)  # the whole scorer, foreground included
     both = halves(model, test)
-    assert both["foreground_iou"] > max(0.8, before + 0.3)
-    assert both["judge_accuracy"]["colour"] > 0.9  # on the predicted foreground
+    assert both["foreground_iou"] > 0.8 and both["judge_accuracy"]["colour"] > 0.9
     pixels, embeds = torch.rand(2, 4, SIZE, SIZE), torch.randn(2, 384)
     out = model.eval()(pixels, embeds)
     assert out.foreground_logits.shape == (2, SIZE // 2, SIZE // 2)
     model.save_pretrained(tmp_path)
     again = GroundedEVModel.from_pretrained(tmp_path).eval()
-    assert again.config.silhouette and torch.allclose(
-        again.choice_probs(pixels, embeds), model.choice_probs(pixels, embeds)
-    )
+    assert again.config.silhouette
+    assert torch.allclose(again.choice_probs(pixels, embeds), model.choice_probs(pixels, embeds))
 
 
 def test_a_silhouette_scorer_without_object_masks_says_what_is_missing() -> None:

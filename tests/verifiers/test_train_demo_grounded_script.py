@@ -38,3 +38,15 @@ def test_one_task_alone_leaves_the_other_scorer_untouched(tmp_path) -> None:
     assert (tmp_path / "out" / "mv" / "model.safetensors").exists() and not (tmp_path / "out" / "ev").exists()
     with pytest.raises(SystemExit, match="2"):
         script.main([*argv[:-1], "mv,sam3"])
+
+
+def test_a_silhouette_ev_learns_its_foreground_first_and_ships_it(tmp_path) -> None:
+    argv = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--n-train", "8", "--n-test", "6",
+            "--steps-ev", "2", "--judge-steps-ev", "2", "--fg-steps-ev", "2", "--batch-ev", "4", "--threads", "1",
+            "--tasks", "ev", "--ev-silhouette", "--proposer", "none"]  # fmt: skip
+    assert script.main(argv) == 0
+    shipped = tmp_path / "out" / "ev"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["training"]["foreground"]["steps"] == 2 and "foreground_iou" in metrics["halves"]
+    assert json.loads((shipped / "config.json").read_text())["silhouette"] is True
+    assert make_backend(BackendParams(), str(shipped)).task == "ev"

@@ -16,8 +16,8 @@ With `silhouette`, a dense head also says per pixel (at stride 2) whether it bel
 judge's crops carry that map as a fourth channel, as the MV scorer's carry the mask. Leaf shapes are what the
 judge learns slowest; after 280 batches of 256 jittered crops of the demo's training world it told them
 apart at 17% from RGB alone, 36% with the true foreground beside it, and 21% reading the head's prediction
-after 150 batches of its own (IoU 0.86; the judge had trained on the true one). The joint training moves the
-judge onto the predicted foreground.
+after 150 batches of its own (IoU 0.86; the judge had trained on the true one), so the foreground is trained
+first and the judge then learns on its prediction (ev_train.train_foreground, predicted_foreground).
 
 A candidate is a missed instance of the phrase with P = sigmoid(missed) * prod over slots of P(an accepted
 value), and log P(Accept) = sum over the candidates of log(1 - P). A box of another object covers no instance

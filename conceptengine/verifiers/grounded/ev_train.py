@@ -258,6 +258,42 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     return loss + judge_loss(model, view, which, centres, sides, slots)
 
 
+def train_foreground(
+    model: GroundedEVModel,
+    data: EVData,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Teach a `silhouette` scorer's detector and foreground head the objects' masks alone (no box shown),
+    so the judge can then learn on the foreground it will read when scoring."""
+    n_images = len(data.images)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        rgb, target = data.images[idx].float() / 255.0, true_foreground(data, idx)
+        if torch.rand(()) < 0.5:
+            rgb, target = rgb.flip(-1), target.flip(-1)
+        pixels = torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1)
+        return foreground_loss(model.detect(pixels)[1], target)
+
+    return fit(model, n_images, batch_loss, steps, min(batch_size, n_images), lr, seed, on_epoch)
+
+
+@torch.no_grad()
+def predicted_foreground(model: GroundedEVModel, data: EVData) -> torch.Tensor:
+    """(M, S, S) float16: P(object) per pixel of each of the data's images, as the scorer predicts it with no
+    box shown (what `train_judge` can crop from instead of the true masks)."""
+    model.eval()
+    out = []
+    for i in range(0, len(data.images), 64):
+        rgb = data.images[i : i + 64].float() / 255.0
+        logits = model.detect(torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1))[1]
+        out.append(model.judge_input(rgb, logits)[:, 3].half())
+    return torch.cat(out)
+
+
 def train_judge(
     model: GroundedEVModel,
     data: EVData,
@@ -266,12 +302,13 @@ def train_judge(
     lr: float = 2e-3,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    foreground: torch.Tensor | None = None,
 ) -> dict:
     """Teach the judge its slots alone, on the crops of every known object, before the whole scorer trains.
     A crop costs no detector pass, so in the same minutes the judge sees many more objects than the joint
-    loss's MAX_JUDGED a batch; leaf shapes need them. With `silhouette` the crops carry the objects' true
-    masks (the foreground head is not trained yet); the joint training then moves the judge onto predicted
-    ones."""
+    loss's MAX_JUDGED a batch; leaf shapes need them. With `silhouette` the crops carry `foreground` (M, S, S)
+    in [0, 1] (`predicted_foreground` after `train_foreground`: what the judge will read when scoring), or the
+    objects' true masks without it."""
     c = model.config
     owner = torch.cat([torch.full((len(b),), m, dtype=torch.long) for m, b in enumerate(data.objects)])
     boxes, slots = torch.cat(data.objects), torch.cat(data.object_slots)
@@ -280,7 +317,8 @@ def train_judge(
         images, which = owner[idx].unique(return_inverse=True)
         view, box = data.images[images].float() / 255.0, boxes[idx]
         if c.silhouette:
-            view = torch.cat([view, true_foreground(data, images)[:, None]], dim=1)
+            fg = true_foreground(data, images) if foreground is None else foreground[images].float()
+            view = torch.cat([view, fg[:, None]], dim=1)
         if torch.rand(()) < 0.5:
             view, box = view.flip(-1), _flipped(box)
         centres, sides = centres_sides(box)
