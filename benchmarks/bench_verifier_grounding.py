@@ -13,8 +13,8 @@ What it does:
    another image, masks kept; also per answer, since a refused item moves little); and agreement with the
    simulated reviewers per choice;
 4. the same for the grounded EV scorer (`--ev-steps` batches) on EV items whose boxes are the phrase's own
-   instances, all, some or none of them: the decision EV takes once MV has judged each box (routing lets EV
-   decide a pair only then; a box of another object is MV's to reject). Kinds: `missed_some` (some boxed,
+   instances, all, some or none of them: the reviewers' EV question, asked once MV has judged each box (a box
+   of another object is MV's to reject). Kinds: `missed_some` (some boxed,
    one or more not), `missed_all` (none boxed), both together `missed_instance`; the swap replaces the
    image under the boxes; and each half alone (`ev_candidate_recall`: unboxed objects among the detector's
    candidates; `ev_judge_accuracy`: slot values the judge gives the objects' crops).

@@ -14,10 +14,11 @@ pair is exhaustive as shown). Every other choice counts as a reject, because it 
 decision on the other side does: an auto-rejected mask is dropped like any non-Accept MV answer, and an
 auto-rejected EV pair is not committed as exhaustive.
 
-A caveat on EV: its data are all score-blind pairs, while routing decides EV automatically only for
-pairs whose masks were all decided automatically (mostly negatives without masks), so the EV bound is
-over a wider population than the one it is applied to. The audits of auto-decided pairs are exactly
-that population; their agreement is reported in the manifest (`audit`) every round.
+EV's data are the score-blind pairs of the population routing lets EV decide (`routing.ev_scope`): by
+default the pairs with no proposed mask, so the bound is over exactly the pairs it is applied to. With
+`decided_masks` they are all score-blind pairs, while EV then decides only pairs whose masks were all
+decided automatically: a wider population than the one it is applied to. The audits of auto-decided
+items are exactly that population; their agreement is reported in the manifest (`audit`) every round.
 
 Recomputed every round over all data so far; deterministic in the stored inputs, so resumable.
 """
@@ -34,7 +35,7 @@ from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.verifiers.calibration import ACCEPT_SIDE, REJECT_SIDE, Bound, assess, calibrate
 from conceptengine.verifiers.choices import ACCEPT, EV, MV
-from conceptengine.verifiers.routing import TASKS, TaskThresholds, fixed_thresholds
+from conceptengine.verifiers.routing import TASKS, TaskThresholds, ev_in_scope, fixed_thresholds
 
 DATA = pa.schema(
     [
@@ -77,8 +78,10 @@ def _answers(verdicts: pa.Table) -> dict[tuple[str, str], bool]:
     return {(task, subject): choice == ACCEPT for task, subject, choice in zip(*cols) if task in TASKS}
 
 
-def calibration_items(routed: pa.Table, verdicts: pa.Table) -> pa.Table:
-    """Join routed items (with their probabilities) to human verdicts; keep score-blind reviews only."""
+def calibration_items(routed: pa.Table, verdicts: pa.Table, ev_scope: str = "no_masks") -> pa.Table:
+    """Join routed items (with their probabilities) to human verdicts; keep score-blind reviews only, and of
+    EV's only the pairs of `ev_scope` (routing.ev_in_scope; a pair's MV routes do not matter here: every
+    score-blind pair of `decided_masks` is kept)."""
     answers = _answers(verdicts)
     i_mv, i_ev = MV.index(ACCEPT), EV.index(ACCEPT)
     rows = []
@@ -94,7 +97,7 @@ def calibration_items(routed: pa.Table, verdicts: pa.Table) -> pa.Table:
             for mask, probs, blind, audit in mask_items
             if blind
         ]
-        if row["ev_calibration"]:
+        if row["ev_calibration"] and ev_in_scope(len(row["masks"] or []), False, ev_scope):
             candidates.append(("ev", row["pair_id"], row["ev_probs"][i_ev], row["ev_audit"]))
         for task, subject, p, audit in candidates:
             if (task, subject) in answers:  # unanswered (rolled over past the deadline): no label yet
@@ -139,7 +142,7 @@ def gather(ctx: RunContext, r: int) -> pa.Table:
             if ref.step == "human_review"
         ]
     )
-    return calibration_items(routed, verdicts)
+    return calibration_items(routed, verdicts, ctx.cfg.routing.ev_scope)
 
 
 def _bounds(ctx: RunContext, data: pa.Table, task: str) -> tuple[Bound, Bound]:

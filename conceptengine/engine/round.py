@@ -130,7 +130,9 @@ def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult)
 
     def compute():
         cfg = ctx.cfg.routing
-        routed = route_table(verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed)
+        routed = route_table(
+            verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed, cfg.ev_scope
+        )
         per_task = route_counts(routed)
         # Items are masks (MV) plus pairs (EV): the unit the paper's "share humans see" counts.
         keys = ("auto_accepted", "auto_rejected", "to_human", "audited")

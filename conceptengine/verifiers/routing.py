@@ -55,6 +55,13 @@ class RoutingConfig(BaseModel):
     thresholds below, P(Accept) >= *_accept -> auto-accept, <= *_reject -> auto-reject, between ->
     human (reject == accept leaves no human band; a probability equal to both then accepts). mode
     `human`: every item goes to humans (the all-human baseline the verifiers are measured against).
+
+    `ev_scope`: which pairs EV may decide without a human, the same pairs its thresholds are calibrated on.
+    `no_masks` (default): pairs SAM 3 proposed no mask for; there EV's score and the human's EV verdict are
+    about the same picture, so the bound holds for exactly the pairs it is applied to. `decided_masks`: also
+    pairs whose every mask MV decided automatically, calibrated on every pair a human answered score-blind:
+    a wider population than the one it is applied to (EV scored the pair with all its proposed boxes; the
+    audits then say how it holds).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -64,6 +71,7 @@ class RoutingConfig(BaseModel):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     min_calibration_items: int = Field(100, ge=1)
     audit_share: float = Field(0.1, ge=0.0, le=1.0)
+    ev_scope: Literal["no_masks", "decided_masks"] = "no_masks"
     mv_accept: float = Field(0.9, ge=0.0, le=1.0)
     mv_reject: float = Field(0.1, ge=0.0, le=1.0)
     ev_accept: float = Field(0.9, ge=0.0, le=1.0)
@@ -134,8 +142,17 @@ def _one(p: float, th: TaskThresholds, drawn: bool, forced_human: bool = False) 
     return _Decision(would, None, drawn or not th.any)
 
 
+def ev_in_scope(n_masks: int, any_mask_to_human: bool, scope: str) -> bool:
+    """Whether EV may decide a pair with `n_masks` proposed masks without a human (RoutingConfig.ev_scope)."""
+    if scope == "no_masks":
+        return n_masks == 0
+    if scope == "decided_masks":
+        return not any_mask_to_human
+    raise ValueError(f"ev_scope must be 'no_masks' or 'decided_masks', got {scope!r}")
+
+
 def _route_row(
-    row: dict, thresholds: Mapping[str, TaskThresholds], audit_share: float, seed: int
+    row: dict, thresholds: Mapping[str, TaskThresholds], audit_share: float, seed: int, ev_scope: str
 ) -> tuple[list[_Decision], _Decision] | None:
     if row["error"] is not None or row["mv_probs"] is None or row["ev_probs"] is None:
         return None  # not verified: nothing to route (the error is reported upstream)
@@ -147,9 +164,9 @@ def _route_row(
         _one(p[i_mv], thresholds["mv"], audit_draw(seed, "mv", m["instance_id"]) < audit_share)
         for m, p in zip(row["masks"] or [], row["mv_probs"], strict=True)
     ]
-    any_human = any(m.route == HUMAN_ROUTE for m in masks)
+    in_scope = ev_in_scope(n_masks, any(m.route == HUMAN_ROUTE for m in masks), ev_scope)
     drawn = audit_draw(seed, "ev", row["pair_id"]) < audit_share
-    return masks, _one(row["ev_probs"][i_ev], thresholds["ev"], drawn, forced_human=any_human)
+    return masks, _one(row["ev_probs"][i_ev], thresholds["ev"], drawn, forced_human=not in_scope)
 
 
 def route(
@@ -157,8 +174,10 @@ def route(
     thresholds: Mapping[str, TaskThresholds],
     audit_share: float = 0.0,
     seed: int = 0,
+    ev_scope: str = "no_masks",
 ) -> pa.Table:
-    """Add the ROUTE_COLUMNS (mask lists in mask order); all null on error rows."""
+    """Add the ROUTE_COLUMNS (mask lists in mask order); all null on error rows. `ev_scope`: which pairs EV
+    may decide (RoutingConfig.ev_scope)."""
     missing = [c for c in (*NEEDED, "pair_id") if c not in verified.column_names]
     if missing:
         raise KeyError(
@@ -170,7 +189,7 @@ def route(
         raise ValueError(f"audit_share must be in [0, 1], got {audit_share}")
     values: dict[str, list] = {name: [] for name, _ in ROUTE_COLUMNS}
     for row in verified.select(["pair_id", *NEEDED]).to_pylist():
-        decided = _route_row(row, thresholds, audit_share, seed)
+        decided = _route_row(row, thresholds, audit_share, seed, ev_scope)
         masks, ev = decided if decided is not None else (None, None)
         values["mask_routes"].append(None if masks is None else [m.route for m in masks])
         values["mask_audit"].append(None if masks is None else [m.audit for m in masks])

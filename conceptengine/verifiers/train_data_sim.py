@@ -325,9 +325,9 @@ def scene_foreground(world_dir: str | Path) -> Callable[[dict], np.ndarray]:
 
 
 # -- the grounded scorers' training data (verifiers/grounded) --------------------------------------------
-#: EV items whose boxes are the phrase's own instances (all, some or none of them): what EV decides once
-#: MV has judged every box (routing lets EV decide a pair only then; a box of another object is MV's). The
-#: proposer's EV items show only the masks the reviewer accepts, so they are of this kind too.
+#: EV items whose boxes are the phrase's own instances (all, some or none of them): the reviewers' EV question,
+#: asked once MV has judged every box (a box of another object is MV's to reject). The proposer's EV items
+#: show only the masks the reviewer accepts, so they are of this kind too.
 GROUNDED_EV_ORIGINS = ("all", "some", "none")
 
 

@@ -59,7 +59,11 @@ def _human(routed: pa.Table, r: int) -> pa.Table:
 
 
 def _ctx(tmp_path, *overrides: str) -> RunContext:
-    cfg = load_config(None, ["runner=local", "routing.min_calibration_items=50", *overrides])
+    """Every pair has a mask: EV's calibration counts them all only with ev_scope decided_masks."""
+    cfg = load_config(
+        None,
+        ["runner=local", "routing.min_calibration_items=50", "routing.ev_scope=decided_masks", *overrides],
+    )
     return RunContext(cfg, RunStore(str(tmp_path / "run")), make_runner("local"), tmp_path)
 
 
@@ -75,7 +79,10 @@ def _play_round(ctx: RunContext, r: int, version: str = "v1") -> tuple[StepResul
     """calibrate -> route -> (human answers) for round r, stored as the pipeline stores them."""
     verified = _verify_step(ctx, r, version)
     calibrated = calibrate_round(ctx, r, verified)
-    routed = route(verified["verified"], thresholds_of(calibrated), ctx.cfg.routing.audit_share, ctx.cfg.seed)
+    cfg = ctx.cfg.routing
+    routed = route(
+        verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed, cfg.ev_scope
+    )
     ctx.store.write_step(StepRef(r, "route"), {"routed": routed}, ctx.config_hash, "x")
     ctx.store.write_step(StepRef(r, "human_review"), {"verdicts": _human(routed, r)}, ctx.config_hash, "x")
     return calibrated, routed
@@ -163,3 +170,40 @@ def test_the_step_is_reused_and_needs_every_earlier_round(tmp_path) -> None:
     assert again.reused and again.fingerprint == first.fingerprint
     with pytest.raises(RunError, match="round 2 has no finished route step"):
         calibrate_round(ctx, 3, verified)
+
+
+def test_by_default_ev_calibrates_on_the_pairs_without_masks_it_decides(tmp_path) -> None:
+    ctx = _ctx(tmp_path, "routing.ev_scope=no_masks")
+    verified = _verified(1, "v1").to_pylist()
+    for row in verified[::2]:  # every other pair: SAM 3 proposed nothing
+        row["masks"], row["mv_probs"] = [], []
+    table = pa.Table.from_pylist(verified, VERIFIED)
+    ref = StepRef(1, "ai_verify")
+    step = StepResult(
+        ref, {"verified": table}, ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x"), False
+    )
+    calibrated = calibrate_round(ctx, 1, step)
+    routed = route(table, thresholds_of(calibrated), 0.0, ctx.cfg.seed, "no_masks")
+    ctx.store.write_step(StepRef(1, "route"), {"routed": routed}, ctx.config_hash, "x")
+    ctx.store.write_step(
+        StepRef(1, "human_review"), {"verdicts": _human_any(routed, 1)}, ctx.config_hash, "x"
+    )
+    data = gather(ctx, 2)
+    ev = data.filter(pa.compute.equal(data["task"], "ev"))["subject_id"].to_pylist()
+    assert sorted(ev) == sorted(r["pair_id"] for r in verified[::2])  # the 70 pairs without a mask
+    assert sum(t == "mv" for t in data["task"].to_pylist()) == 70  # every mask still counts for MV
+
+
+def _human_any(routed: pa.Table, r: int) -> pa.Table:
+    """A human who accepts everything routed to humans, pairs without masks included."""
+    rows = []
+    for row in routed.to_pylist():
+        items = [
+            ("mv", m["instance_id"], how) for m, how in zip(row["masks"], row["mask_routes"], strict=True)
+        ]
+        for task, subject, how in [*items, ("ev", row["pair_id"], row["ev_route"])]:
+            if how == "human":
+                rows.append({"subject_id": subject, "pair_id": row["pair_id"], "task": task,
+                             "annotator": "sim:a", "choice": "Accept", "probs": None, "seconds": 1.0,
+                             "round": r})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=VERDICTS)

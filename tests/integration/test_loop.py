@@ -87,8 +87,13 @@ def _check_calibration(ctx, summaries):
     one, two = (ctx.store.manifest(StepRef(r, "calibrate"))["extra"] for r in (1, 2))
     assert one["calibration_items"] == {"mv": 0, "ev": 0}
     assert summaries[1]["human_share"] == 1.0 and summaries[1]["auto_accepted"] == 0
-    verdicts = ctx.store.read_step(StepRef(1, "human_review"), "verdicts")["task"].to_pylist()
-    assert two["calibration_items"] == {"mv": verdicts.count("mv"), "ev": verdicts.count("ev")}
+    verdicts = ctx.store.read_step(StepRef(1, "human_review"), "verdicts")
+    tasks, subjects = verdicts["task"].to_pylist(), verdicts["subject_id"].to_pylist()
+    # EV calibrates on the pairs it may decide (routing.ev_scope, default: those without a proposed mask)
+    routed_one = ctx.store.read_step(StepRef(1, "route"), "routed").to_pylist()
+    maskless = {row["pair_id"] for row in routed_one if not row["masks"]}
+    ev_items = sum(t == "ev" and s in maskless for t, s in zip(tasks, subjects, strict=True))
+    assert two["calibration_items"] == {"mv": tasks.count("mv"), "ev": ev_items}
     assert summaries[2]["thresholds"] == two["thresholds"]
     th = {t: TaskThresholds(**two["thresholds"][t]) for t in ("mv", "ev")}
     assert th["mv"].any or th["ev"].any, two  # loose settings: something is certified on round 1's data
@@ -97,10 +102,12 @@ def _check_calibration(ctx, summaries):
     for row in routed.to_pylist():
         if row["ev_route"] is None:
             continue
-        if not any(r == "human" for r in row["mask_routes"]):  # EV is decided by its own score
+        if not row["masks"]:  # EV is decided by its own score
             would = decide(row["ev_probs"][0], th["ev"])
             assert row["ev_route"] == ("human" if row["ev_audit"] else would)
             assert row["ev_audit"] in (None, would)
+        else:  # EV scored the pair with boxes: a human decides it
+            assert row["ev_route"] == "human" and row["ev_audit"] is None
         audited += (row["ev_audit"] is not None) + sum(a is not None for a in row["mask_audit"])
     assert audited == summaries[2]["audited"] > 0
     assert (

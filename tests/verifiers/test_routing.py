@@ -59,6 +59,7 @@ def test_every_route_case() -> None:
             _row("failed", [0.9], ev=None, error="ai_verify: image does not decode"),
         ),
         CFG,
+        ev_scope="decided_masks",
     )
     got = dict(zip(t["pair_id"].to_pylist(), zip(t["mask_routes"].to_pylist(), t["ev_route"].to_pylist())))
     assert got == {
@@ -82,17 +83,33 @@ def test_every_route_case() -> None:
     )
 
 
+def test_by_default_ev_decides_only_pairs_without_masks() -> None:
+    t = route(
+        _table(
+            _row("all-accepted", [0.95, 0.81], ev=0.9),  # masks decided, but EV saw boxes: a human's call
+            _row("all-rejected", [0.05, 0.2], ev=0.1),
+            _row("negative-sure", [], ev=0.75),
+            _row("negative-missed", [], ev=0.3),
+        ),
+        CFG,
+    )
+    assert t["mask_routes"].to_pylist() == [["accept", "accept"], ["reject", "reject"], [], []]
+    assert t["ev_route"].to_pylist() == ["human", "human", "accept", "reject"]
+    with pytest.raises(ValueError, match="ev_scope"):
+        route(_table(_row("p", [], ev=0.5)), CFG, ev_scope="everything")
+
+
 def test_rerouting_replaces_the_old_decision() -> None:
     t = route(_table(_row("p", [0.5], ev=0.5)), CFG)
     wide = fixed_thresholds(RoutingConfig(mv_accept=0.5, mv_reject=0.0, ev_accept=0.5, ev_reject=0.0))
-    again = route(t, wide)
+    again = route(t, wide, ev_scope="decided_masks")
     assert again.column_names.count("mask_routes") == 1
     assert again["mask_routes"].to_pylist() == [["accept"]] and again["ev_route"].to_pylist() == ["accept"]
 
 
 def test_equal_thresholds_leave_no_human_band() -> None:
     cfg = fixed_thresholds(RoutingConfig(mv_accept=0.5, mv_reject=0.5, ev_accept=0.5, ev_reject=0.5))
-    t = route(_table(_row("p", [0.5, 0.49], ev=0.51)), cfg)
+    t = route(_table(_row("p", [0.5, 0.49], ev=0.51)), cfg, ev_scope="decided_masks")
     assert t["mask_routes"].to_pylist() == [["accept", "reject"]] and t["ev_route"].to_pylist() == ["accept"]
 
 
@@ -109,6 +126,7 @@ def test_equal_thresholds_leave_no_human_band() -> None:
         ({"target_precision": 1.0}, "target_precision"),
         ({"confidence": 0.0}, "confidence"),
         ({"min_calibration_items": 0}, "min_calibration_items"),
+        ({"ev_scope": "all"}, "ev_scope"),
     ],
 )
 def test_invalid_thresholds_are_rejected_with_the_field_name(kwargs: dict, field: str) -> None:

@@ -21,8 +21,8 @@ first and the judge then learns on its prediction (ev_train.train_foreground, pr
 
 A candidate is a missed instance of the phrase with P = sigmoid(missed) * prod over slots of P(an accepted
 value), and log P(Accept) = sum over the candidates of log(1 - P). A box of another object covers no instance
-of the phrase and changes nothing here: MV rejects it, and routing lets EV decide a pair only once MV has
-decided every box.
+of the phrase and changes nothing here: MV rejects it, and routing lets EV decide a pair on its own only when
+no box was proposed (routing.ev_scope).
 """
 
 from __future__ import annotations
