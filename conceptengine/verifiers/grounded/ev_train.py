@@ -381,18 +381,15 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
         found, total = found + int((picked & target).sum()), total + int(target.sum())
     right = torch.zeros(len(c.slots))
     seen = torch.zeros(len(c.slots))
-    inter = union = 0
+    fg = (
+        predicted_foreground(model, data) if c.silhouette else None
+    )  # as the scorer predicts it, no box shown
     for m, (boxes, slots) in enumerate(zip(data.objects, data.object_slots, strict=True)):
         if not len(boxes):
             continue
-        view = image = data.images[m : m + 1].float() / 255.0
-        if c.silhouette:  # the foreground as the scorer predicts it, no box shown
-            fg = model.detect(torch.cat([image, torch.zeros_like(image[:, :1])], dim=1))[1]
-            view = model.judge_input(image, fg)
-            if data.foreground is not None:
-                pred = F.interpolate(fg[:, None], size=image.shape[-2:], mode="bilinear")[0, 0] > 0
-                truth = data.foreground[m] > 0
-                inter, union = inter + int((pred & truth).sum()), union + int((pred | truth).sum())
+        view = data.images[m : m + 1].float() / 255.0
+        if fg is not None:
+            view = torch.cat([view, fg[m : m + 1, None].float()], dim=1)
         centres, sides = centres_sides(boxes)
         which = torch.zeros(len(boxes), dtype=torch.long)
         crops = crop_objects(view, which, centres * c.image_size, sides * c.image_size, c.crop_size)
@@ -406,5 +403,12 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
             name: round(float(right[s] / seen[s]), 4) if seen[s] else None
             for s, (name, _) in enumerate(c.slots)
         },
-        **({"foreground_iou": round(inter / union, 4) if union else None} if c.silhouette else {}),
+        **({"foreground_iou": _iou(fg > 0.5, data.foreground)} if fg is not None else {}),
     }
+
+
+def _iou(predicted: torch.Tensor, truth: torch.Tensor | None) -> float | None:
+    if truth is None:
+        return None
+    union = int((predicted | (truth > 0)).sum())
+    return round(int((predicted & (truth > 0)).sum()) / union, 4) if union else None
