@@ -66,6 +66,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=False,
         help="the EV judge also sees the foreground its dense head predicts (GroundedEVConfig.silhouette)",
     )
+    ap.add_argument(
+        "--ev-centre-offsets",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="EV places each candidate where its object's centre lies in the cell (GroundedEVConfig.centre_offsets)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--proposer",
@@ -209,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return proposed[world.root]
 
     log.info("worlds rendered in %.0fs", time.time() - t0)
-    ev_config = GroundedEVConfig(slots=slots, silhouette=args.ev_silhouette)
+    ev_config = GroundedEVConfig(
+        slots=slots, silhouette=args.ev_silhouette, centre_offsets=args.ev_centre_offsets
+    )
     tasks = {
         "mv": (
             GroundedMVModel(GroundedMVConfig(slots=slots)),

@@ -43,10 +43,12 @@ def test_one_task_alone_leaves_the_other_scorer_untouched(tmp_path) -> None:
 def test_a_silhouette_ev_learns_its_foreground_first_and_ships_it(tmp_path) -> None:
     argv = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--n-train", "8", "--n-test", "6",
             "--steps-ev", "2", "--judge-steps-ev", "2", "--fg-steps-ev", "2", "--batch-ev", "4", "--threads", "1",
-            "--tasks", "ev", "--ev-silhouette", "--proposer", "none"]  # fmt: skip
+            "--tasks", "ev", "--ev-silhouette", "--ev-centre-offsets", "--proposer", "none"]  # fmt: skip
     assert script.main(argv) == 0
     shipped = tmp_path / "out" / "ev"
     metrics = json.loads((shipped / "metrics.json").read_text())
     assert metrics["training"]["foreground"]["steps"] == 2 and "foreground_iou" in metrics["halves"]
-    assert json.loads((shipped / "config.json").read_text())["silhouette"] is True
+    config = json.loads((shipped / "config.json").read_text())
+    assert config["silhouette"] is True and config["centre_offsets"] is True
+    assert "centre_error_px" in metrics["halves"]
     assert make_backend(BackendParams(), str(shipped)).task == "ev"

@@ -19,6 +19,10 @@ apart at 17% from RGB alone, 36% with the true foreground beside it, and 21% rea
 after 150 batches of its own (IoU 0.86; the judge had trained on the true one), so the foreground is trained
 first and the judge then learns on its prediction (ev_train.train_foreground, predicted_foreground).
 
+With `centre_offsets`, a head also says where in its cell an object's centre lies (CenterNet's offset), so a
+candidate's crop is centred on its object rather than anywhere in the 8 px cell, and the judge trains on
+crops jittered by a quarter of a cell instead of a whole one.
+
 A candidate is a missed instance of the phrase with P = sigmoid(missed) * prod over slots of P(an accepted
 value), and log P(Accept) = sum over the candidates of log(1 - P). A box of another object covers no instance
 of the phrase and changes nothing here: MV rejects it, and routing lets EV decide a pair on its own only when
@@ -56,6 +60,7 @@ class GroundedEVConfig(PretrainedConfig):
         judge_channels: list[int] | None = None,
         candidates: int = 8,
         silhouette: bool = False,
+        centre_offsets: bool = False,
         text_dim: int = 384,
         text_model: str = MINILM,
         image_size: int = EV_IMAGE_SIZE,
@@ -69,6 +74,7 @@ class GroundedEVConfig(PretrainedConfig):
         self.judge_channels = list(judge_channels or [24, 48, 96, 128])
         self.candidates = candidates  # cells cropped and judged per image
         self.silhouette = silhouette  # the judge also sees the predicted foreground of its crop
+        self.centre_offsets = centre_offsets  # candidates are centred where the object is within its cell
         self.text_dim = text_dim
         self.text_model = text_model
         self.image_size = image_size
@@ -83,6 +89,11 @@ class GroundedEVConfig(PretrainedConfig):
     def grid(self) -> int:
         return self.image_size // self.stride
 
+    @property
+    def centre_jitter(self) -> float:
+        """How far, in cells, a candidate's centre may be off its object's: what the judge trains with."""
+        return 0.25 if self.centre_offsets else 1.0
+
 
 @dataclass
 class GroundedEVOutput(ModelOutput):
@@ -90,6 +101,8 @@ class GroundedEVOutput(ModelOutput):
     other_logits: torch.Tensor | None = None  # (B, len(EV) - 1)
     missed_logits: torch.Tensor | None = None  # (B, G, G): an unboxed object is centred in the cell
     side_logits: torch.Tensor | None = None  # (B, G, G): log(side / image_size) of the object centred there
+    # (B, 2, G, G): logits of where (x, y) in the cell that object's centre lies (configs with `centre_offsets`)
+    offset_logits: torch.Tensor | None = None
     # (B, S/2, S/2) a pixel belongs to an object, boxed or not (configs with `silhouette` only)
     foreground_logits: torch.Tensor | None = None
 
@@ -161,6 +174,7 @@ class GroundedEVModel(PreTrainedModel):
         self.detector = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)), *context)
         self.missed = nn.Conv2d(det, 1, 1)
         self.side = nn.Conv2d(det, 1, 1)
+        self.offset = nn.Conv2d(det, 2, 1) if config.centre_offsets else None
         self.foreground = ForegroundHead(config.detector_channels[0], det) if config.silhouette else None
         judge = [4 if config.silhouette else 3, *config.judge_channels]
         self.judge = nn.Sequential(
@@ -213,7 +227,13 @@ class GroundedEVModel(PreTrainedModel):
         # the real unboxed objects of other concepts whenever the judge is unsure, against the dense targets
         # that define `missed` (every object nobody boxed, whatever it is).
         top = missed.flatten(1).gather(1, cells).detach()
-        centres = torch.stack([cells % g, cells // g], dim=-1).to(pixel_values.dtype).add(0.5) * c.stride
+        offsets = self.offset(feats) if self.offset is not None else None
+        centres = torch.stack([cells % g, cells // g], dim=-1).to(pixel_values.dtype)
+        if offsets is None:
+            centres = (centres + 0.5) * c.stride
+        else:  # (B, 2, G, G) -> each candidate's (x, y) within its cell
+            within = torch.sigmoid(offsets.detach()).flatten(2).gather(2, cells[:, None].expand(-1, 2, -1))
+            centres = (centres + within.transpose(1, 2)) * c.stride
         sides = side.flatten(1).gather(1, cells).detach().exp() * c.image_size
         which = torch.arange(b, device=pixel_values.device).repeat_interleave(k)
         crops = crop_objects(
@@ -236,6 +256,7 @@ class GroundedEVModel(PreTrainedModel):
             other_logits=others,
             missed_logits=missed,
             side_logits=side,
+            offset_logits=offsets,
             foreground_logits=foreground,
         )
 

@@ -5,7 +5,8 @@ known (the demo knows them from the rendered world), each also brings the target
 fast: for the detector, the cells where an object nobody boxed is centred and every object's size; for the
 judge, every object's crop with its slot values. The loss is the verdict's (binary cross-entropy on Accept),
 the missed cells' (per-cell binary cross-entropy, normalised by the objects in view, the cells around each
-centre cell left out), the sizes' (L1 on log side at object centres), the slots' (cross-entropy on the
+centre cell left out), the sizes' (L1 on log side at object centres; with `centre_offsets` also where in
+the cell each centre lies), the slots' (cross-entropy on the
 objects' crops) and, for a scorer with `silhouette`, the foreground's (per-pixel binary cross-entropy against
 the union of the objects' masks).
 """
@@ -184,7 +185,7 @@ def judge_loss(
     cropped from `view[which[k]]` (what the judge reads: GroundedEVModel.judge_input) around its centre and
     side (in [0, 1]), jittered as candidates are framed."""
     c = model.config
-    centres, sides = jittered(centres, sides, 1.0 / c.grid)
+    centres, sides = jittered(centres, sides, c.centre_jitter / c.grid)
     crops = crop_objects(view, which, centres * c.image_size, sides * c.image_size, c.crop_size)
     loss = crops.new_zeros(())
     for s, logits in enumerate(model.judge_values(crops)):
@@ -253,6 +254,9 @@ def loss_on(model: GroundedEVModel, data: EVData, idx: torch.Tensor, embeds: tor
     cells = (centres * g).long().clamp(0, g - 1)
     predicted = out.side_logits[which, cells[:, 1], cells[:, 0]]
     loss = loss + F.l1_loss(predicted, sides.log())
+    if out.offset_logits is not None:  # where in its cell each centre lies
+        within = torch.sigmoid(out.offset_logits[which, :, cells[:, 1], cells[:, 0]])
+        loss = loss + F.l1_loss(within, centres * g - cells)
     # the judge reads the predicted foreground here, as it will when scoring
     view = model.judge_input(pixels[:, :3], out.foreground_logits)
     return loss + judge_loss(model, view, which, centres, sides, slots)
@@ -366,14 +370,24 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
     """How each half does where the objects are known: `candidate_recall`, the share of unboxed objects whose
     centre cell is a candidate or next to one (the crop then still frames the object); `judge_accuracy`,
     per slot, the share of objects whose crop the judge gives the right value (with `silhouette`, on the
-    foreground it predicts, and `foreground_iou` of that prediction with the objects' masks). Tells which
-    half to train more when the verdict lags."""
+    foreground it predicts, and `foreground_iou` of that prediction with the objects' masks; with
+    `centre_offsets`, `centre_error_px`, how far a centre placed by its cell's offset is from the object's).
+    Tells which half to train more when the verdict lags."""
     model.eval()
     c, rows = model.config, torch.nonzero(data.dense).flatten()
     found = total = 0
+    off_error, off_n = 0.0, 0
     for i in range(0, len(rows), 128):
         idx = rows[i : i + 128]
-        missed = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim)).missed_logits
+        out = model(pixels_of(data, idx), torch.zeros(len(idx), c.text_dim))
+        missed = out.missed_logits
+        if out.offset_logits is not None:
+            for k, row in enumerate(idx.tolist()):
+                centres = centres_sides(data.objects[int(data.media[row])])[0] * c.grid
+                cells = centres.long().clamp(0, c.grid - 1)
+                within = torch.sigmoid(out.offset_logits[k][:, cells[:, 1], cells[:, 0]]).T
+                off_error += float((cells + within - centres).norm(dim=-1).sum()) * c.stride
+                off_n += len(centres)
         picked = torch.zeros_like(missed.flatten(1))
         picked.scatter_(1, candidate_cells(missed, min(c.candidates, picked.shape[1])), 1.0)
         picked = neighbourhood_max(picked.view_as(missed)).flatten(1) > 0
@@ -404,6 +418,7 @@ def halves(model: GroundedEVModel, data: EVData) -> dict:
             for s, (name, _) in enumerate(c.slots)
         },
         **({"foreground_iou": _iou(fg > 0.5, data.foreground)} if fg is not None else {}),
+        **({"centre_error_px": round(off_error / off_n, 2) if off_n else None} if c.centre_offsets else {}),
     }
 
 
