@@ -63,6 +63,20 @@ def _scenes(n_images: int, seed: int) -> tuple[list[dict], dict[str, np.ndarray]
     return rows, images, objects
 
 
+def _trainable_config(**options: bool) -> GroundedEVConfig:
+    """A scorer small enough to learn the toy squares in a few hundred steps."""
+    return GroundedEVConfig(
+        slots=SLOTS,
+        detector_channels=[8, 16],
+        context_layers=1,
+        judge_channels=[8, 16],
+        candidates=4,
+        crop_size=16,
+        image_size=SIZE,
+        **options,
+    )
+
+
 def _data(n_images: int, seed: int, config: GroundedEVConfig):
     rows, images, objects = _scenes(n_images, seed)
     return prepare(rows, images.__getitem__, SLOTS, objects, config.image_size, config.grid)
@@ -112,15 +126,7 @@ def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:
 
 def test_training_finds_the_unboxed_instance_of_the_phrase(embedder) -> None:
     torch.manual_seed(0)
-    config = GroundedEVConfig(
-        slots=SLOTS,
-        detector_channels=[8, 16],
-        context_layers=1,
-        judge_channels=[8, 16],
-        candidates=4,
-        crop_size=16,
-        image_size=SIZE,
-    )
+    config = _trainable_config()
     model = GroundedEVModel(config)
     data, test = _data(400, 0, config), _data(100, 1, config)
     accepted = (test.choices == 0).numpy()
@@ -186,19 +192,6 @@ def test_the_phrase_side_learns_what_the_ontology_says_each_phrase_accepts(embed
     assert errors[0] < 0.15 and errors[0] < errors[1] - 0.05
 
 
-def _silhouette_config() -> GroundedEVConfig:
-    return GroundedEVConfig(
-        slots=SLOTS,
-        detector_channels=[8, 16],
-        context_layers=1,
-        judge_channels=[8, 16],
-        candidates=4,
-        crop_size=16,
-        image_size=SIZE,
-        silhouette=True,
-    )
-
-
 def _with_foreground(n_images: int, seed: int, config: GroundedEVConfig):
     rows, images, objects = _scenes(n_images, seed)
 
@@ -210,7 +203,7 @@ def _with_foreground(n_images: int, seed: int, config: GroundedEVConfig):
 
 def test_a_silhouette_scorer_learns_the_foreground_its_judge_reads(embedder, tmp_path) -> None:
     torch.manual_seed(0)
-    config = _silhouette_config()
+    config = _trainable_config(silhouette=True)
     model = GroundedEVModel(config)
     data, test = _with_foreground(200, 0, config), _with_foreground(60, 1, config)
     assert data.foreground.shape == (200, SIZE, SIZE) and set(data.foreground.unique().tolist()) == {0, 1}
@@ -236,7 +229,7 @@ def test_a_silhouette_scorer_learns_the_foreground_its_judge_reads(embedder, tmp
 
 
 def test_a_silhouette_scorer_without_object_masks_says_what_is_missing() -> None:
-    config = _silhouette_config()
+    config = _trainable_config(silhouette=True)
     data = _data(4, 0, config)  # objects known, their masks not
     with pytest.raises(ValueError, match="pass `foreground` to ev_train.prepare"):
         train_judge(GroundedEVModel(config), data, steps=1, batch_size=4)
@@ -244,16 +237,7 @@ def test_a_silhouette_scorer_without_object_masks_says_what_is_missing() -> None
 
 def test_centre_offsets_place_candidates_on_their_objects(embedder) -> None:
     torch.manual_seed(0)
-    config = GroundedEVConfig(
-        slots=SLOTS,
-        detector_channels=[8, 16],
-        context_layers=1,
-        judge_channels=[8, 16],
-        candidates=4,
-        crop_size=16,
-        image_size=SIZE,
-        centre_offsets=True,
-    )
+    config = _trainable_config(centre_offsets=True)
     assert config.centre_jitter < GroundedEVConfig().centre_jitter  # the judge trains on tighter crops
     model = GroundedEVModel(config)
     data, test = _data(400, 0, config), _data(100, 1, config)
