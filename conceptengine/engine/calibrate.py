@@ -4,10 +4,12 @@ Calibration data are the items of rounds 1..r-1 that a human reviewed *score-bli
 task that had no thresholds yet (round 1 sends everything to humans), plus the audit draw afterwards
 (see verifiers/routing.py) — and that carry this round's verifier version. Items a human saw only
 because their score fell in the uncertain band are left out: they over-represent the band, and a
-bound over them would not describe the auto-decided region. Items scored by another verifier version
-are left out too: their scores mean something else, and a retrained verifier may have been trained on
-exactly those verdicts, which would flatter it. A new version therefore starts with no data and sends
-everything to humans for a round — the safe side.
+bound over them would not describe the auto-decided region. Items scored by another checkpoint of their
+task are left out too: their scores mean something else, and a retrained verifier may have been trained on
+exactly those verdicts, which would flatter it. A new checkpoint therefore starts with no data and sends its
+task's items to humans for a round — the safe side. The match is per task (the checkpoints each round's
+ai_verify step records): promoting a new MV leaves EV's data as it was. A served verifier (no checkpoints
+recorded) is matched by its version string.
 
 Labels: a human accepts an item when the choice is "Accept" (MV: the mask is a good instance; EV: the
 pair is exhaustive as shown). Every other choice counts as a reject, because it is what the automatic
@@ -183,6 +185,25 @@ def _threshold_rows(ctx: RunContext, data: pa.Table) -> tuple[list[dict], dict, 
     return rows, chosen, counts
 
 
+def _checkpoints(manifest: dict | None) -> dict[str, str] | None:
+    """task -> the checkpoint an ai_verify step scored it with (its manifest's `verifiers`), None if unknown."""
+    found = ((manifest or {}).get("extra") or {}).get("verifiers") or []
+    return dict(zip(TASKS, found, strict=True)) if len(found) == len(TASKS) else None
+
+
+def scored_alike(ctx: RunContext, r: int, verified: StepResult, items: pa.Table) -> pa.Array:
+    """Per calibration item: was it scored by the checkpoint round r scores its task with (see the module
+    docstring)? Where a round's checkpoints are unknown, by the same verifier version string."""
+    now = _checkpoints(verified.manifest)
+    versions = set(verified["verified"]["verifier_version"].to_pylist()) - {None}
+    then = {k: _checkpoints(ctx.store.manifest(StepRef(k, "ai_verify"))) for k in range(1, r)}
+    keep = []
+    for task, k, version in zip(*(items[c].to_pylist() for c in ("task", "round", "verifier_version"))):
+        past = then.get(k)
+        keep.append(past[task] == now[task] if now and past else version in versions)
+    return pa.array(keep, pa.bool_())
+
+
 def calibrate_round(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
     """Writes `thresholds` (one row per task and side) and `data` (the calibration items) for round r."""
     inputs = _inputs(ctx, r)
@@ -190,8 +211,7 @@ def calibrate_round(ctx: RunContext, r: int, verified: StepResult) -> StepResult
     def compute():
         versions = set(verified["verified"]["verifier_version"].to_pylist()) - {None}
         items = gather(ctx, r)
-        same = pa.array([v in versions for v in items["verifier_version"].to_pylist()], pa.bool_())
-        data = items.filter(same)
+        data = items.filter(scored_alike(ctx, r, verified, items))
         rows, chosen, counts = _threshold_rows(ctx, data)
         extra = {
             "mode": ctx.cfg.routing.mode,

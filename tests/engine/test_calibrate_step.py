@@ -67,17 +67,20 @@ def _ctx(tmp_path, *overrides: str) -> RunContext:
     return RunContext(cfg, RunStore(str(tmp_path / "run")), make_runner("local"), tmp_path)
 
 
-def _verify_step(ctx: RunContext, r: int, version: str) -> StepResult:
+def _verify_step(ctx: RunContext, r: int, version: str, checkpoints: list[str] | None = None) -> StepResult:
+    """The round's ai_verify output; `checkpoints` ([mv, ev]) as the step records them, or none (served)."""
     table = _verified(r, version)
     ref = StepRef(r, "ai_verify")
-    return StepResult(
-        ref, {"verified": table}, ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x"), False
-    )
+    extra = {"verifiers": checkpoints} if checkpoints else None
+    manifest = ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x", extra)
+    return StepResult(ref, {"verified": table}, manifest, False)
 
 
-def _play_round(ctx: RunContext, r: int, version: str = "v1") -> tuple[StepResult, pa.Table]:
+def _play_round(
+    ctx: RunContext, r: int, version: str = "v1", checkpoints: list[str] | None = None
+) -> tuple[StepResult, pa.Table]:
     """calibrate -> route -> (human answers) for round r, stored as the pipeline stores them."""
-    verified = _verify_step(ctx, r, version)
+    verified = _verify_step(ctx, r, version, checkpoints)
     calibrated = calibrate_round(ctx, r, verified)
     cfg = ctx.cfg.routing
     routed = route(
@@ -136,6 +139,16 @@ def test_another_verifier_version_starts_from_no_data(tmp_path) -> None:
     assert second.manifest["extra"]["other_version_items"] == 280
     assert second["data"].schema == DATA and second["data"].num_rows == 0
     assert set(routed["ev_route"].to_pylist()) == {"human"}
+
+
+def test_a_new_mv_checkpoint_leaves_ev_its_calibration_data(tmp_path) -> None:
+    ctx = _ctx(tmp_path)
+    _play_round(ctx, 1, version="mv-a+ev-a", checkpoints=["models/mv-a", "models/ev-a"])
+    second, _ = _play_round(ctx, 2, version="mv-b+ev-a", checkpoints=["models/mv-b", "models/ev-a"])
+    extra = second.manifest["extra"]
+    assert extra["calibration_items"] == {"mv": 0, "ev": 140} and extra["other_version_items"] == 140
+    th = thresholds_of(second)
+    assert not th["mv"].any and th["ev"].accept == 0.51  # EV keeps deciding; the new MV starts over
 
 
 def test_fixed_mode_applies_the_config_and_reports_its_evidence(tmp_path) -> None:
