@@ -19,7 +19,9 @@ What it does:
    image under the boxes; and each half alone (`ev_candidate_recall`: unboxed objects among the detector's
    candidates; `ev_judge_accuracy`: slot values the judge gives the objects' crops).
 
-`--tasks mv` or `--tasks ev` runs one half. The last line printed is one JSON object.
+`--tasks mv` or `--tasks ev` runs one half. `--scorers DIR` scores the checkpoints saved in DIR/mv and DIR/ev
+(e.g. the shipped conceptengine/assets/verifier-grounded, trained by scripts/train_demo_grounded_verifiers.py)
+instead of training them: only the test world is rendered. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workdir", default=None, help="where the worlds go (default: a temp dir)")
     ap.add_argument(
         "--save", default=None, help="save the trained scorers here, in mv/ and ev/ (save_pretrained)"
+    )
+    ap.add_argument(
+        "--scorers",
+        default=None,
+        help="score the scorers saved in DIR/mv and DIR/ev (e.g. conceptengine/assets/verifier-grounded) "
+        "instead of training them",
     )
     args = ap.parse_args(argv)
     sizes = (
@@ -225,6 +233,13 @@ def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # 
             **figures, "mv_curve": curve}  # fmt: skip
 
 
+def saved_mv(args, worlds: dict[int, Path], graph, embedder) -> dict:  # type: ignore[no-untyped-def]
+    path = Path(args.scorers) / "mv"
+    model = GroundedMVModel.from_pretrained(path).eval()
+    test_rows, test_data = grounded_mv_examples(worlds[TEST_SEED], TEST_SEED, model.config.slots)
+    return {"mv_scorer": str(path)} | report(model, test_rows, test_data, embedder, graph)
+
+
 def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: ignore[no-untyped-def]
     config = GroundedEVConfig(slots=slots)
     t0 = time.perf_counter()
@@ -255,6 +270,14 @@ def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: i
             **figures, "ev_curve": curve}  # fmt: skip
 
 
+def saved_ev(args, worlds: dict[int, Path], embedder) -> dict:  # type: ignore[no-untyped-def]
+    path = Path(args.scorers) / "ev"
+    model = GroundedEVModel.from_pretrained(path).eval()
+    c = model.config
+    test_rows, test_data = grounded_ev_examples(worlds[TEST_SEED], TEST_SEED, c.slots, c.image_size, c.grid)
+    return {"ev_scorer": str(path)} | ev_report(model, test_rows, test_data, embedder)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.threads:
@@ -266,15 +289,17 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)
         t0 = time.perf_counter()
-        worlds = {
-            seed: render(root, n, seed)
-            for seed, n in ((TRAIN_SEED, args.train_images), (TEST_SEED, args.test_images))
-        }
+        sizes = [(TEST_SEED, args.test_images)]
+        if not args.scorers:
+            sizes.insert(0, (TRAIN_SEED, args.train_images))
+        worlds = {seed: render(root, n, seed) for seed, n in sizes}
         figures["render_s"] = round(time.perf_counter() - t0, 1)
         if "mv" in args.tasks:
-            figures |= train_mv(args, worlds, slots, graph, embedder)
+            mv = saved_mv(args, worlds, graph, embedder) if args.scorers else None
+            figures |= mv or train_mv(args, worlds, slots, graph, embedder)
         if "ev" in args.tasks:
-            figures |= train_ev(args, worlds, slots, embedder)
+            ev = saved_ev(args, worlds, embedder) if args.scorers else None
+            figures |= ev or train_ev(args, worlds, slots, embedder)
     print(json.dumps(figures))
     return figures
 

@@ -32,6 +32,12 @@ def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -
     assert figures["ev_candidate_recall"] is None or 0 <= figures["ev_candidate_recall"] <= 1
     assert (tmp_path / "saved" / "mv" / "model.safetensors").exists()
     assert (tmp_path / "saved" / "ev" / "model.safetensors").exists()
+    # the saved scorers, scored without training: the same figures on the same test world
+    again = bench.main(["--test-images", "4", "--threads", "1", "--workdir", str(tmp_path / "again"),
+                        "--scorers", str(tmp_path / "saved")])  # fmt: skip
+    assert not (tmp_path / "again" / f"world-{bench.TRAIN_SEED}").exists() and "mv_train" not in again
+    for key in ("mv_auc", "mv_image_swap", "ev_auc", "ev_image_swap", "ev_judge_accuracy"):
+        assert again[key] == pytest.approx(figures[key], abs=1e-6), key
 
 
 def test_bad_arguments_are_refused() -> None:
