@@ -2,7 +2,7 @@
 
 Calibration data are the items of rounds 1..r-1 that a human reviewed *score-blind* — every item of a
 task that had no thresholds yet (round 1 sends everything to humans), plus the audit draw afterwards
-(see verifiers/routing.py) — and that carry this round's verifier version. Items a human saw only
+(see verifiers/routing.py) — and that were scored as this round scores them. Items a human saw only
 because their score fell in the uncertain band are left out: they over-represent the band, and a
 bound over them would not describe the auto-decided region. Items scored by another checkpoint of their
 task are left out too: their scores mean something else, and a retrained verifier may have been trained on
