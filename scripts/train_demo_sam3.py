@@ -1,23 +1,20 @@
 """Train the small SAM 3 that ships as the demo's starting checkpoint (conceptengine/assets/sam3-demo/).
 
 One call runs the whole recipe, in SAM 3's own order (fixed seeds, `--style demo`); the shipped checkpoint is
-six calls: this one (78 minutes on 2 CPU cores; stage 1 17, stage 2 57, stage 3 4, stage 4 and the report the rest):
-    python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --steps 10000 --calibrate-steps 500 \
-        --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out FIRST
-then this continuation of it (stages 2-4 again; 0.36 s a step alone on 2 cores, about 65 minutes):
-    python scripts/train_demo_sam3.py --init FIRST --n-train 4800 --steps 10000 --lr 3e-4 --calibrate-steps 500 \
-        --dropout 0 --curve-points 5 --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out SECOND
-and the same continuation of that with `--init SECOND --steps 7000 --curve-points 4` (about 50 minutes, THIRD),
-then stage 1b on THIRD's backbone and the detector stages again (28 + 50 + 3 minutes, stage 4 and the report a few more):
-    python scripts/train_demo_sam3.py --init THIRD --n-train 4800 --scene-pretrain-steps 10000 --steps 8000 \
-        --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 --in-process --threads 2 --freeze-text \
-        --backbone-lr-scale 0.1 --out FOURTH
-and the same again from FOURTH with `--steps 10000 --curve-points 5` (29 + 64 + 3 minutes, FIFTH), then stage 1b
-on 20,000 freshly rendered scenes (FIFTH's backbone had seen the 4,800 training images ~33 times) and the
-detector stages again (35 + 60 + 4 minutes, partly beside another job; SIXTH, the shipped one):
-    python scripts/train_demo_sam3.py --init FIFTH --n-train 4800 --scene-pretrain-steps 10000 \
-        --scene-pretrain-images 20000 --steps 8000 --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 4 \
-        --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out SIXTH
+three calls from scratch, 457 CPU minutes on 2 cores in all (training/sam3-demo-lineage/ keeps each call's
+output and README). Call A (stage 1 10, stage 1b 54, stage 2 101, stage 3 2 minutes):
+    python scripts/train_demo_sam3.py --n-train 4800 --pretrain-steps 3000 --scene-pretrain-steps 15000 \
+        --scene-pretrain-images 30000 --steps 14000 --lr 5e-4 --calibrate-steps 500 --dropout 0 --curve-points 5 \
+        --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out A
+call B continues A on 40,000 freshly rendered scenes (stage 1b 44, stage 2 71, stage 3 3 minutes):
+    python scripts/train_demo_sam3.py --init A --n-train 4800 --scene-pretrain-steps 10000 \
+        --scene-pretrain-images 40000 --steps 10000 --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 5 \
+        --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out B
+and call C (the shipped one) continues B on 40,000 other scenes (stage 1b 69, stage 2 98, stage 3 3 minutes,
+partly beside other jobs):
+    python scripts/train_demo_sam3.py --init B --n-train 4800 --scene-world-seed 20263 --scene-pretrain-steps 10000 \
+        --scene-pretrain-images 40000 --steps 12000 --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 6 \
+        --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out C
 1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
