@@ -40,19 +40,14 @@ DEMO_EV_MODEL = "models/verifier-ev"
 DEMO_REPLAY_DIR = "replay-world"
 DEMO_REPLAY_ANNOTATIONS = f"{DEMO_REPLAY_DIR}/pairs.parquet"
 DEMO_REPLAY_IMAGES = 120
-# About this share of a fine-tune's images are replay. Sized on the shipped checkpoint (call C): at 0.35 a demo
-# run ended the shifted look at +7.6, the new family at +8.2 and seen concepts at -3.3 (a replay of the
-# three rounds on one run's committed data: +7.6 / +7.0 / -0.7); at 0.5 two runs gave +6.6 / +3.7 / -2.4 and
-# +6.8 / +4.3 / -4.1 (README).
+# About this share of a fine-tune's images are replay: less replay lets the new family and the shifted look
+# gain more and lets seen concepts slip further, almost linearly (README, "What the demo shows today").
 DEMO_REPLAY_SHARE = 0.35
 # Each candidate's operating point is refitted on this many of those images (retrain.presence_fit_images).
 DEMO_PRESENCE_FIT_IMAGES = 60
 # The held-out family's words never trained the shipped checkpoint's text tower (stage 1 leaves them out), so
-# their embeddings sit at their random init, and at the detector's rate three 150-step fine-tunes moved them
-# ~12%. With the token embeddings at 10x the rate (retrain.token_embedding_lr_scale) the demo ended the new
-# family at +8.0 gold cgF1 instead of +2.2, the shifted look at +9.7 instead of +5.9, seen concepts at -2.0
-# (the whole text tower at 10x: +5.3 / +6.8, +8.7, -3.2 / -3.0; README), measured on the checkpoint before
-# call C. On call C, one fine-tune at 30x, 60x or 100x lost 2.4-8.3 points more on seen concepts than at 10x.
+# their embeddings start at their random init and at the detector's rate a short fine-tune barely moves them;
+# much faster than 10x, seen concepts' words drift too (README; docs/demo-loop-measurements.md).
 DEMO_TOKEN_EMBEDDING_LR_SCALE = 10.0
 
 
