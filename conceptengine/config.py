@@ -229,6 +229,9 @@ class RetrainConfig(_Strict):
     # `conceptengine demo` replays the first images of the shipped checkpoint's own training world.
     replay_annotations: str | None = None
     replay_share: float = Field(0.0, ge=0, lt=1)
+    # Each pass over the committed images comes with fresh replay images, as far as the replay set has them:
+    # the same share, several times the distinct base data (see TrainSam3Config.replay_spread).
+    replay_spread: bool = True
     # Refit the candidate's operating point (its presence-logit shift) on the first this-many replay images
     # before promotion; 0 = off. A fine-tune retrains the presence head away from the shift its init was
     # calibrated with: on the demo, one fine-tune cost seen concepts 13.2 -> 10.8 gold cgF1 and the refit

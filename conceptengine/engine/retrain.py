@@ -92,6 +92,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             max_negative_share=cfg.max_negative_share,
             replay_annotations=replay_path(ctx.inputs),
             replay_share=cfg.replay_share,
+            replay_spread=cfg.replay_spread,
             presence_fit_images=cfg.presence_fit_images,
             freeze_vision=cfg.freeze_vision,
             freeze_text=cfg.freeze_text,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class TrainSam3Config(BaseModel):
     # concept family, a shifted domain), forgets the concepts the checkpoint knew.
     replay_annotations: str | None = None
     replay_share: float = Field(0.0, ge=0, lt=1)
+    # Spread replay over the run's passes: the committed images repeat once per pass the run makes (as far as
+    # the replay set has fresh images for each), each pass beside different replay images. Same replay
+    # share, more distinct base images remembered (without it a short run replays one small draw again).
+    replay_spread: bool = True
     # The operating point after training (model/presence_bias.py). A detection needs query x presence score
     # >= 0.5; a fine-tune retrains the presence head and drifts from the shift its init was calibrated with.
     # With presence_fit_images > 0, these shifts of the presence logit are scored on the first that many
@@ -224,6 +229,16 @@ def replay_records(replay: list[ImageRecord], n_committed: int, share: float, se
     return [r for _ in range(whole) for r in replay] + [replay[i] for i in picked]
 
 
+def replay_passes(cfg: TrainSam3Config, n_records: int, n_committed: int, n_base: int) -> int:
+    """How many times the committed records repeat (see `replay_spread`): the passes the run makes over
+    committed + one replay draw, capped by how many distinct draws the base set holds; 1 without spread."""
+    want = round(n_committed * cfg.replay_share / (1.0 - cfg.replay_share))
+    if not cfg.replay_spread or want == 0 or n_records == 0:
+        return 1
+    run_passes = math.ceil(cfg.steps * cfg.batch_size / (n_records + want))
+    return max(1, min(run_passes, n_base // want))
+
+
 def load_training_records(cfg: TrainSam3Config) -> tuple[list[ImageRecord], int]:
     """The committed records (shards, annotations), then the replay ones; returns (records, n_replay)."""
     records = []
@@ -233,14 +248,14 @@ def load_training_records(cfg: TrainSam3Config) -> tuple[list[ImageRecord], int]
         records += _read_annotations(cfg.annotations, "annotations")
     replay: list[ImageRecord] = []
     if cfg.replay_annotations and cfg.replay_share > 0:
+        base = _read_annotations(cfg.replay_annotations, "replay_annotations")
         n_committed = sum(1 for r in records if r.pairs)
-        replay = replay_records(
-            _read_annotations(cfg.replay_annotations, "replay_annotations"),
-            n_committed,
-            cfg.replay_share,
-            cfg.seed,
+        passes = replay_passes(cfg, len(records), n_committed, sum(1 for r in base if r.pairs))
+        records = records * passes
+        replay = replay_records(base, n_committed * passes, cfg.replay_share, cfg.seed)
+        log.info(
+            "replaying %d base images beside %d committed ones (x%d passes)", len(replay), n_committed, passes
         )
-        log.info("replaying %d base images beside %d committed ones", len(replay), n_committed)
     return records + replay, len(replay)
 
 
@@ -398,7 +413,7 @@ def run_training(
                 "merge_alpha": cfg.merge_alpha,
                 "resumed_from": start,
                 "init_checkpoint": cfg.init_checkpoint,
-                "images": len(dataset),
+                "images": len(dataset),  # one pass: with spread replay, committed images repeat
                 "replay_images": n_replay,
                 "last": last,
                 "config": cfg.model_dump(mode="json"),

@@ -402,6 +402,28 @@ def test_replay_images_join_the_records_and_are_capped_like_committed_ones(world
     assert load_training_records(cfg(world, tmp_path / "o", replay_annotations=str(replay_table)))[1] == 0
 
 
+def test_spread_replay_gives_each_pass_over_the_committed_images_fresh_replay_ones(
+    world, replay_table, tmp_path
+):
+    from conceptengine.model.train import load_training_records
+
+    # 3 committed images at share 0.25 want 1 replay image per pass; 20 steps of 2 make 10 passes over 4
+    # images, and the 5-image replay set has a fresh image for 5 of them.
+    kw = {"replay_annotations": str(replay_table), "replay_share": 0.25, "steps": 20}
+    records, n_replay = load_training_records(cfg(world, tmp_path / "o", replay_spread=True, **kw))
+    committed, replayed = records[:-n_replay], [r.media_id for r in records[-n_replay:]]
+    assert len(committed) == 15 and len({r.media_id for r in committed}) == 3  # each committed image x5
+    assert len(replayed) == len(set(replayed)) == 5  # every replay image once: 5x the distinct base data
+    assert n_replay / len(records) == 0.25  # the share is what it was
+    again, _ = load_training_records(cfg(world, tmp_path / "o", replay_spread=True, **kw))
+    assert [r.media_id for r in again] == [r.media_id for r in records]  # resume sees the same records
+    # Without spread one draw of 1 replay image sits beside the 3 committed ones.
+    assert load_training_records(cfg(world, tmp_path / "o", replay_spread=False, **kw))[1] == 1
+    # A run too short for a second pass does not repeat anything.
+    short = load_training_records(cfg(world, tmp_path / "o", replay_spread=True, **(kw | {"steps": 2})))
+    assert short[1] == 1 and len(short[0]) == 4
+
+
 def test_a_run_with_replay_records_how_many_images_it_replayed(world, replay_table, tmp_path):
     c = cfg(world, tmp_path / "out", steps=1, replay_annotations=str(replay_table), replay_share=0.25)
     summary = json.loads((Path(train_sam3(c)) / "training.json").read_text())
