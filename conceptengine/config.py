@@ -251,6 +251,9 @@ class RetrainConfig(_Strict):
     # Train the text encoder's token embeddings at lr x this: the words of a family the checkpoint never saw
     # start near their random init, and at the detector's rate a short fine-tune barely moves them.
     token_embedding_lr_scale: float = Field(1.0, gt=0, le=100)
+    # Keep the token embeddings of the words the replay data uses (words the checkpoint knows) as they are, so
+    # only new words learn: a fine-tune that moves known words blurs the concepts they name. Needs replay.
+    freeze_replay_tokens: bool = False
     # Weight-space ensembling (WiSE-FT): the candidate is base + merge_alpha * (fine-tune - base), before its
     # operating point is refitted; 1.0 = the plain fine-tune. On the demo one fine-tune scored gold 16.39
     # plain and 18.24 at 0.5 (base 17.58): the plain one lost 4 points on seen concepts (README).
@@ -266,6 +269,11 @@ class RetrainConfig(_Strict):
             raise ValueError(
                 f"retrain.replay_share is {self.replay_share} but retrain.replay_annotations is not set: "
                 "name the base data to replay (an ANNOTATIONS Parquet path), or set retrain.replay_share to 0"
+            )
+        if self.freeze_replay_tokens and not self.replay_annotations:
+            raise ValueError(
+                "retrain.freeze_replay_tokens is true but retrain.replay_annotations is not set: the words to "
+                "keep are the replay data's; name it, or set freeze_replay_tokens to false"
             )
         if self.presence_fit_images and not self.replay_annotations:
             raise ValueError(

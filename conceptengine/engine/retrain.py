@@ -98,6 +98,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
             freeze_text=cfg.freeze_text,
             backbone_lr_scale=cfg.backbone_lr_scale,
             token_embedding_lr_scale=cfg.token_embedding_lr_scale,
+            freeze_replay_tokens=cfg.freeze_replay_tokens,
             merge_alpha=cfg.merge_alpha,
             seed=ctx.cfg.seed + r,
             device=ctx.cfg.sam3.device,

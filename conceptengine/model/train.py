@@ -118,6 +118,9 @@ class TrainSam3Config(BaseModel):
     # fine-tune at the detector's rate; speeding up the whole text tower instead moved the trained words too
     # and cost the demo's seen concepts 3 points (README).
     token_embedding_lr_scale: float = Field(1.0, gt=0, le=100)
+    # Keep the token embeddings of every word the replay data uses as the checkpoint has them: those are words
+    # it knows, and a fine-tune that moves them blurs the concepts they name. Only new words learn.
+    freeze_replay_tokens: bool = False  # with freeze_text, every token embedding is frozen anyway
     # Weight-space ensembling with the init before the operating point is fitted (model/weight_merge.py):
     # the output is init + merge_alpha * (fine-tune - init); 1.0 keeps the plain fine-tune.
     merge_alpha: float = Field(1.0, ge=0, le=1)
@@ -152,6 +155,11 @@ class TrainSam3Config(BaseModel):
     def _data_and_paths(self) -> TrainSam3Config:
         if not self.shards and not self.annotations:
             raise ValueError("no training data: set shards (WebDataset URLs) or annotations (a Parquet path)")
+        if self.freeze_replay_tokens and not self.replay_annotations:
+            raise ValueError(
+                "freeze_replay_tokens is true but replay_annotations is not set: the words to keep are the "
+                "replay data's; name it, or set freeze_replay_tokens to false"
+            )
         if self.presence_fit_images and not self.replay_annotations:
             raise ValueError(
                 f"presence_fit_images is {self.presence_fit_images} but replay_annotations is not set: the "
@@ -227,6 +235,24 @@ def replay_records(replay: list[ImageRecord], n_committed: int, share: float, se
     whole, rest = divmod(want, len(replay))
     picked = sorted(rng.choice(len(replay), rest, replace=False).tolist())
     return [r for _ in range(whole) for r in replay] + [replay[i] for i in picked]
+
+
+def replay_token_ids(path: str, tokenizer) -> list[int]:
+    """The token ids of every noun phrase in the replay annotations (special tokens included)."""
+    phrases = sorted(set(_annotation_table(path, "replay_annotations")["noun_phrase"].to_pylist()))
+    return sorted({i for ids in tokenizer(phrases)["input_ids"] for i in ids})
+
+
+def freeze_token_rows(model: Sam3Model, token_ids: list[int]) -> None:
+    """Zero the gradient of these rows of the text encoder's token embedding table. Adam's moments for them
+    stay 0, so only weight decay touches them (lr x weight_decay per step); the other rows train as before."""
+    table = model.text_encoder.get_input_embeddings().weight
+    keep = torch.ones(table.shape[0], 1, device=table.device)
+    keep[token_ids] = 0.0
+    table.register_hook(lambda grad: grad * keep)
+    log.info(
+        "token embeddings: %d of %d rows (the replay data's words) kept as trained", len(token_ids), len(keep)
+    )
 
 
 def replay_passes(cfg: TrainSam3Config, n_records: int, n_committed: int, n_base: int) -> int:
@@ -347,6 +373,8 @@ def run_training(
         model.text_encoder.eval()
         model.text_projection.requires_grad_(False)
     inputs = load_sam3_inputs(cfg.init_checkpoint)
+    if cfg.freeze_replay_tokens and not cfg.freeze_text:
+        freeze_token_rows(model, replay_token_ids(cfg.replay_annotations, inputs.tokenizer))
     records, n_replay = load_training_records(cfg)
     dataset = Sam3TrainDataset(
         records,

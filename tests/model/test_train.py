@@ -424,6 +424,28 @@ def test_spread_replay_gives_each_pass_over_the_committed_images_fresh_replay_on
     assert short[1] == 1 and len(short[0]) == 4
 
 
+def test_freeze_replay_tokens_keeps_known_words_and_trains_the_new_ones(world, replay_table, tmp_path):
+    from transformers import Sam3Model
+
+    from conceptengine.model.train import replay_token_ids
+
+    tokenizer = load_sam3_inputs(world["init"]).tokenizer
+    known = replay_token_ids(str(replay_table), tokenizer)
+    phrases = sorted(set(world["table"]["noun_phrase"].to_pylist()))
+    new = sorted({i for ids in tokenizer(phrases)["input_ids"] for i in ids} - set(known))
+    assert known and new  # the committed pairs use words the replay data does not
+    c = cfg(world, tmp_path / "o", replay_annotations=str(replay_table), replay_share=0.5, lr=1e-2)
+    out = train_sam3(c.model_copy(update={"freeze_replay_tokens": True}))
+
+    def table(path):
+        return Sam3Model.from_pretrained(path).text_encoder.get_input_embeddings().weight.detach()
+
+    before, after = table(world["init"]), table(out)
+    # Known rows move only by AdamW's weight decay (lr x 1e-4 per step); new ones by the gradient.
+    assert torch.allclose(after[known], before[known], rtol=1e-5, atol=1e-7)
+    assert (after[new] - before[new]).abs().max() > 1e-3
+
+
 def test_a_run_with_replay_records_how_many_images_it_replayed(world, replay_table, tmp_path):
     c = cfg(world, tmp_path / "out", steps=1, replay_annotations=str(replay_table), replay_share=0.25)
     summary = json.loads((Path(train_sam3(c)) / "training.json").read_text())
@@ -437,6 +459,8 @@ def test_replay_config_errors_name_the_key(world, tmp_path):
         load_train_config(_write(tmp_path, world, replay_annotations="x.parquet", replay_share=-0.1))
     with pytest.raises(ValueError, match="replay_annotations is not set"):
         cfg(world, tmp_path / "o", replay_share=0.5)
+    with pytest.raises(ValueError, match="freeze_replay_tokens is true but replay_annotations is not set"):
+        cfg(world, tmp_path / "o", freeze_replay_tokens=True)
     missing = cfg(world, tmp_path / "o", replay_annotations=str(tmp_path / "nope.parquet"), replay_share=0.5)
     with pytest.raises(FileNotFoundError, match=r"replay_annotations path .*nope\.parquet does not exist"):
         train_sam3(missing)
