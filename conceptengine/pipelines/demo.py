@@ -36,30 +36,34 @@ SHIPPED_VERIFIERS = Path(__file__).resolve().parents[1] / "assets" / "verifier-g
 DEMO_EV_MODEL = "models/verifier-ev"
 # Replay of base data during the demo's retraining (retrain.replay_annotations / replay_share): the first
 # DEMO_REPLAY_IMAGES train images of the world the shipped SAM 3 was trained on (sim/base_data.py), with the
-# pairs it was trained on, rendered into the workspace. 120 images hold ~1,400 pairs and render in seconds.
+# pairs it was trained on, rendered into the workspace. 480 images hold ~5,700 pairs and render in ~15 s:
+# enough for every pass of a fine-tune to replay fresh images (retrain.replay_spread).
 DEMO_REPLAY_DIR = "replay-world"
 DEMO_REPLAY_ANNOTATIONS = f"{DEMO_REPLAY_DIR}/pairs.parquet"
-DEMO_REPLAY_IMAGES = 120
+DEMO_REPLAY_IMAGES = 480
 # About this share of a fine-tune's images are replay: less replay lets the new family and the shifted look
-# gain more and lets seen concepts slip further, almost linearly (README, "What the demo shows today").
-DEMO_REPLAY_SHARE = 0.35
+# gain more and lets seen concepts slip further (README, "What the demo shows today").
+DEMO_REPLAY_SHARE = 0.2
 # Each candidate's operating point is refitted on this many of those images (retrain.presence_fit_images).
 DEMO_PRESENCE_FIT_IMAGES = 60
 # The held-out family's words never trained the shipped checkpoint's text tower (stage 1 leaves them out), so
-# their embeddings start at their random init and at the detector's rate a short fine-tune barely moves them;
-# much faster than 10x, seen concepts' words drift too (README; docs/demo-loop-measurements.md).
+# their embeddings start at their random init and at the detector's rate a short fine-tune barely moves them.
+# Only they learn (retrain.freeze_replay_tokens): the words of the replay data, which the checkpoint knows,
+# keep their embeddings; moved, they cost seen concepts (README; docs/demo-loop-measurements.md).
 DEMO_TOKEN_EMBEDDING_LR_SCALE = 10.0
 
 
 def retrain_overrides() -> list[str]:
     """`--set` defaults of `conceptengine demo`: retraining replays the shipped checkpoint's own data,
-    refits each candidate's operating point on it and trains the token embeddings faster (the user's overrides
-    come after them, e.g. retrain.replay_share=0 retrain.presence_fit_images=0 to replay nothing)."""
+    refits each candidate's operating point on it and trains only new words' token embeddings, faster (the
+    user's overrides come after them, e.g. retrain.replay_share=0 retrain.presence_fit_images=0 to replay
+    nothing)."""
     return [
         f"retrain.replay_annotations={DEMO_REPLAY_ANNOTATIONS}",
         f"retrain.replay_share={DEMO_REPLAY_SHARE}",
         f"retrain.presence_fit_images={DEMO_PRESENCE_FIT_IMAGES}",
         f"retrain.token_embedding_lr_scale={DEMO_TOKEN_EMBEDDING_LR_SCALE}",
+        "retrain.freeze_replay_tokens=true",
     ]
 
 

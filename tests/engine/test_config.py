@@ -118,6 +118,9 @@ def test_retrain_replay_keys():
     assert demo.replay_annotations == DEMO_REPLAY_ANNOTATIONS and 0 < demo.replay_share < 1
     assert demo.presence_fit_images > 0  # candidates refit their operating point on the replay set
     assert demo.token_embedding_lr_scale > 1  # the held-out family's words start untrained
+    assert demo.freeze_replay_tokens and demo.replay_spread  # ... and only they learn
+    with pytest.raises(ConfigError, match=r"retrain\.freeze_replay_tokens is true but retrain\.replay_annot"):
+        load_config(None, ["retrain.freeze_replay_tokens=true"])
     with pytest.raises(
         ConfigError, match=r"retrain\.presence_fit_images is 60 but retrain\.replay_annotations"
     ):
