@@ -314,8 +314,8 @@ class VerifierRetrainSchedule(_Strict):
 class RoundsConfig(_Strict):
     count: int = Field(3, ge=1)
     # 100 for the demo: a fine-tune overfits a small commit (more steps on 40 images made every gold group
-    # worse; with 80 the held-out family still gained < 10). With 100 one demo run met every issue-11 target
-    # (shifted +10.6, family +10.2, seen -1.3; at 80: +8.6 / +14.5 / -3.3) for 53 s more demo time (README).
+    # worse). Two demo runs at 100: shifted +10.6 / +10.4, held-out family +10.2 / +12.3, seen concepts
+    # -1.3 / -2.5; one at 80: +8.6 / +14.5 / -3.3, about a minute faster (README).
     images_per_round: int = Field(100, ge=1)
 
 
