@@ -35,11 +35,11 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from conceptengine.config import load_config
-from conceptengine.engine.driver import run_all, start_run
-from conceptengine.engine.evaluate import committed_quality
-from conceptengine.engine.report import round_table
 from conceptengine.pipelines.demo import prepare_demo_workspace
 from conceptengine.pipelines.image import run_round
+from conceptengine.round.driver import run_all, start_run
+from conceptengine.round.evaluate import committed_quality
+from conceptengine.round.report import round_table
 from conceptengine.sim.oracle import Oracle
 
 MODES = {"all_human": "human", "engine": "calibrated"}
@@ -96,7 +96,7 @@ def run_mode(name: str, workspace: Path, args: argparse.Namespace, console: Cons
         ctx.runner.shutdown()
     console.print(f"[bold]{name}[/]")
     console.print(round_table(summaries))
-    oracle = Oracle(ctx.world_dir)
+    oracle = Oracle(ctx.inputs.resolve(cfg.media.world_dir))
     by_round = {
         s["round"]: pq.read_table(run_dir / "annotations" / f"round={s['round']:04d}") for s in summaries
     }

@@ -2,7 +2,7 @@
 
 What it does:
 1. renders a training world and a separately seeded test world (the demo's style, `--train-images` and
-   `--test-images` images) and makes MV examples on both as the demo does (train_data_sim.oracle_examples:
+   `--test-images` images) and makes MV examples on both as the demo does (sim/verifier_examples.oracle_examples:
    ground-truth masks, the proposer's typical mistakes, masks of other concepts), answered by an
    error-free simulated reviewer;
 2. trains the grounded MV scorer (conceptengine/verifiers/grounded) for `--steps` batches on one side;
@@ -39,6 +39,7 @@ import torch
 
 from conceptengine.sim.render import STYLES
 from conceptengine.sim.taxonomy import shapes_graph
+from conceptengine.sim.verifier_examples import grounded_ev_examples, grounded_mv_examples
 from conceptengine.sim.world import build_world
 from conceptengine.verifiers.choices import EV, MV
 from conceptengine.verifiers.grounded import ev_train, scorer_tasks
@@ -48,7 +49,6 @@ from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVM
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
 from conceptengine.verifiers.grounded.slots import ontology_slots
 from conceptengine.verifiers.grounded.train import MVData, accept_probs, train
-from conceptengine.verifiers.train_data_sim import grounded_ev_examples, grounded_mv_examples
 from conceptengine.verifiers.train_metrics import auroc
 
 TRAIN_SEED, TEST_SEED = 101, 202

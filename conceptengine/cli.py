@@ -14,12 +14,32 @@ from rich.console import Console
 from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
-from conceptengine.engine.context import RunError
 from conceptengine.engine.progress import StepProgress
-from conceptengine.engine.report import RENDERED_NOTICE, round_table, rounded
 from conceptengine.engine.runner import ResourceConfigError
+from conceptengine.engine.status import run_status
 from conceptengine.engine.store import NotARunError
+from conceptengine.model.saco_io import evaluate_files
 from conceptengine.output import configure_output
+from conceptengine.pipelines.demo import (
+    prepare_demo_workspace,
+    retrain_overrides,
+    shifted_domain,
+    shipped_held_out,
+)
+from conceptengine.pipelines.eval_model import evaluate_checkpoint
+from conceptengine.pipelines.export import export
+from conceptengine.pipelines.image import run_round, steps_per_round
+from conceptengine.review.interop.run import export_run, import_run
+from conceptengine.review.web import server as review_server
+from conceptengine.review.web.accounts import AccountError
+from conceptengine.review.web.run import RunOpenError
+from conceptengine.round.context import RunError
+from conceptengine.round.driver import run_all, start_run
+from conceptengine.round.report import RENDERED_NOTICE, round_table, rounded
+from conceptengine.training.sam3_ray import train_sam3_from_yaml
+from conceptengine.training.verifier_ray import train_verifier_from_yaml
+from conceptengine.verifiers import serve as verifier_server
+from conceptengine.verifiers.train_metrics import metrics_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
@@ -45,10 +65,8 @@ def _fail(msg: str) -> None:
 
 
 def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
-    from conceptengine.engine.driver import run_all, start_run
 
     ctx = start_run(cfg, run_dir, workspace, resume)  # checks every input first: a mistake costs ~2 s
-    from conceptengine.pipelines.image import run_round, steps_per_round  # torch and the models: seconds
 
     summaries: list[dict] = []
     total = 3 + sum(steps_per_round(ctx, r) for r in range(1, cfg.rounds.count + 1))
@@ -83,12 +101,6 @@ def demo(
     ] = False,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
-    from conceptengine.pipelines.demo import (
-        prepare_demo_workspace,
-        retrain_overrides,
-        shifted_domain,
-        shipped_held_out,
-    )
 
     console.print(RENDERED_NOTICE)
     try:
@@ -138,7 +150,6 @@ def run(
 @app.command()
 def status(run_dir: Annotated[str, typer.Argument(help="a run directory")]) -> None:
     """Which steps of which rounds are done, each round's summary, and what was quarantined."""
-    from conceptengine.engine.status import run_status
 
     try:
         info = run_status(run_dir)
@@ -157,7 +168,6 @@ def export_cmd(
     out: Annotated[str | None, typer.Option(help="output file (saco, coco) or folder (webdataset)")] = None,
 ) -> None:
     """Export the committed dataset of a run."""
-    from conceptengine.engine.export import export
 
     default = {"saco": "saco_gold.json", "coco": "coco_instances.json", "webdataset": "webdataset"}
     target = out or str(Path(run_dir) / "export" / default.get(format, format))
@@ -184,7 +194,6 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Score predictions (--pred) or a checkpoint (--model) against a gold set: cgF1, IL_MCC, pmF1."""
-    from conceptengine.model.saco_io import evaluate_files
 
     if (pred is None) == (model is None):
         _fail("give exactly one of --pred (a predictions file) or --model (a checkpoint to run)")
@@ -197,8 +206,6 @@ def eval_cmd(
                 )
             m = evaluate_files(gold, str(pred))
         else:
-            from conceptengine.engine.model_eval import evaluate_checkpoint
-
             m, per_concept = evaluate_checkpoint(model, gold, str(ontology) if ontology else None, device)
             console.print(concept_table(per_concept))
     except (ValueError, FileNotFoundError, RunError) as exc:
@@ -235,7 +242,6 @@ def train(
         return _train_verifier(config, overrides or [])
     if what != "sam3":
         _fail(f"cannot train {what!r}: choose 'sam3' or 'verifier'")
-    from conceptengine.model.train_ray import train_sam3_from_yaml
 
     try:
         out = train_sam3_from_yaml(str(config), overrides or [])
@@ -246,8 +252,6 @@ def train(
 
 def _train_verifier(config: Path, overrides: list[str]) -> None:
     """MV or EV verifier on answer choices; prints its agreement with humans on held-out images."""
-    from conceptengine.verifiers.train_metrics import metrics_table
-    from conceptengine.verifiers.train_ray import train_verifier_from_yaml
 
     try:
         out, metrics = train_verifier_from_yaml(str(config), overrides)
@@ -271,10 +275,11 @@ def verifier_serve(
     max_batch: Annotated[int, typer.Option(help="concurrent requests scored in one forward pass")] = 16,
 ) -> None:
     """Serve verifier checkpoints as an OpenAI-compatible API with logprobs (`verifier.backend: openai`)."""
-    from conceptengine.verifiers.serve import serve
 
     try:
-        serve(model_dirs, host=host, port=port, device=device, dtype=dtype, max_batch=max_batch)
+        verifier_server.serve(
+            model_dirs, host=host, port=port, device=device, dtype=dtype, max_batch=max_batch
+        )
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
 
@@ -296,11 +301,9 @@ def review_serve(
     device: Annotated[str, typer.Option(help="device for the tracker: cpu, cuda, ...")] = "cpu",
 ) -> None:
     """Serve the review web app (MV, EV, correction pages and the admin dashboard) for a run's queue."""
-    from conceptengine.review.web.run import RunOpenError
-    from conceptengine.review.web.server import serve
 
     try:
-        serve(run_dir, host=host, port=port, tracker=tracker, device=device)
+        review_server.serve(run_dir, host=host, port=port, tracker=tracker, device=device)
     except (RunOpenError, ValueError) as exc:
         _fail(str(exc))
 
@@ -316,12 +319,11 @@ def review_add_user(
     replace: Annotated[bool, typer.Option(help="issue a new token for an existing user")] = False,
 ) -> None:
     """Create a reviewer account and print its token (shown once; only a hash is stored)."""
-    from conceptengine.review.web.accounts import AccountError
-    from conceptengine.review.web.run import RunOpenError
-    from conceptengine.review.web.server import add_user
 
     try:
-        token = add_user(run_dir, name, role, [k.strip() for k in kinds.split(",") if k.strip()], replace)
+        token = review_server.add_user(
+            run_dir, name, role, [k.strip() for k in kinds.split(",") if k.strip()], replace
+        )
     except (AccountError, RunOpenError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"user {name} ({role}, kinds {kinds}); token, shown once:")
@@ -338,8 +340,6 @@ def review_export(
     image_prefix: Annotated[str | None, typer.Option(help="labelstudio: URL prefix for images")] = None,
 ) -> None:
     """Export a round's open tasks with the engine's masks as pre-annotations (Label Studio, CVAT)."""
-    from conceptengine.review.interop.run import export_run
-    from conceptengine.review.web.run import RunOpenError
 
     try:
         written = export_run(run_dir, round_, fmt, out, image_root, image_prefix)
@@ -358,8 +358,6 @@ def review_import(
     annotator: Annotated[str | None, typer.Option(help="record answers as human:NAME")] = None,
 ) -> None:
     """Import a tool's answers as verdicts; exits 1 if any answer was refused (the rest are kept)."""
-    from conceptengine.review.interop.run import import_run
-    from conceptengine.review.web.run import RunOpenError
 
     try:
         report = import_run(run_dir, file, fmt, manifest, annotator)

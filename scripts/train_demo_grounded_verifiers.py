@@ -4,7 +4,7 @@
 1. renders a training world (seed WORLD_SEED, not the demo's seed 0) and a separately seeded test world, in
    the demo's scene style and share of the shifted look: a RENDERED domain of procedural shapes, not real
    images;
-2. makes MV and EV examples on both (verifiers/train_data_sim.py), answered by an error-free simulated
+2. makes MV and EV examples on both (sim/verifier_examples.py), answered by an error-free simulated
    reviewer, with the targets the world knows (objects' slot values, unboxed objects, what each phrase
    accepts): the oracle's mask mistakes plus what the demo's SAM 3 proposes for the pairs (`--proposer`),
    which is what the verifiers judge in the demo's rounds;
@@ -118,8 +118,8 @@ def train_ev(model, data, embedder, steps, judge_steps: int, fg_steps: int, **kw
 
 def train_one(args, task, model, examples, fit, steps, batch, worlds, embedder, sim) -> None:  # type: ignore[no-untyped-def]
     """Train one scorer, score it on the test world after every pass, save it with its metrics.json."""
+    from conceptengine.training.grounded_finetune import choice_probs
     from conceptengine.verifiers.grounded import ev_train
-    from conceptengine.verifiers.grounded.finetune import choice_probs
     from conceptengine.verifiers.train_data import TASKS
     from conceptengine.verifiers.train_metrics import agreement_metrics, auroc
 
@@ -182,17 +182,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from conceptengine.config import EngineConfig
     from conceptengine.sim.render import STYLES
+    from conceptengine.sim.verifier_examples import (
+        grounded_ev_examples,
+        grounded_mv_examples,
+        proposal_examples,
+    )
     from conceptengine.sim.world import build_world
     from conceptengine.verifiers.grounded import train
     from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
     from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
     from conceptengine.verifiers.grounded.slots import ontology_slots
-    from conceptengine.verifiers.train_data_sim import (
-        grounded_ev_examples,
-        grounded_mv_examples,
-        proposal_examples,
-    )
 
     config = EngineConfig()
     t0, work, sim = time.time(), Path(args.work), config.media.sim

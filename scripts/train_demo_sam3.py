@@ -15,7 +15,7 @@ partly beside other jobs):
     python scripts/train_demo_sam3.py --init B --n-train 4800 --scene-world-seed 20263 --scene-pretrain-steps 10000 \
         --scene-pretrain-images 40000 --steps 12000 --lr 3e-4 --calibrate-steps 500 --dropout 0 --curve-points 6 \
         --in-process --threads 2 --freeze-text --backbone-lr-scale 0.1 --out C
-1. stage 1 (`model/pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
+1. stage 1 (`training/sam3_pretrain.py`): the vision backbone (a small CNN, `model/conv_backbone.py`) and the text
    encoder learn the world's objects from labelled crops: leaf / colour / pattern classification plus a
    SigLIP-style region-phrase loss. SAM 3's detector likewise sits on towers pre-trained before detection;
    stage 1b (`--scene-pretrain-steps`, the same trainer's `scenes` view): whole images at the detector's
@@ -103,7 +103,7 @@ SHIPPED = (
     "vocab.json",
     "merges.txt",
     "special_tokens_map.json",
-    "loss_weights.json",  # retraining in the demo's loop continues with these (model/train.py)
+    "loss_weights.json",  # retraining in the demo's loop continues with these (training/sam3.py)
 )
 
 
@@ -125,7 +125,7 @@ def region_images(world, split: str = "train") -> list:
     """Stage 1's data: every visible instance of the split with its leaf / colour / pattern and every NP that
     names it (the leaf and its ancestors, bare and with each combination of its attributes). Instances of a
     held-out concept are left out entirely: the towers never see one labelled or named."""
-    from conceptengine.model.pretrain import Region, RegionImage
+    from conceptengine.training.sam3_pretrain import Region, RegionImage
 
     graph, held = world.graph, held_out_nodes(world.graph)
     images = []
@@ -357,7 +357,7 @@ class Recipe:
 
     def curve(self, name: str, out_dir: Path, init_dir: str, gold_seen: pa.Table, held: pa.Table) -> None:
         """Gold cgF1 at each kept checkpoint of a detector stage, at minutes interpolated by step."""
-        from conceptengine.model.train import checkpoint_dirs
+        from conceptengine.training.sam3 import checkpoint_dirs
 
         rec = self.state["stages"][name]
         start = self.minutes_before(name)
@@ -508,13 +508,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import demo_sam3_report as report
 
-    from conceptengine.model.pretrain import PretrainConfig, pretrain_towers
     from conceptengine.model.tiny import TinySize, build_tiny_sam3
-    from conceptengine.model.train import TrainSam3Config, train_sam3
-    from conceptengine.model.train_ray import train_sam3_ray
     from conceptengine.pipelines.demo import ontology_vocabulary
     from conceptengine.sim.oracle import Oracle
     from conceptengine.sim.world import build_world
+    from conceptengine.training.sam3 import TrainSam3Config, train_sam3
+    from conceptengine.training.sam3_pretrain import PretrainConfig, pretrain_towers
+    from conceptengine.training.sam3_ray import train_sam3_ray
 
     record = init_record(args.init) if args.init else None  # before minutes of rendering, not after
     t0 = time.time()

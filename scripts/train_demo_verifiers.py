@@ -5,7 +5,7 @@ quarter of an hour on one core). A later call with the same --work and a larger 
 verifier from its last checkpoint there. It:
 1. renders its own training world (seed WORLD_SEED, not the demo's seed 0, in the demo's scene style) — a
    RENDERED domain of procedural shapes, not real images;
-2. makes MV and EV examples from the oracle (verifiers/train_data_sim.py): ground-truth masks and realistic
+2. makes MV and EV examples from the oracle (sim/verifier_examples.py): ground-truth masks and realistic
    mask errors, pairs with all / some / none of their instances boxed, negatives; each labelled with the
    answer the demo's simulated reviewers give at error rate 0, so the verifiers imitate the demo's humans;
 3. builds the tiny LLaVA (verifiers/tiny.py) over the ontology's vocabulary at the demo's view size and
@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     from conceptengine.config import EngineConfig
     from conceptengine.pipelines.demo import ontology_vocabulary
     from conceptengine.sim.render import STYLES
+    from conceptengine.sim.verifier_examples import oracle_examples
     from conceptengine.sim.world import build_world
+    from conceptengine.training.verifier import TrainVerifierConfig, train_verifier
+    from conceptengine.training.verifier_ray import train_verifier_ray
     from conceptengine.verifiers.tiny import build_tiny_verifier
-    from conceptengine.verifiers.train import TrainVerifierConfig, train_verifier
-    from conceptengine.verifiers.train_data_sim import oracle_examples
     from conceptengine.verifiers.train_metrics import metrics_table
-    from conceptengine.verifiers.train_ray import train_verifier_ray
 
     t0 = time.time()
     demo = EngineConfig()

@@ -42,7 +42,7 @@ def test_eval_of_a_predictions_file_against_a_run_directory_says_what_to_give(tm
 
 
 def test_run_with_a_missing_model_fails_before_ray_and_writes_no_run(tmp_path, monkeypatch):
-    from conceptengine.engine import driver
+    from conceptengine.round import driver
 
     runners_made = []
     monkeypatch.setattr(driver, "make_runner", lambda *a: runners_made.append(a))  # Ray starts in there

@@ -13,6 +13,14 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
 # org/name with an optional @revision (branch, tag or commit); the hub's own name rules.
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 
@@ -40,13 +48,6 @@ def model_dir(workspace: Path, ref: str, key: str) -> str:
 @lru_cache(maxsize=32)
 def hub_snapshot(ref: str, key: str, local: str) -> str:
     """The hub model's snapshot folder, downloaded into the Hugging Face cache once (configs and weights)."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     repo, revision = hub_id(ref) or (ref, None)
     try:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+import ray
+import ray.data
 
 from conceptengine.engine.stage import Stage, StageConfig
 
@@ -34,6 +36,13 @@ class Runner(Protocol):
     def run_chain(
         self, chain: list[Link], table: pa.Table, sort_key: str, output_schema: pa.Schema
     ) -> pa.Table: ...
+
+    def run_workers(
+        self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
+    ) -> list[Any]:
+        """One `worker_cls(**kw)` per entry of `kwargs`, each calling `method(*args)` (e.g. simulated reviewers
+        answering a queue side by side): concurrently as Ray actors, one after another in-process."""
+        ...
 
     def shutdown(self) -> None: ...
 
@@ -83,22 +92,19 @@ class LocalRunner:
             table = pa.concat_tables(outs, promote_options="default")
         return _sorted(table, sort_key)
 
+    def run_workers(
+        self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
+    ) -> list[Any]:
+        return [getattr(worker_cls(**kw), method)(*args) for kw in kwargs]
+
     def shutdown(self) -> None:
         self._instances.clear()
-
-
-def quiet_ray() -> None:
-    """Import Ray now, so its import (which sets its logger to INFO with a handler of its own) has happened
-    before the CLI lowers that logger's level (output.py)."""
-    import ray  # noqa: F401
 
 
 class RayRunner:
     """Maps each link over a Ray Dataset with an actor pool; model stages get their GPU share from cfg."""
 
     def __init__(self, num_cpus: int | None = None) -> None:
-        import ray
-        import ray.data  # before the level is set: importing ray.data configures its own loggers
 
         if not ray.is_initialized():
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -109,7 +115,6 @@ class RayRunner:
         self._ray = ray
 
     def run_chain(self, chain, table, sort_key, output_schema):
-        import ray.data
 
         if table.num_rows == 0:
             return output_schema.empty_table()
@@ -149,6 +154,18 @@ class RayRunner:
                 f"chained stages {names} claim {claimed:g} of the cluster's {total:g} CPUs; chains may claim at "
                 "most half (Ray Data needs the rest to move blocks): lower their stage.num_cpus or concurrency"
             )
+
+    def run_workers(
+        self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
+    ) -> list[Any]:
+        # A quarter CPU each: workers that wait on a queue leave the cluster to the stages that compute.
+        actor_cls = ray.remote(num_cpus=0.25)(worker_cls)
+        actors = [actor_cls.remote(**kw) for kw in kwargs]
+        try:
+            return ray.get([getattr(a, method).remote(*args) for a in actors])
+        finally:
+            for a in actors:
+                ray.kill(a)
 
     def shutdown(self) -> None:
         if self._ray.is_initialized():

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import pyarrow as pa
 
-from conceptengine.engine.context import RunContext
-from conceptengine.engine.store import StepRef, fingerprint_of
+from conceptengine.engine.store import RunStore, StepRef, fingerprint_of
+
+# Called as on_step(step_rel, phase, info), phase "start", "training" or "done": drives progress displays.
+StepListener = Callable[[str, str, dict], None]
+
+
+class StepHost(Protocol):
+    """What running a step needs of a run: where outputs go, which config they belong to, who listens."""
+
+    store: RunStore
+    config_hash: str
+    on_step: StepListener | None
 
 
 class StepResult:
@@ -27,7 +38,7 @@ class StepResult:
 
 
 def run_step(
-    ctx: RunContext,
+    ctx: StepHost,
     ref: StepRef,
     inputs: list[str],
     names: list[str],

@@ -7,6 +7,7 @@ that holds masks also carries, so a mask decodes with pycocotools from the row a
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 MASK = pa.struct(
     [
@@ -89,5 +90,10 @@ ANNOTATIONS = pa.schema(
 GOLD = pa.schema(list(ANNOTATIONS) + [pa.field("domain", pa.string())])
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
+def failed_rows(table: pa.Table) -> pa.Table:
+    """Rows a stage gave an `error` (they are quarantined, never passed on)."""
+    return table.filter(pc.invert(pc.is_null(table["error"])))
+
+
+def healthy_rows(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["error"]))

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer, Sam3Processor
 
 from conceptengine.model.tiny import MAX_TEXT_LEN
 
 
 def torchvision_usable() -> bool:
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 - optional: Sam3Processor's fast image processor needs it
     except Exception:  # noqa: BLE001 - a CUDA torchvision next to a CPU torch fails at import with RuntimeError
         return False
     return True
@@ -87,11 +88,8 @@ class Sam3Inputs:
 
 def load_sam3_inputs(path: str) -> Sam3Inputs:
     if torchvision_usable():
-        from transformers import Sam3Processor
-
         proc = Sam3Processor.from_pretrained(path)
         return Sam3Inputs(proc.image_processor, proc.tokenizer, "Sam3Processor")
-    from transformers import AutoTokenizer
 
     cfg_path = Path(path) / "processor_config.json"
     if not cfg_path.exists():

@@ -21,6 +21,7 @@ from conceptengine.engine.media import CorruptMediaError
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
 from conceptengine.model.preprocess import PIXELS, PIXELS_SHAPE, decode_for_model, pixels_tensor, read_error
+from conceptengine.model.sam3_backend import Sam3Detector
 
 
 @register
@@ -69,7 +70,6 @@ class ProposeMasks(Stage):
         self.detector = None
 
     def setup(self) -> None:
-        from conceptengine.model.sam3_backend import Sam3Detector
 
         self.detector = Sam3Detector.from_pretrained(
             self.model_path,

@@ -1,10 +1,9 @@
 """The captioner interface: the only component of NP proposal that looks at images.
 
 Positive NP candidates come from a captioner (in the paper, an MLLM describing the image). Anything
-that maps a media to a list of noun phrases fits: the demo's oracle captioner
-(`conceptengine.sim.OracleCaptioner`), captions precomputed offline by a batch MLLM job
-(`PrecomputedCaptioner`), a live image-text-to-text model (`conceptengine.verifiers.captioner`), or no
-captioner at all (`OntologyGuesses`: concepts drawn from the ontology, for a pool nobody has captioned).
+that maps a media to a list of noun phrases fits: the demo's oracle captioner (the rendered world's, wired in
+by the demo pipeline), captions precomputed offline by a batch MLLM job (`PrecomputedCaptioner`), a live
+image-text-to-text model (`conceptengine.verifiers.captioner`), or no captioner at all (`OntologyGuesses`: concepts drawn from the ontology, for a pool nobody has captioned).
 A captioner's `origin` names where its candidates came from in the PAIRS table.
 """
 
@@ -16,6 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
+from conceptengine.engine.ids import stable_seed
+from conceptengine.ontology.graph import ConceptGraph
+
 
 @runtime_checkable
 class Captioner(Protocol):
@@ -23,6 +27,13 @@ class Captioner(Protocol):
         """Noun phrases the captioner believes are present in the media (may be wrong or incomplete);
         `uri` is where the media was read from."""
         ...
+
+
+class CaptionerFactory(Protocol):
+    """Builds a captioner where NP proposal runs (once per actor: a captioning model loads there, never in the
+    driver), given the run's ontology."""
+
+    def __call__(self, *, graph: ConceptGraph) -> Captioner: ...
 
 
 class OntologyGuesses:
@@ -37,9 +48,6 @@ class OntologyGuesses:
         self.noun_phrases, self.per_image, self.seed = list(noun_phrases), per_image, seed
 
     def caption(self, media_id: str, uri: str | None = None) -> list[str]:
-        import numpy as np
-
-        from conceptengine.engine.ids import stable_seed
 
         rng = np.random.default_rng(stable_seed(self.seed, "ontology-guesses", media_id))
         k = min(self.per_image, len(self.noun_phrases))

@@ -31,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from conceptengine.engine import ids
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import MEDIA, PAIRS
-from conceptengine.ontology.captioner import Captioner, OntologyGuesses, PrecomputedCaptioner
+from conceptengine.ontology.captioner import (
+    Captioner,
+    CaptionerFactory,
+    OntologyGuesses,
+    PrecomputedCaptioner,
+)
 from conceptengine.ontology.graph import ConceptGraph, ParsedNP
 from conceptengine.ontology.negatives import CandidateFilter, NegativeCandidate, np_candidates
 
@@ -47,13 +52,8 @@ class ProposeNPsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ontology_path: str
-    world_dir: str | None = None  # demo: the rendered world, read by the oracle captioner
     captions_path: str | None = None  # or: precomputed captions, {"media_id, URI or file name": ["np", ...]}
-    captioner_model: str | None = None  # or: an image-text-to-text checkpoint folder that captions each image
-    captioner_device: str = "cpu"
     ontology_guesses: bool = False  # or: no captioner, concepts drawn from the ontology (OntologyGuesses)
-    captioner_recall: float = Field(0.7, ge=0.0, le=1.0)
-    captioner_noise: float = Field(0.1, ge=0.0, le=1.0)
     negative_share: float = Field(0.85, ge=0.0, lt=1.0)
     hard_negative_share: float = Field(0.5, ge=0.0, le=1.0)
     max_nps_per_image: int = Field(20, ge=1)
@@ -90,7 +90,7 @@ class ProposeNPs(Stage):
     input_columns: ClassVar[tuple[str, ...]] = tuple(MEDIA.names)
     output_columns: ClassVar[tuple[str, ...]] = tuple(PAIRS.names)
 
-    def __init__(self, cfg: StageConfig, captioner: Captioner | None = None, **params: Any):
+    def __init__(self, cfg: StageConfig, captioner: CaptionerFactory | None = None, **params: Any):
         super().__init__(cfg, **params)
         try:
             self.p = ProposeNPsParams(**params)
@@ -101,15 +101,15 @@ class ProposeNPs(Stage):
             raise FileNotFoundError(
                 f"stage 'propose_nps': ontology_path {self.p.ontology_path} does not exist"
             )
-        given = (captioner, self.p.world_dir, self.p.captions_path, self.p.captioner_model)
-        sources = sum(x is not None for x in given) + self.p.ontology_guesses
+        sources = (captioner is not None) + (self.p.captions_path is not None) + self.p.ontology_guesses
         if sources != 1:
             raise ValueError(
-                "stage 'propose_nps' needs exactly one captioner: set params.world_dir (the demo's oracle "
-                "captioner), params.captions_path (precomputed captions JSON), params.captioner_model (a "
-                "model that captions each image) or params.ontology_guesses (none: concepts from the ontology)"
+                "stage 'propose_nps' needs exactly one captioner: a captioner factory (a model that captions "
+                "each image, the demo's oracle captioner), params.captions_path (precomputed captions JSON) or "
+                "params.ontology_guesses (none: concepts from the ontology)"
             )
-        self.captioner = captioner
+        self.make_captioner = captioner
+        self.captioner: Captioner | None = None
         # Hook for adversarial hard-negative filtering (SAM 3 paper): called with (media_id, candidates)
         # and returns the candidates to keep, best first. None keeps every ontology candidate.
         self.adversarial_filter: Any = None
@@ -122,20 +122,12 @@ class ProposeNPs(Stage):
         self.graph = ConceptGraph.from_yaml(self.p.ontology_path)
         self._universe = [(t, self.graph.resolve(t).node_id) for t in self.graph.noun_phrases()]  # type: ignore[union-attr]
         self._focus = self.graph.subtrees(self.p.focus_concepts, "ontology.focus_concepts")
-        if self.captioner is None and self.p.world_dir is not None:
-            from conceptengine.sim import Oracle, OracleCaptioner  # demo only: keep sim out of real runs
-
-            self.captioner = OracleCaptioner(
-                Oracle(self.p.world_dir), self.p.captioner_recall, self.p.captioner_noise, self.p.seed
-            )
-        elif self.captioner is None and self.p.captioner_model is not None:
-            from conceptengine.verifiers.captioner import ModelCaptioner  # loads the model: only when chosen
-
-            self.captioner = ModelCaptioner(self.p.captioner_model, self.graph, self.p.captioner_device)
-        elif self.captioner is None and self.p.ontology_guesses:
+        if self.make_captioner is not None:
+            self.captioner = self.make_captioner(graph=self.graph)
+        elif self.p.ontology_guesses:
             per_image = max(1, round(self.p.max_nps_per_image * (1 - self.p.negative_share)))
             self.captioner = OntologyGuesses([t for t, _ in self._universe], per_image, self.p.seed)
-        elif self.captioner is None:
+        else:
             self.captioner = PrecomputedCaptioner.from_json(self.p.captions_path or "")
 
     def __call__(self, batch: pa.Table) -> pa.Table:

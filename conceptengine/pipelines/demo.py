@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
+import pyarrow as pa
+import torch
 import yaml
 from rich.console import Console
 
 from conceptengine.config import EngineConfig
+from conceptengine.model.tiny import build_tiny_sam3
 from conceptengine.ontology.graph import ConceptGraph
+from conceptengine.round.context import RunInputs
+from conceptengine.round.sources import LISTING, RunSources, register_sources
+from conceptengine.sim.base_data import build_replay_set
+from conceptengine.sim.captioner import oracle_captioner
+from conceptengine.sim.oracle import Oracle
+from conceptengine.sim.render import STYLES
+from conceptengine.sim.reviewers import SimulatedReviewers
+from conceptengine.sim.world import SHIFTED_DOMAIN, World, build_world, world_spec
+from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+from conceptengine.verifiers.grounded.slots import ontology_slots
 
 
 def ontology_vocabulary(graph: ConceptGraph) -> list[str]:
@@ -70,8 +85,6 @@ def retrain_overrides() -> list[str]:
 def shifted_domain() -> str:
     """The media domain of the demo world's shifted look, reported by `conceptengine demo` as its own
     gold group (gold.report_domain)."""
-    from conceptengine.sim.world import SHIFTED_DOMAIN
-
     return SHIFTED_DOMAIN
 
 
@@ -84,11 +97,6 @@ def shipped_held_out() -> list[str]:
 def install_verifier(target: Path, task: str, graph: ConceptGraph, seed: int, console: Console) -> None:
     """Copy the shipped grounded `task` scorer to `target`; without shipped weights, save an untrained one
     over the ontology's slots."""
-    import torch
-
-    from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
-    from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
-    from conceptengine.verifiers.grounded.slots import ontology_slots
 
     if target.exists():
         return
@@ -110,9 +118,6 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     and retraining on, render the replay set too (what fine-tunes replay and fit their operating point on).
     Points `cfg.verifier` at separate MV and EV checkpoints (the demo ships one per task) unless the config
     already names an EV model or uses a served backend."""
-    from conceptengine.model.tiny import build_tiny_sam3
-    from conceptengine.sim.render import STYLES
-    from conceptengine.sim.world import World, build_world, world_spec
 
     workspace.mkdir(parents=True, exist_ok=True)
     world_dir = workspace / cfg.media.world_dir
@@ -137,8 +142,6 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     retrain = cfg.retrain
     uses_replay = retrain.replay_share > 0 or retrain.presence_fit_images > 0
     if retrain.enabled and uses_replay and retrain.replay_annotations == DEMO_REPLAY_ANNOTATIONS:
-        from conceptengine.sim.base_data import build_replay_set
-
         with console.status("rendering the replay set (the shipped SAM 3's own training images)"):
             build_replay_set(workspace / DEMO_REPLAY_DIR, DEMO_REPLAY_IMAGES)
     if cfg.verifier.backend == "transformers":
@@ -149,3 +152,43 @@ def prepare_demo_workspace(workspace: Path, cfg: EngineConfig, console: Console)
     config_path = workspace / "demo.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return config_path
+
+
+def demo_sources(inputs: RunInputs) -> RunSources:
+    """`media.source: sim`: the rendered world at `media.world_dir` is the pool, its oracle gives the gold set,
+    the captions (at ontology.captioner_recall / captioner_noise) and the committed data's ground truth, and
+    `review.simulated_reviewers` simulated reviewers answer the queue from it."""
+    cfg = inputs.cfg
+    world_dir = inputs.resolve(cfg.media.world_dir)
+    oracle = Oracle(world_dir)  # loads the world when first asked: a run without one fails where it reads it
+    review = cfg.review
+    reviewers = None
+    if review.simulated_reviewers > 0:
+        reviewers = SimulatedReviewers(
+            world_dir,
+            review.simulated_reviewers,
+            review.error_rate,
+            cfg.seed,
+            review.cost,
+            review.lease_ttl_s,
+        )
+    gold = partial(
+        oracle.gold_annotations,
+        split="gold",
+        nps_per_image=cfg.gold.nps_per_image,
+        negative_share=cfg.gold.negative_share,
+        seed=cfg.seed,
+    )
+    return RunSources(
+        list_media=lambda: pa.Table.from_pylist(World.load(world_dir).listing(), LISTING),
+        gold_annotations=gold,
+        captioner=partial(
+            oracle_captioner, world_dir, cfg.ontology.captioner_recall, cfg.ontology.captioner_noise, cfg.seed
+        ),
+        reviewers=reviewers,
+        ground_truth=oracle,
+        ontology_path=str(Path(world_dir) / "ontology.yaml"),
+    )
+
+
+register_sources("sim", demo_sources)

@@ -11,16 +11,19 @@ import conceptengine.model.preprocess
 import conceptengine.model.propose_masks
 import conceptengine.ontology.np_proposal
 import conceptengine.verifiers.stage  # noqa: F401
-from conceptengine.engine.calibrate import calibrate_round
-from conceptengine.engine.commit import commit_round
-from conceptengine.engine.context import RunContext
-from conceptengine.engine.evaluate import evaluate_round
-from conceptengine.engine.human_review import human_review
-from conceptengine.engine.registry import promoted_at_start_of, write_registry_view
-from conceptengine.engine.retrain import has_training_data, promote, retrain, retrain_due
-from conceptengine.engine.round import ai_verify, propose_masks, propose_nps, route
 from conceptengine.engine.steps import StepResult
-from conceptengine.engine.verifier_retrain import retrain_verifiers_step, verifier_retrain_due
+from conceptengine.round.ai_verify import ai_verify
+from conceptengine.round.calibrate import calibrate_round
+from conceptengine.round.commit import commit_round
+from conceptengine.round.context import RunContext
+from conceptengine.round.evaluate import evaluate_round
+from conceptengine.round.human_review import human_review
+from conceptengine.round.propose_masks import propose_masks
+from conceptengine.round.propose_nps import propose_nps
+from conceptengine.round.registry import promoted_at_start_of, write_registry_view
+from conceptengine.round.retrain_sam3 import has_training_data, promote, retrain, retrain_due
+from conceptengine.round.retrain_verifiers import retrain_verifiers_step, verifier_retrain_due
+from conceptengine.round.route import route
 
 SUMMARY_KEYS = (
     "thresholds",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from conceptengine.engine import ids
+from conceptengine.ontology.graph import ConceptGraph
 from conceptengine.ontology.negatives import np_candidates
 from conceptengine.sim.oracle import Oracle
 
@@ -48,3 +49,11 @@ class OracleCaptioner:
         rest = sorted(absent_set - set(wrong))
         wrong += [rest[i] for i in rng.choice(len(rest), min(len(rest), n_wrong - len(wrong)), replace=False)]
         return kept + wrong
+
+
+def oracle_captioner(
+    world_dir: str, recall: float, noise: float, seed: int, *, graph: ConceptGraph | None = None
+) -> OracleCaptioner:
+    """A `CaptionerFactory` for the world at `world_dir` (bind all but `graph`, which the world's own oracle
+    already knows): picklable, so each NP-proposal actor builds its own."""
+    return OracleCaptioner(Oracle(world_dir), recall, noise, seed)

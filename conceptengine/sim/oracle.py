@@ -9,6 +9,7 @@ is the honest answer for a world that only contains shapes.
 from __future__ import annotations
 
 import itertools
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,30 @@ import pyarrow as pa
 from conceptengine.engine import ids
 from conceptengine.engine.rle import box_xyxy
 from conceptengine.engine.tables import ANNOTATIONS
-from conceptengine.ontology.graph import ParsedNP
+from conceptengine.ontology.graph import ConceptGraph, ParsedNP
 from conceptengine.ontology.negatives import np_candidates
 from conceptengine.sim.world import World
 
 
 class Oracle:
+    """Exact answers about a rendered world. The world loads on first use, so an oracle is cheap to create
+    and to ship to a Ray actor before anything asks it a question."""
+
     def __init__(self, world_dir: str | Path):
-        self.world = World.load(world_dir)
-        self.graph = self.world.graph
-        self._universe = self.graph.noun_phrases()
+        self.world_dir = world_dir
         self._present_cache: dict[str, frozenset[str]] = {}
+
+    @cached_property
+    def world(self) -> World:
+        return World.load(self.world_dir)
+
+    @property
+    def graph(self) -> ConceptGraph:
+        return self.world.graph
+
+    @cached_property
+    def _universe(self) -> list[str]:
+        return self.graph.noun_phrases()
 
     def media_size(self, media_id: str) -> tuple[int, int]:
         r = self.world.record(media_id)

@@ -171,6 +171,17 @@ class World:
     def corrupt_paths(self) -> list[Path]:
         return sorted(self.images_dir.glob("corrupt-*"))
 
+    def listing(self) -> list[dict]:
+        """Every file of images/ (the corrupt ones too) as (uri, split, domain): the pool a run ingests."""
+        gt = self.ground_truth
+        names = gt["file_name"].to_pylist()
+        split_of = dict(zip(names, gt["split"].to_pylist(), strict=True))
+        domain_of = dict(zip(names, gt["domain"].to_pylist(), strict=True))
+        return [
+            {"uri": str(f), "split": split_of.get(f.name, "train"), "domain": domain_of.get(f.name, DOMAIN)}
+            for f in sorted(self.images_dir.iterdir())
+        ]
+
     def media_table(self, split: str | None = None) -> pa.Table:
         """The valid images as MEDIA rows (uri = absolute path), for feeding stages directly."""
         rows = [

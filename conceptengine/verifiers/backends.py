@@ -12,6 +12,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conceptengine.verifiers.backend import VerifierBackend
+from conceptengine.verifiers.grounded.backend import GroundedBackend, grounded_task
+from conceptengine.verifiers.openai_backend import OpenAIBackend
+from conceptengine.verifiers.transformers_backend import TransformersBackend
+from conceptengine.verifiers.vllm_backend import VLLMBackend
 
 BackendName = Literal["transformers", "vllm", "openai"]
 
@@ -73,9 +77,6 @@ def make_backend(
     """Build the backend `params.backend` names for `model`: a checkpoint directory (or hub id) for
     transformers and vLLM, a served model name for openai. `gpu_share` is the stage's `num_gpus`."""
     if params.backend == "transformers":
-        from conceptengine.verifiers.grounded.backend import GroundedBackend, grounded_task
-        from conceptengine.verifiers.transformers_backend import TransformersBackend
-
         if grounded_task(model) is not None:  # a grounded MV or EV scorer (verifiers/grounded)
             return GroundedBackend(model, device=params.device, version=version)
 
@@ -87,8 +88,6 @@ def make_backend(
             version=version,
         )
     if params.backend == "vllm":
-        from conceptengine.verifiers.vllm_backend import VLLMBackend
-
         v = params.vllm
         return VLLMBackend(
             model,
@@ -100,8 +99,6 @@ def make_backend(
             version=version,
         )
     if params.backend == "openai":
-        from conceptengine.verifiers.openai_backend import OpenAIBackend
-
         o = params.openai
         return OpenAIBackend(
             o.base_url,

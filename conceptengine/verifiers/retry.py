@@ -14,10 +14,9 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # httpx loads with the HTTP backend, not with every import of the stage's errors
-    import httpx
+import httpx
 
 # 408 is the server timing the request out: as retryable as a client-side timeout.
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -80,7 +79,6 @@ async def post_json(
 ) -> dict[str, Any]:
     """POST `payload` and return the JSON answer, retrying what is worth retrying. `what` names the
     server and model in errors, so a failure in a Ray actor's log says which deployment to look at."""
-    import httpx
 
     last = ""
     for attempt in range(policy.max_retries + 1):

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -173,7 +174,6 @@ def serve(
     max_batch: int = 16,
 ) -> None:
     """Block serving `model_dirs` until interrupted (the CLI's `verifier serve`)."""
-    import uvicorn
 
     app = create_app(load_models(model_dirs, device=device, dtype=dtype), max_batch=max_batch)
     uvicorn.run(app, host=host, port=port, log_level="info")

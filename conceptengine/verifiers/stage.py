@@ -13,8 +13,7 @@ MV and EV may use different checkpoints (`ev_model_path`). Under the Ray runner 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +32,6 @@ EV_PROBS = pa.list_(pa.float32())
 OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
 VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
 
-if TYPE_CHECKING:
-    from conceptengine.config import VerifierConfig
-
 
 class AIVerifyParams(BackendParams):
     """Params of the ai_verify stage (YAML: the stage's params block); backend fields from BackendParams."""
@@ -47,20 +43,6 @@ class AIVerifyParams(BackendParams):
     ev_model_path: str | None = None  # EV's own checkpoint / served name; None = model_path for both
     view_size: int = Field(112, ge=8)
     version: str | None = None  # the rows' verifier_version; default: the backends' own versions
-
-
-def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:
-    """Stage params for a run's `verifier:` config section. `resolve` turns a config-relative
-    checkpoint path into the path actors load; served model names (openai) are passed through."""
-    if cfg.backend == "openai":
-        model, ev_model = cfg.openai.model, cfg.openai.ev_model
-    else:
-        model = resolve(cfg.model)
-        ev_model = resolve(cfg.ev_model) if cfg.ev_model else None
-    return dict(  # noqa: C408 - keyword form reads like the params model
-        backend=cfg.backend, model_path=model, ev_model_path=ev_model, device=cfg.device,
-        view_size=cfg.view_size, openai=cfg.openai.model_dump(), vllm=cfg.vllm.model_dump(),
-    )  # fmt: skip
 
 
 def parse_params(params: dict[str, Any]) -> AIVerifyParams:

@@ -7,7 +7,7 @@ Parquet table. MV examples hold one mask; EV examples hold the masks whose boxes
 
 Two sources fill the same table:
 - a run's human verdicts (`examples_from_run`), so the engine retrains on what its reviewers answered;
-- the rendered world's oracle (`verifiers/train_data_sim.py`), for the demo's shipped checkpoints.
+- the rendered world's oracle (`sim/verifier_examples.py`), for the demo's shipped checkpoints.
 
 Train and hold-out are split by image (a hash of media_id), never by example: the many masks and NPs of
 one image are strongly correlated, and a split by example would measure memorised images.
@@ -127,7 +127,7 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
 
     Join keys: an MV verdict's `subject_id` is the `instance_id` of one mask in the round's routed
     proposals; an EV verdict's `subject_id` is a `pair_id`, and the human saw that pair's boxes of the masks
-    that survived MV (auto-accepted, or accepted by a human) — engine/human_review.py builds the EV task
+    that survived MV (auto-accepted, or accepted by a human) — round/human_review.py builds the EV task
     so. Subjects are looked up across rounds, because an unanswered task rolls over to a later round.
     """
     store = RunStore(store) if isinstance(store, str) else store

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 from conceptengine.verifiers.backend import chat_prompt, check_request, choice_token_ids, softmax
 
@@ -29,8 +31,6 @@ def _load_processor(model_path: str):
     raises ImportError for a checkpoint whose images need nothing but PIL. Verifiers never send video, so
     the processor is rebuilt without that attribute (sub-processors are read off `__init__`'s parameters).
     """
-    from transformers import AutoConfig, AutoProcessor
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     try:
         return AutoProcessor.from_pretrained(model_path)
@@ -61,7 +61,6 @@ class TransformersBackend:
         batch_size: int = 16,
         version: str | None = None,
     ):
-        from transformers import AutoModelForImageTextToText
 
         if batch_size < 1:
             raise ValueError(f"verifier batch_size must be >= 1, got {batch_size}")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conceptengine.verifiers import choices, prompts, render
 from conceptengine.verifiers.backend import VerifierBackend
+from conceptengine.verifiers.grounded.backend import boxed_view, mask_views
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,6 @@ class GroundedMaskVerifier(MaskVerifier):
     """MV for a grounded scorer (grounded/backend.py): per mask its two crops, and the bare phrase."""
 
     def requests(self, image: np.ndarray, noun_phrase: str, masks: Sequence) -> list[Request]:
-        from conceptengine.verifiers.grounded.backend import mask_views  # torch: only where it is used
 
         size = self.backend.view_size  # type: ignore[attr-defined]
         return [Request(mask_views(image, *_mask_fields(m), size), noun_phrase) for m in masks]
@@ -116,7 +116,6 @@ class GroundedExhaustivityVerifier(ExhaustivityVerifier):
     """EV for a grounded scorer (grounded/backend.py): the image with the boxes filled in, the bare phrase."""
 
     def request(self, image: np.ndarray, noun_phrase: str, boxes: Sequence[Sequence[float]]) -> Request:
-        from conceptengine.verifiers.grounded.backend import boxed_view  # torch: only where it is used
 
         return Request([boxed_view(image, boxes, self.backend.view_size)], noun_phrase)  # type: ignore[attr-defined]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from transformers import AutoProcessor
 
 from conceptengine.verifiers.backend import chat_prompt, check_request, choice_token_ids
 from conceptengine.verifiers.logprobs import choice_probs
@@ -38,7 +39,6 @@ class VLLMBackend:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
             raise ImportError(INSTALL_HINT) from exc
-        from transformers import AutoProcessor
 
         self._sampling_params = SamplingParams
         self.processor = AutoProcessor.from_pretrained(model_path)

@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
 from conceptengine.config import load_config
-from conceptengine.engine.calibrate import gather
-from conceptengine.engine.driver import run_all, start_run
-from conceptengine.engine.export import committed_annotations, export
 from conceptengine.engine.status import run_status
 from conceptengine.engine.store import StepRef
+from conceptengine.pipelines.export import committed_annotations, export
 from conceptengine.pipelines.image import run_round
+from conceptengine.round.calibrate import gather
+from conceptengine.round.driver import run_all, start_run
 from conceptengine.verifiers.routing import TaskThresholds, decide
 from tests.integration.conftest import SMALL, write_config
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from conceptengine.config import load_config
-from conceptengine.engine.driver import run_all, start_run
 from conceptengine.engine.store import StepRef
 from conceptengine.model.saco_io import write_saco_gold
 from conceptengine.pipelines.image import run_round
+from conceptengine.round.driver import run_all, start_run
 from conceptengine.sim.captioner import OracleCaptioner
 from conceptengine.sim.oracle import Oracle
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.engine.export import committed_annotations
 from conceptengine.engine.store import RunStore
+from conceptengine.pipelines.export import committed_annotations
 from tests.integration.conftest import write_config
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from conceptengine.config import load_config
-from conceptengine.engine.driver import run_all, start_run
-from conceptengine.engine.registry import promoted_at_start_of
 from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.image import run_round
+from conceptengine.round.driver import run_all, start_run
+from conceptengine.round.registry import promoted_at_start_of
 from conceptengine.sim.world import SHIFTED_DOMAIN
 from tests.integration.conftest import SHIFTED, SMALL
 
@@ -67,7 +67,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
 
 
 def test_cadence_by_new_pairs(small_workspace, tmp_path):
-    from conceptengine.engine.retrain import retrain_due
+    from conceptengine.round.retrain_sam3 import retrain_due
 
     cfg = load_config(
         None,
@@ -80,7 +80,7 @@ def test_cadence_by_new_pairs(small_workspace, tmp_path):
 def test_verifiers_retrain_on_their_cadence_and_the_next_round_verifies_with_the_promoted_ones(
     small_workspace, tmp_path
 ):
-    from conceptengine.engine.verifier_retrain import verifiers_at_start_of
+    from conceptengine.round.retrain_verifiers import verifiers_at_start_of
 
     retrain = ["verifier_retrain.enabled=true", "verifier_retrain.every_rounds=1", "verifier_retrain.steps=2"]
     cfg = load_config(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,13 +15,22 @@ from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.engine.tables import PAIRS
 from conceptengine.ontology.np_proposal import ProposeNPs
 from conceptengine.sim import Oracle, OracleCaptioner, World
+from conceptengine.sim.captioner import oracle_captioner
+from conceptengine.verifiers.captioner import ModelCaptioner
 
 NEGATIVE = {"negative", "hard_negative"}
 
 
-def _stage(world: World, **params: object) -> ProposeNPs:
-    params = {"ontology_path": str(world.root / "ontology.yaml"), "world_dir": str(world.root), **params}
-    stage = get_stage("propose_nps")(StageConfig(), **params)
+def _oracle_captioner(world: World, seed: object = 0) -> partial:
+    return partial(oracle_captioner, str(world.root), 0.7, 0.1, seed)
+
+
+def _stage(world: World, captioner: object = "oracle", **params: object) -> ProposeNPs:
+    """The stage with the world's oracle captioner (seeded like the stage), another factory, or None."""
+    if captioner == "oracle":
+        captioner = _oracle_captioner(world, params.get("seed", 0))
+    params = {"ontology_path": str(world.root / "ontology.yaml"), **params}
+    stage = get_stage("propose_nps")(StageConfig(), captioner=captioner, **params)
     stage.setup()
     return stage  # type: ignore[return-value]
 
@@ -57,7 +67,7 @@ def test_negatives_come_from_captions_not_ground_truth(world: World, oracle: Ora
     captions = {m: captioner.caption(m) for m in world.media_ids()}
     (tmp_path / "captions.json").write_text(json.dumps(captions))
     from_world = _stage(world, seed=4)(world.media_table())
-    from_file = _stage(world, seed=4, world_dir=None, captions_path=str(tmp_path / "captions.json"))(
+    from_file = _stage(world, seed=4, captioner=None, captions_path=str(tmp_path / "captions.json"))(
         world.media_table()
     )
     assert from_world.equals(from_file)
@@ -119,14 +129,14 @@ def test_adversarial_filter_hook(world: World) -> None:
 
 
 def test_bad_params_name_what_to_fix(world: World, tmp_path: Path) -> None:
-    base = {"ontology_path": str(world.root / "ontology.yaml"), "world_dir": str(world.root)}
+    base = {"ontology_path": str(world.root / "ontology.yaml"), "captioner": _oracle_captioner(world)}
     with pytest.raises(ValueError, match="negative_share"):
         ProposeNPs(StageConfig(), **{**base, "negative_share": 1.0})
     with pytest.raises(ValueError, match="max_nps_per_images"):
         ProposeNPs(StageConfig(), **{**base, "max_nps_per_images": 3})
     with pytest.raises(FileNotFoundError, match="ontology_path"):
         ProposeNPs(StageConfig(), **{**base, "ontology_path": str(tmp_path / "none.yaml")})
-    with pytest.raises(ValueError, match="world_dir"):
+    with pytest.raises(ValueError, match="needs exactly one captioner"):
         ProposeNPs(StageConfig(), ontology_path=base["ontology_path"])
     with pytest.raises(KeyError, match="needs columns"):
         _stage(world)(world.media_table().drop_columns(["error"]))
@@ -156,11 +166,11 @@ def test_focus_concepts_take_more_of_the_positive_slots(world: World) -> None:
 
 def test_without_a_captioner_candidates_are_drawn_from_the_ontology(world: World) -> None:
     media = world.media_table()
-    out = _stage(world, world_dir=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(media)
+    out = _stage(world, captioner=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(media)
     origins = Counter(out.column("origin").to_pylist())
     assert origins["ontology"] > 0 and origins["caption"] == 0  # guesses are not labelled as captions
     assert origins["negative"] + origins["hard_negative"] > 0
-    again = _stage(world, world_dir=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(
+    again = _stage(world, captioner=None, ontology_guesses=True, negative_share=0.5, max_nps_per_image=8)(
         media
     )
     assert again.equals(out)  # seeded per media
@@ -174,7 +184,7 @@ def test_a_captioner_model_describes_each_image_and_its_phrases_become_candidate
 
     # A real image-text-to-text model (random weights, so its descriptions are word salad over its vocabulary).
     model = build_tiny_verifier(str(tmp_path / "captioner"), ontology_vocabulary(world.graph), seed=0)
-    stage = _stage(world, world_dir=None, captioner_model=model)
+    stage = _stage(world, captioner=partial(ModelCaptioner, model))
     media = world.media_table().slice(0, 2)
     out = stage(media)
     assert out.schema.equals(PAIRS) and out.num_rows > 0

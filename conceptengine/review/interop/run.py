@@ -8,6 +8,7 @@ from conceptengine.review.interop.common import ImportReport, InteropError
 from conceptengine.review.interop.cvat import export_cvat, import_cvat
 from conceptengine.review.interop.labelstudio import export_labelstudio, import_labelstudio
 from conceptengine.review.queue import ReviewQueue
+from conceptengine.review.web.run import ReviewRun
 
 FORMATS: tuple[str, ...] = ("labelstudio", "cvat")
 
@@ -19,7 +20,6 @@ def _check_format(fmt: str) -> None:
 
 def open_queue(run_dir: str) -> ReviewQueue:
     """The queue the run's HUMAN_REVIEW step fills (`review.url` from RUN/run.json, else RUN/review.db)."""
-    from conceptengine.review.web.run import ReviewRun
 
     return ReviewQueue(ReviewRun.open(run_dir).review_url)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.context import RunInputs, run_review_url
 from conceptengine.engine.model_refs import ModelUnavailable
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
+from conceptengine.round.context import RunInputs, run_review_url
 
 
 class RunOpenError(ValueError):

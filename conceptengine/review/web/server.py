@@ -7,7 +7,10 @@ reviewers, PostgreSQL for many; see `review.url`).
 
 from __future__ import annotations
 
+import uvicorn
+
 from conceptengine.review.web.accounts import Accounts
+from conceptengine.review.web.app import create_app
 from conceptengine.review.web.run import ReviewRun
 from conceptengine.review.web.tracker import TrackerService
 
@@ -30,9 +33,6 @@ def serve(
     device: str = "cpu",
     log_level: str = "info",
 ) -> None:
-    import uvicorn
-
-    from conceptengine.review.web.app import create_app
 
     run = ReviewRun.open(run_dir)
     service = TrackerService(tracker, device) if tracker else TrackerService.for_run(run, device)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import Sam3Model, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
 from transformers.utils import cached_file
 
 from conceptengine.model.processing import Sam3PixelProcessor, torchvision_usable
@@ -52,7 +53,6 @@ def _model_type(path: str) -> str | None:
 
 def build_tracker_checkpoint(sam3_dir: str, out_dir: str, seed: int = 0) -> str:
     """Save a Sam3TrackerModel (+ processor config) built on the vision encoder of the Sam3Model at `sam3_dir`."""
-    from transformers import Sam3Model, Sam3TrackerConfig, Sam3TrackerModel
 
     src = Sam3Model.from_pretrained(sam3_dir)
     vision = src.config.vision_config
@@ -101,8 +101,6 @@ class _Pixels:
     def __init__(self, path: str) -> None:
         self.reference = None
         if torchvision_usable():
-            from transformers import Sam3TrackerProcessor
-
             self.reference = Sam3TrackerProcessor.from_pretrained(path)
             self.target = int(self.reference.target_size)
             return
@@ -120,7 +118,6 @@ class PointSegmenter:
     """One loaded tracker. Not thread-safe by itself; TrackerService serialises calls."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from transformers import Sam3TrackerModel
 
         self.path = path
         self.device = torch.device(device)

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from conceptengine.engine import rle
-from conceptengine.engine.export import committed_annotations
 from conceptengine.engine.store import RunStore
+from conceptengine.pipelines.export import committed_annotations
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.server import add_user
 from tests.review.web.live import engine_run, live_server, wait_for

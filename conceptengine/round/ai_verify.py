@@ -1,0 +1,49 @@
+"""AI_VERIFY: the MV and EV verifiers promoted so far score every healthy proposal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from conceptengine.config import VerifierConfig
+from conceptengine.engine.runner import run_stage
+from conceptengine.engine.stage import get_stage
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef
+from conceptengine.engine.tables import healthy_rows
+from conceptengine.round.context import RunContext, resolve
+from conceptengine.round.retrain_verifiers import verifiers_at_start_of
+from conceptengine.verifiers.stage import VERIFIED
+
+
+def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:
+    """Stage params for a run's `verifier:` config section. `resolve` turns a config-relative
+    checkpoint path into the path actors load; served model names (openai) are passed through."""
+    if cfg.backend == "openai":
+        model, ev_model = cfg.openai.model, cfg.openai.ev_model
+    else:
+        model = resolve(cfg.model)
+        ev_model = resolve(cfg.ev_model) if cfg.ev_model else None
+    return dict(  # noqa: C408 - keyword form reads like the params model
+        backend=cfg.backend, model_path=model, ev_model_path=ev_model, device=cfg.device,
+        view_size=cfg.view_size, openai=cfg.openai.model_dump(), vllm=cfg.vllm.model_dump(),
+    )  # fmt: skip
+
+
+def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
+    cfg = ctx.cfg.verifier
+    params = params_from_config(cfg, lambda path: resolve(ctx.workspace, path))
+    checkpoints = []
+    if cfg.backend != "openai":  # the verifiers promoted by earlier rounds' retrain_verifiers steps
+        current = verifiers_at_start_of(ctx, r)
+        params |= {"model_path": current["mv"], "ev_model_path": current["ev"]}
+        checkpoints = [current["mv"], current["ev"]]
+
+    def compute():
+        healthy = healthy_rows(proposals["proposals"])
+        out = run_stage(ctx.runner, get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", VERIFIED)
+        return {"verified": out}, {"verifiers": checkpoints}
+
+    return run_step(
+        ctx, StepRef(r, "ai_verify"), [proposals.fingerprint, *checkpoints], ["verified"], compute
+    )

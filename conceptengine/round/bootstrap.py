@@ -1,0 +1,57 @@
+"""Round 0: list and ingest the media pool (quarantining what does not decode) and fix the gold set.
+
+Each gold pair carries its media's domain, read from the ingested media table, so gold metrics can report
+a domain of their own (gold.report_domain) without asking where the media came from.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conceptengine.engine.ingest import IngestStage
+from conceptengine.engine.runner import run_stage
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef, fingerprint_of
+from conceptengine.engine.tables import ANNOTATIONS, GOLD, MEDIA
+from conceptengine.round.context import RunContext, RunError
+
+
+def list_media(ctx: RunContext) -> pa.Table:
+    """The pool as (uri, split, domain), sorted so that a listing is the same on every machine."""
+    listing = ctx.sources.list_media()
+    if listing.num_rows == 0:
+        raise RunError(f"the media pool of media.source {ctx.cfg.media.source!r} is empty")
+    return listing.sort_by([("uri", "ascending")])
+
+
+def ingest(ctx: RunContext) -> StepResult:
+    listing = list_media(ctx)
+    listing_fp = fingerprint_of(listing.column("uri").to_pylist())
+
+    def compute():
+        media = run_stage(ctx.runner, IngestStage, ctx.cfg.ontology.stage, {}, listing, "uri", MEDIA)
+        bad = media.filter(pc.invert(pc.is_null(media["error"])))
+        return {"media": media, "quarantine": bad}, {"quarantined": bad.num_rows}
+
+    return run_step(ctx, StepRef(0, "ingest"), [listing_fp], ["media", "quarantine"], compute)
+
+
+def with_media_domain(pairs: pa.Table, media: pa.Table) -> pa.Table:
+    """ANNOTATIONS rows plus their media's `domain` from the MEDIA table (GOLD schema); null for a pair
+    whose media was not ingested."""
+    domain_of = dict(zip(media["media_id"].to_pylist(), media["domain"].to_pylist(), strict=True))
+    domains = [domain_of.get(m) for m in pairs["media_id"].to_pylist()]
+    table = pairs.select(ANNOTATIONS.names).cast(ANNOTATIONS)
+    return table.append_column(GOLD.field("domain"), pa.array(domains, pa.string()))
+
+
+def gold(ctx: RunContext, media: StepResult) -> StepResult:
+    """The gold split's image-NP pairs with exhaustive masks, in the GOLD schema (ANNOTATIONS + the media's
+    domain)."""
+
+    def compute():
+        table = with_media_domain(ctx.sources.gold_annotations(), media["media"])
+        return {"gold": table}, {"pairs": table.num_rows}
+
+    return run_step(ctx, StepRef(0, "gold"), [media.fingerprint], ["gold"], compute)

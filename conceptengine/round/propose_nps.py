@@ -1,0 +1,58 @@
+"""PROPOSE_NPS: the round's images and, per image, the noun phrases to ask SAM 3 about (hard negatives too)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conceptengine.engine.runner import run_stage
+from conceptengine.engine.stage import get_stage
+from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.store import StepRef
+from conceptengine.engine.tables import PAIRS
+from conceptengine.ontology.captioner import CaptionerFactory
+from conceptengine.round.context import RunContext, resolve
+from conceptengine.verifiers.captioner import ModelCaptioner
+
+
+def select_media(ctx: RunContext, media: pa.Table, round_index: int) -> pa.Table:
+    """Round r takes the next `images_per_round` healthy train images, in media_id order."""
+    ok = media.filter(pc.and_(pc.is_null(media["error"]), pc.equal(media["split"], "train")))
+    ok = ok.sort_by([("media_id", "ascending")])
+    n = ctx.cfg.rounds.images_per_round
+    return ok.slice((round_index - 1) * n, n)
+
+
+def captioner_factory(ctx: RunContext) -> CaptionerFactory | None:
+    """The captioner `ontology.positives_from` chooses: a captioning model, else the run's sources' own (the
+    demo's oracle captioner); None for precomputed captions and ontology guesses, which the stage reads."""
+    cfg = ctx.cfg.ontology
+    if cfg.positives_from == "model":
+        return partial(ModelCaptioner, ctx.inputs.captioner_model_path, device=cfg.captioner_device)
+    return ctx.sources.captioner if cfg.positives_from is None else None
+
+
+def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
+    chosen = select_media(ctx, media["media"], r)
+    cfg = ctx.cfg.ontology
+    params = {
+        "ontology_path": ctx.ontology_path,
+        "captioner": captioner_factory(ctx),
+        "captions_path": resolve(ctx.workspace, cfg.captions_path) if cfg.positives_from == "file" else None,
+        "ontology_guesses": cfg.positives_from == "ontology",
+        "negative_share": cfg.negative_share,
+        "hard_negative_share": cfg.hard_negative_share,
+        "max_nps_per_image": cfg.max_nps_per_image,
+        "focus_concepts": cfg.focus_concepts,
+        "focus_weight": cfg.focus_weight,
+        "round": r,
+        "seed": ctx.cfg.seed,
+    }
+
+    def compute():
+        pairs = run_stage(ctx.runner, get_stage("propose_nps"), cfg.stage, params, chosen, "pair_id", PAIRS)
+        return {"pairs": pairs}, {"images": chosen.num_rows}
+
+    return run_step(ctx, StepRef(r, "propose_nps"), [media.fingerprint], ["pairs"], compute)

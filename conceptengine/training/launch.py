@@ -1,0 +1,89 @@
+"""Launching a training loop: its YAML config, and Ray Train's `TorchTrainer` around it.
+
+Shared by every trainer (model/train_ray.py, verifiers/train_ray.py). Workers and GPUs come from the config
+(`ScalingConfig(num_workers, use_gpu)`). With `num_workers: 0`, Ray Train 2.60 (Train V2) runs the training
+function in this very process ("local mode": no cluster, no actors), which tests and CPU-only in-loop
+fine-tuning use; the function is the same. Checkpoints live in the config's `output_dir` (a shared
+filesystem for multi-node runs), so a re-run resumes from them whatever launched it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import ray.train
+import yaml
+from pydantic import BaseModel, ValidationError
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from conceptengine.config import ConfigError, _format_validation_error, _set_dotted, parse_override
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class LaunchConfig(Protocol):
+    output_dir: str
+    num_workers: int  # Ray Train workers; 0 runs the loop in this process
+    use_gpu: bool
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+class RunTraining(Protocol):
+    """A trainer's loop: `run_training(cfg, rank, world_size, report)` -> the output directory."""
+
+    def __call__(
+        self, cfg: Any, rank: int = ..., world_size: int = ..., report: Callable[[dict], None] | None = ...
+    ) -> str: ...
+
+
+def load_yaml_config(path: str | Path, overrides: list[str] | None, config_cls: type[C]) -> C:
+    """YAML + `a.b=c` overrides -> a validated `config_cls`; errors name the key to fix."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"training config file not found: {p}")
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"training config {p} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"training config {p} must hold a mapping at the top level")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    try:
+        return config_cls.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, str(p))) from None
+
+
+def _per_worker(config_cls: type[BaseModel], run_training: RunTraining, config: dict[str, Any]) -> str:
+    """What each Ray Train worker runs: the trainer's own loop with this worker's rank and Ray's report."""
+
+    ctx = ray.train.get_context()
+
+    def report(metrics: dict) -> None:
+        ray.train.report(metrics)
+
+    cfg = config_cls.model_validate(config)
+    return run_training(cfg, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), report=report)
+
+
+def fit_with_ray_train(cfg: LaunchConfig, run_training: RunTraining, name: str) -> str:
+    """Run `run_training` on `cfg.num_workers` Ray Train workers (0: in this process); returns output_dir.
+
+    The config crosses to the workers as JSON and is validated again there, as its own class."""
+
+    storage = Path(cfg.output_dir).resolve() / "ray"
+    trainer = TorchTrainer(
+        functools.partial(_per_worker, type(cfg), run_training),
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        run_config=RunConfig(name=name, storage_path=str(storage)),
+    )
+    trainer.fit()
+    return cfg.output_dir
