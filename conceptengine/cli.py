@@ -15,6 +15,7 @@ from rich.table import Table
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 from conceptengine.engine.progress import StepProgress
+from conceptengine.engine.round_steps import BOOTSTRAP_STEPS
 from conceptengine.engine.runner import ResourceConfigError
 from conceptengine.engine.status import run_status
 from conceptengine.engine.store import NotARunError
@@ -69,7 +70,7 @@ def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> 
     ctx = start_run(cfg, run_dir, workspace, resume)  # checks every input first: a mistake costs ~2 s
 
     summaries: list[dict] = []
-    total = 3 + sum(steps_per_round(ctx, r) for r in range(1, cfg.rounds.count + 1))
+    total = len(BOOTSTRAP_STEPS) + sum(steps_per_round(ctx, r) for r in range(1, cfg.rounds.count + 1))
     try:
         with StepProgress(console, total) as progress:
             ctx.on_step = progress

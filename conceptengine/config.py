@@ -15,9 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from conceptengine.engine.stage import StageConfig
+from conceptengine.model.propose_masks import MaskProposalSettings
+from conceptengine.ontology.np_proposal import NPProposalSettings
 from conceptengine.review.cost import CostModel
-from conceptengine.verifiers.backends import BackendName, OpenAIConfig, VLLMConfig
 from conceptengine.verifiers.routing import RoutingConfig
+from conceptengine.verifiers.stage import VerificationSettings
 
 
 class ConfigError(ValueError):
@@ -76,7 +78,7 @@ class MediaConfig(_Strict):
         return self
 
 
-class OntologyConfig(_Strict):
+class OntologyConfig(NPProposalSettings):
     path: str | None = None  # YAML concept graph; the sim world writes its own
     # Real pools: captions precomputed by your captioner, {"file name, URI or media_id": ["np", ...]} (the demo
     # uses an oracle).
@@ -90,16 +92,7 @@ class OntologyConfig(_Strict):
     captioner_device: str = "cpu"
     captioner_recall: float = Field(0.8, ge=0, le=1)
     captioner_noise: float = Field(0.1, ge=0, le=1)
-    # Share of an image's proposed NPs that are negative candidates. SA-Co/HQ ends ~88% negative, and the
-    # committed data does even at 0.5 (many positive candidates do not ground). At 0.85 a demo round of 80
-    # images committed ~76 masks, at 0.5 ~260: the positives are what a fine-tune learns from.
-    negative_share: float = Field(0.5, ge=0, lt=1)
-    hard_negative_share: float = Field(0.5, ge=0, le=1)
-    max_nps_per_image: int = Field(12, ge=1)
-    # A domain to expand into: positive candidates naming these concepts (or their descendants) are drawn
-    # focus_weight times more often. `conceptengine demo` focuses on the concepts its SAM 3 never saw.
-    focus_concepts: list[str] = []
-    focus_weight: float = Field(8.0, ge=1.0)
+    # negative_share, hard_negative_share, max_nps_per_image, focus_concepts, focus_weight: NPProposalSettings
     stage: StageConfig = StageConfig(batch_size=16)
 
     @model_validator(mode="after")
@@ -122,32 +115,26 @@ class OntologyConfig(_Strict):
         return self.captioner or ("file" if self.captions_path else None)
 
 
-class Sam3Config(_Strict):
+class Sam3Config(MaskProposalSettings):
     # A save_pretrained folder (relative to the workspace) or a hub id, `facebook/sam3[@revision]`, fetched once
     # into the Hugging Face cache (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE): engine/model_refs.py.
     model: str = "models/sam3"
-    device: str = "cpu"
-    score_threshold: float = Field(0.5, ge=0, le=1)
-    max_masks: int = Field(30, ge=1)
+    # device, score_threshold, max_masks: MaskProposalSettings
     # CPU: decode + resize ahead of the model. Its actors and the model's must leave a CPU share free for
     # Ray Data's own tasks, or two chained pools on a 2-core box wait on each other forever.
     decode_stage: StageConfig = StageConfig(batch_size=32, num_cpus=0.25)
     stage: StageConfig = StageConfig(batch_size=32, num_cpus=0.75)
 
 
-class VerifierConfig(_Strict):
+class VerifierConfig(VerificationSettings):
+    # backend (VerificationSettings, with device, dtype, infer_batch_size, view_size, openai, vllm):
     # transformers: in-process; vllm: in-process on a GPU (`conceptengine[vllm]`); openai: any
     # OpenAI-compatible server with logprobs (`verifier.openai`). stage.num_gpus is each actor's GPU share.
-    backend: BackendName = "transformers"
     # Any AutoModelForImageTextToText (a folder or a hub id, as sam3.model), or a grounded MV scorer's
     # checkpoint (verifiers/grounded); a grounded scorer answers its own task only, so ev_model is then
     # an MLLM or a grounded EV scorer.
     model: str = "models/verifier"
     ev_model: str | None = None  # EV's own checkpoint (folder or hub id); None = `model` for both MV and EV
-    device: str = "cpu"
-    view_size: int = Field(112, ge=32)
-    openai: OpenAIConfig = OpenAIConfig()
-    vllm: VLLMConfig = VLLMConfig()
     stage: StageConfig = StageConfig(batch_size=16)
 
     @model_validator(mode="after")

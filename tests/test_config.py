@@ -5,7 +5,7 @@ import yaml
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_yaml_equals_embedded_defaults():

@@ -9,10 +9,12 @@ so one corrupt image never ends a run.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Params = TypeVar("Params", bound=BaseModel)
 
 
 class StageConfig(BaseModel):
@@ -45,6 +47,20 @@ class Stage(ABC):
         missing = [c for c in self.input_columns if c not in batch.column_names]
         if missing:
             raise KeyError(f"stage {self.name!r} needs columns {missing}; batch has {batch.column_names}")
+
+
+def parse_params(stage_name: str, model: type[Params], params: dict[str, Any]) -> Params:
+    """A stage's params, validated by its params model; one ValueError that names every key to fix."""
+    try:
+        return model(**params)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            key = ".".join(map(str, e["loc"]))
+            problems.append(
+                f"unknown params {key!r}" if e["type"] == "extra_forbidden" else f"{key}: {e['msg']}"
+            )
+        raise ValueError(f"stage {stage_name!r} params: {'; '.join(problems)}") from None
 
 
 STAGES: dict[str, type[Stage]] = {}

@@ -15,68 +15,55 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from conceptengine.engine.ids import instance_id
 from conceptengine.engine.media import CorruptMediaError
-from conceptengine.engine.stage import Stage, StageConfig, register
+from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
 from conceptengine.model.preprocess import PIXELS, PIXELS_SHAPE, decode_for_model, pixels_tensor, read_error
 from conceptengine.model.sam3_backend import Sam3Detector
 
 
+class MaskProposalSettings(BaseModel):
+    """How SAM 3 proposes: the run config's `sam3:` section embeds these, so their defaults are defined here
+    only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "cpu"
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    max_masks: int = Field(30, ge=1)
+
+
+class ProposeMasksParams(MaskProposalSettings):
+    model_path: str  # the SAM 3 checkpoint directory (sam3.model)
+    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    np_batch_size: int = Field(32, ge=1)
+    text_cache_size: int = Field(4096, ge=1)
+
+
 @register
 class ProposeMasks(Stage):
-    """Params: model_path (required), score_threshold (0.5), device ("cpu"), max_masks (100),
-    dtype (None: bfloat16 on cuda, float32 on cpu), np_batch_size (32), text_cache_size (4096)."""
+    """Params: ProposeMasksParams."""
 
     name: ClassVar[str] = "propose_masks"
     input_columns: ClassVar[tuple[str, ...]] = tuple(PAIRS.names)
     output_columns: ClassVar[tuple[str, ...]] = tuple(PROPOSALS.names)
 
-    def __init__(
-        self,
-        cfg: StageConfig,
-        model_path: str | None = None,
-        score_threshold: float = 0.5,
-        device: str = "cpu",
-        max_masks: int = 100,
-        dtype: str | None = None,
-        np_batch_size: int = 32,
-        text_cache_size: int = 4096,
-        **params: Any,
-    ):
+    def __init__(self, cfg: StageConfig, **params: Any):
         super().__init__(cfg, **params)
-        if params:
-            raise ValueError(f"propose_masks: unknown params {sorted(params)}")
-        if not model_path:
-            raise ValueError(
-                "propose_masks: model_path is required (the SAM 3 checkpoint directory, sam3.model)"
-            )
-        if not 0.0 <= float(score_threshold) <= 1.0:
-            raise ValueError(f"propose_masks: score_threshold must be in [0, 1]; got {score_threshold}")
-        if int(max_masks) < 1:
-            raise ValueError(f"propose_masks: max_masks must be >= 1; got {max_masks}")
-        if int(np_batch_size) < 1:
-            raise ValueError(f"propose_masks: np_batch_size must be >= 1; got {np_batch_size}")
-        if int(text_cache_size) < 1:
-            raise ValueError(f"propose_masks: text_cache_size must be >= 1; got {text_cache_size}")
-        self.model_path = model_path
-        self.score_threshold = float(score_threshold)
-        self.device = device
-        self.max_masks = int(max_masks)
-        self.dtype = dtype
-        self.np_batch_size = int(np_batch_size)
-        self.text_cache_size = int(text_cache_size)
+        self.p = parse_params(self.name, ProposeMasksParams, params)
         self.detector = None
 
     def setup(self) -> None:
 
         self.detector = Sam3Detector.from_pretrained(
-            self.model_path,
-            device=self.device,
-            dtype=self.dtype,
-            np_batch_size=self.np_batch_size,
-            text_cache_size=self.text_cache_size,
+            self.p.model_path,
+            device=self.p.device,
+            dtype=self.p.dtype,
+            np_batch_size=self.p.np_batch_size,
+            text_cache_size=self.p.text_cache_size,
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -135,8 +122,8 @@ class ProposeMasks(Stage):
                 height,
                 width,
                 [rows[i]["noun_phrase"] for i in idx],
-                self.score_threshold,
-                max_instances=self.max_masks,
+                self.p.score_threshold,
+                max_instances=self.p.max_masks,
             )
         except Exception as exc:  # noqa: BLE001 - a model failure on one image must not end the run; the row says why
             return failed(f"detector failed on {uri}: {type(exc).__name__}: {exc}")

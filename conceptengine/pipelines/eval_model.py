@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.model_refs import model_dir
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 from conceptengine.model.evaluate import evaluate_by_group
 from conceptengine.model.saco_io import read_saco_gold_annotations
@@ -25,14 +26,14 @@ def load_gold(gold: str) -> tuple[pa.Table, str | None]:
     except NotARunError as exc:
         raise RunError(f"--gold: {exc}; or give an SA-Co/Gold .json file") from None
     snapshot = store.read_json("run.json")
-    if not store.manifest(StepRef(0, "gold")):
+    if not store.manifest(StepRef(0, Step.GOLD)):
         raise RunError(f"--gold {gold}: neither an SA-Co/Gold .json file nor a run with a gold split")
     inputs = RunInputs(EngineConfig.model_validate(snapshot["config"]), Path(snapshot["workspace"]))
     try:
         ontology = inputs.ontology_path
     except RunError:
         ontology = None  # a team's run without an ontology file: NPs are scored as they are
-    return store.read_step(StepRef(0, "gold"), "gold"), ontology
+    return store.read_step(StepRef(0, Step.GOLD), "gold"), ontology
 
 
 def concept_of(ontology: str | None):

@@ -1,4 +1,5 @@
-"""The image pipeline: which steps a round runs, in what order. Composition only; logic lives in engine/.
+"""The image pipeline: which steps a round runs, in what order (engine/round_steps.py names them).
+Composition only; each step's logic lives in round/.
 
 PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → CALIBRATE → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN →
 PROMOTE, on cadence) → EVALUATE
@@ -11,6 +12,13 @@ import conceptengine.model.preprocess
 import conceptengine.model.propose_masks
 import conceptengine.ontology.np_proposal
 import conceptengine.verifiers.stage  # noqa: F401
+from conceptengine.engine.round_steps import (
+    EVERY_ROUND_STEPS,
+    MEASURED_FIELDS,
+    SAM3_RETRAIN_STEPS,
+    VERIFIER_RETRAIN_STEPS,
+    RoundSummary,
+)
 from conceptengine.engine.steps import StepResult
 from conceptengine.round.ai_verify import ai_verify
 from conceptengine.round.calibrate import calibrate_round
@@ -25,43 +33,8 @@ from conceptengine.round.retrain_sam3 import has_training_data, promote, retrain
 from conceptengine.round.retrain_verifiers import retrain_verifiers_step, verifier_retrain_due
 from conceptengine.round.route import route
 
-SUMMARY_KEYS = (
-    "thresholds",
-    "calibration_items",
-    "auto_accepted",
-    "auto_rejected",
-    "to_human",
-    "audited",
-    "human_share",
-    "human_tasks",
-    "human_seconds",
-    "committed_pairs",
-    "committed_negative",
-    "committed_masks",
-    "model_version",
-    "promoted",
-    "verifiers_promoted",
-    "candidate_cgF1",
-    "gold_cgF1",
-    "gold_IL_MCC",
-    "gold_pmF1",
-    "reported_cgF1",
-    "reported_IL_MCC",
-    "reported_pmF1",
-    "domain_cgF1",
-    "domain_IL_MCC",
-    "domain_pmF1",
-    "seen_cgF1",
-    "seen_IL_MCC",
-    "seen_pmF1",
-    "precision",
-    "pair_precision",
-    "recall",
-    "negative_precision",
-)
 
-
-def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> dict:
+def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> RoundSummary:
     """Runs (or resumes) round r and returns its summary row."""
     version = promoted_at_start_of(ctx, r)
     pairs = propose_nps(ctx, r, media)
@@ -83,14 +56,16 @@ def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> d
 
 
 def steps_per_round(ctx: RunContext, r: int) -> int:
-    return 8 + (2 if retrain_due(ctx, r) else 0) + (1 if verifier_retrain_due(ctx, r) else 0)
+    """How many steps round r runs (for progress bars)."""
+    n = len(EVERY_ROUND_STEPS) + (len(SAM3_RETRAIN_STEPS) if retrain_due(ctx, r) else 0)
+    return n + (len(VERIFIER_RETRAIN_STEPS) if verifier_retrain_due(ctx, r) else 0)
 
 
-def summarize(r: int, steps: list[StepResult]) -> dict:
+def summarize(r: int, steps: list[StepResult]) -> RoundSummary:
     pairs, proposals = steps[0], steps[1]
     origin = pairs["pairs"]["origin"].to_pylist()
     negative = sum(o in ("negative", "hard_negative") for o in origin)
-    summary = {
+    summary: RoundSummary = {
         "round": r,
         "pairs_positive": len(origin) - negative,
         "pairs_negative": negative,
@@ -103,5 +78,5 @@ def summarize(r: int, steps: list[StepResult]) -> dict:
     }
     for step in steps:
         extra = step.manifest.get("extra", {})
-        summary |= {k: extra[k] for k in SUMMARY_KEYS if k in extra}
+        summary |= {k: extra[k] for k in MEASURED_FIELDS if k in extra}  # type: ignore[misc]
     return summary

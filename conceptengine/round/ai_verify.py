@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conceptengine.config import VerifierConfig
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import run_stage
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
@@ -13,7 +14,7 @@ from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import healthy_rows
 from conceptengine.round.context import RunContext, resolve
 from conceptengine.round.retrain_verifiers import verifiers_at_start_of
-from conceptengine.verifiers.stage import VERIFIED
+from conceptengine.verifiers.stage import VERIFIED, VerificationSettings
 
 
 def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:
@@ -24,10 +25,8 @@ def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> di
     else:
         model = resolve(cfg.model)
         ev_model = resolve(cfg.ev_model) if cfg.ev_model else None
-    return dict(  # noqa: C408 - keyword form reads like the params model
-        backend=cfg.backend, model_path=model, ev_model_path=ev_model, device=cfg.device,
-        view_size=cfg.view_size, openai=cfg.openai.model_dump(), vllm=cfg.vllm.model_dump(),
-    )  # fmt: skip
+    settings = cfg.model_dump(include=set(VerificationSettings.model_fields))
+    return settings | {"model_path": model, "ev_model_path": ev_model}
 
 
 def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
@@ -45,5 +44,5 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
         return {"verified": out}, {"verifiers": checkpoints}
 
     return run_step(
-        ctx, StepRef(r, "ai_verify"), [proposals.fingerprint, *checkpoints], ["verified"], compute
+        ctx, StepRef(r, Step.AI_VERIFY), [proposals.fingerprint, *checkpoints], ["verified"], compute
     )

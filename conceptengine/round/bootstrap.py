@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conceptengine.engine.ingest import IngestStage
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import run_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef, fingerprint_of
@@ -34,7 +35,7 @@ def ingest(ctx: RunContext) -> StepResult:
         bad = media.filter(pc.invert(pc.is_null(media["error"])))
         return {"media": media, "quarantine": bad}, {"quarantined": bad.num_rows}
 
-    return run_step(ctx, StepRef(0, "ingest"), [listing_fp], ["media", "quarantine"], compute)
+    return run_step(ctx, StepRef(0, Step.INGEST), [listing_fp], ["media", "quarantine"], compute)
 
 
 def with_media_domain(pairs: pa.Table, media: pa.Table) -> pa.Table:
@@ -54,4 +55,4 @@ def gold(ctx: RunContext, media: StepResult) -> StepResult:
         table = with_media_domain(ctx.sources.gold_annotations(), media["media"])
         return {"gold": table}, {"pairs": table.num_rows}
 
-    return run_step(ctx, StepRef(0, "gold"), [media.fingerprint], ["gold"], compute)
+    return run_step(ctx, StepRef(0, Step.GOLD), [media.fingerprint], ["gold"], compute)

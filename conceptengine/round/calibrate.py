@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.context import RunContext, RunError
@@ -116,7 +117,7 @@ def _inputs(ctx: RunContext, r: int) -> list[tuple[StepRef, str]]:
     """The route and human_review outputs of rounds 1..r-1, with their fingerprints (the step's inputs)."""
     found = []
     for k in range(1, r):
-        for step in ("route", "human_review"):
+        for step in (Step.ROUTE, Step.HUMAN_REVIEW):
             manifest = ctx.store.manifest(StepRef(k, step))
             if manifest is None:
                 raise RunError(f"calibrate round {r}: round {k} has no finished {step} step; resume the run")
@@ -135,13 +136,13 @@ def gather(ctx: RunContext, r: int) -> pa.Table:
     if not refs:
         return DATA.empty_table()
     routed = pa.concat_tables(
-        [_read(ctx, ref, "routed", ROUTED_COLUMNS) for ref in refs if ref.step == "route"]
+        [_read(ctx, ref, "routed", ROUTED_COLUMNS) for ref in refs if ref.step == Step.ROUTE]
     )
     verdicts = pa.concat_tables(
         [
             _read(ctx, ref, "verdicts", ["task", "subject_id", "choice"])
             for ref in refs
-            if ref.step == "human_review"
+            if ref.step == Step.HUMAN_REVIEW
         ]
     )
     return calibration_items(routed, verdicts, ctx.cfg.routing.ev_scope)
@@ -196,7 +197,7 @@ def scored_alike(ctx: RunContext, r: int, verified: StepResult, items: pa.Table)
     docstring)? Where a round's checkpoints are unknown, by the same verifier version string."""
     now = _checkpoints(verified.manifest)
     versions = set(verified["verified"]["verifier_version"].to_pylist()) - {None}
-    then = {k: _checkpoints(ctx.store.manifest(StepRef(k, "ai_verify"))) for k in range(1, r)}
+    then = {k: _checkpoints(ctx.store.manifest(StepRef(k, Step.AI_VERIFY))) for k in range(1, r)}
     keep = []
     for task, k, version in zip(*(items[c].to_pylist() for c in ("task", "round", "verifier_version"))):
         past = then.get(k)
@@ -224,7 +225,7 @@ def calibrate_round(ctx: RunContext, r: int, verified: StepResult) -> StepResult
         return {"thresholds": pa.Table.from_pylist(rows, schema=THRESHOLDS), "data": data}, extra
 
     fingerprints = [verified.fingerprint, *(fp for _, fp in inputs)]
-    return run_step(ctx, StepRef(r, "calibrate"), fingerprints, ["thresholds", "data"], compute)
+    return run_step(ctx, StepRef(r, Step.CALIBRATE), fingerprints, ["thresholds", "data"], compute)
 
 
 def thresholds_of(calibrated: StepResult) -> dict[str, TaskThresholds]:

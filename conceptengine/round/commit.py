@@ -14,6 +14,7 @@ import pyarrow as pa
 import webdataset as wds
 
 from conceptengine.engine.media import read_bytes
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
@@ -140,7 +141,7 @@ def commit_round(ctx: RunContext, r: int, routed: StepResult, review: StepResult
 
     return run_step(
         ctx,
-        StepRef(r, "commit"),
+        StepRef(r, Step.COMMIT),
         [routed.fingerprint, review.fingerprint],
         ["annotations", "verdicts"],
         compute,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.model_refs import ModelUnavailable
+from conceptengine.engine.round_steps import RoundSummary
 from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore
@@ -132,19 +133,19 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
     return ctx
 
 
-RoundFn = Callable[[RunContext, int, StepResult, StepResult], dict]
+RoundFn = Callable[[RunContext, int, StepResult, StepResult], RoundSummary]
 
 
 def run_all(
-    ctx: RunContext, run_round: RoundFn, on_round: Callable[[dict], None] | None = None
-) -> list[dict]:
+    ctx: RunContext, run_round: RoundFn, on_round: Callable[[RoundSummary], None] | None = None
+) -> list[RoundSummary]:
     """`run_round` is a pipeline's composition of steps (pipelines/image.py for image runs)."""
     media = ingest(ctx)
     gold_set = gold(ctx, media)
     quarantined = media.manifest.get("extra", {}).get("quarantined", 0)
-    summaries: list[dict] = []
+    summaries: list[RoundSummary] = []
 
-    def finish(summary: dict) -> None:
+    def finish(summary: RoundSummary) -> None:
         summary["quarantined"] = quarantined
         ctx.store.write_json(f"round-{summary['round']:04d}/summary.json", summary)
         summaries.append(summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.review.matching import match
@@ -64,4 +65,4 @@ def evaluate_round(
         return {"metrics": table}, extra
 
     inputs = [gold.fingerprint, committed.fingerprint if committed else "", version.key, version.path]
-    return run_step(ctx, StepRef(r, "evaluate"), inputs, ["metrics"], compute)
+    return run_step(ctx, StepRef(r, Step.EVALUATE), inputs, ["metrics"], compute)

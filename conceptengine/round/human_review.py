@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from conceptengine.engine import ids, rle
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import MASK, VERDICTS
@@ -240,7 +241,9 @@ def human_review(ctx: RunContext, r: int, routed: StepResult) -> StepResult:
             }
         return {"decisions": pa.Table.from_pylist(decisions, schema=DECISIONS), "verdicts": verdicts}, extra
 
-    return run_step(ctx, StepRef(r, "human_review"), [routed.fingerprint], ["decisions", "verdicts"], compute)
+    return run_step(
+        ctx, StepRef(r, Step.HUMAN_REVIEW), [routed.fingerprint], ["decisions", "verdicts"], compute
+    )
 
 
 def _count_kinds(verdicts: pa.Table) -> tuple[list[str], list[int]]:

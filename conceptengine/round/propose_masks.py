@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PROPOSALS, failed_rows
+from conceptengine.model.propose_masks import MaskProposalSettings
 from conceptengine.round.context import RunContext
 from conceptengine.round.registry import ModelVersion
 
 
 def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVersion) -> StepResult:
     cfg = ctx.cfg.sam3
-    params = {
-        "model_path": version.path,
-        "score_threshold": cfg.score_threshold,
-        "device": cfg.device,
-        "max_masks": cfg.max_masks,
-    }
+    params = cfg.model_dump(include=set(MaskProposalSettings.model_fields)) | {"model_path": version.path}
 
     # Decoding and resizing run on CPU actors ahead of the (GPU) SAM 3 actors, which only compute.
     chain = [
@@ -34,7 +31,7 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
 
     return run_step(
         ctx,
-        StepRef(r, "propose_masks"),
+        StepRef(r, Step.PROPOSE_MASKS),
         [pairs.fingerprint, version.key, version.path],
         ["proposals", "quarantine"],
         compute,

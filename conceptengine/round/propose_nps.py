@@ -7,12 +7,14 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import run_stage
 from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PAIRS
 from conceptengine.ontology.captioner import CaptionerFactory
+from conceptengine.ontology.np_proposal import NPProposalSettings
 from conceptengine.round.context import RunContext, resolve
 from conceptengine.verifiers.captioner import ModelCaptioner
 
@@ -37,16 +39,11 @@ def captioner_factory(ctx: RunContext) -> CaptionerFactory | None:
 def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
     chosen = select_media(ctx, media["media"], r)
     cfg = ctx.cfg.ontology
-    params = {
+    params = cfg.model_dump(include=set(NPProposalSettings.model_fields)) | {
         "ontology_path": ctx.ontology_path,
         "captioner": captioner_factory(ctx),
         "captions_path": resolve(ctx.workspace, cfg.captions_path) if cfg.positives_from == "file" else None,
         "ontology_guesses": cfg.positives_from == "ontology",
-        "negative_share": cfg.negative_share,
-        "hard_negative_share": cfg.hard_negative_share,
-        "max_nps_per_image": cfg.max_nps_per_image,
-        "focus_concepts": cfg.focus_concepts,
-        "focus_weight": cfg.focus_weight,
         "round": r,
         "seed": ctx.cfg.seed,
     }
@@ -55,4 +52,4 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
         pairs = run_stage(ctx.runner, get_stage("propose_nps"), cfg.stage, params, chosen, "pair_id", PAIRS)
         return {"pairs": pairs}, {"images": chosen.num_rows}
 
-    return run_step(ctx, StepRef(r, "propose_nps"), [media.fingerprint], ["pairs"], compute)
+    return run_step(ctx, StepRef(r, Step.PROPOSE_NPS), [media.fingerprint], ["pairs"], compute)

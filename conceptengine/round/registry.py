@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.context import RunContext
 
@@ -40,7 +41,7 @@ def promoted_at_start_of(ctx: RunContext, r: int) -> ModelVersion:
     """The version round r proposes with: the last one promoted in rounds before r."""
     current = initial_version(ctx)
     for past in range(1, r):
-        m = ctx.store.manifest(StepRef(past, "promote"))
+        m = ctx.store.manifest(StepRef(past, Step.PROMOTE))
         if m and m.get("extra", {}).get("promoted"):
             e = m["extra"]
             current = ModelVersion(e["candidate"], e["candidate_path"], past, parent=e["base"])
@@ -50,7 +51,7 @@ def promoted_at_start_of(ctx: RunContext, r: int) -> ModelVersion:
 def write_registry_view(ctx: RunContext, upto_round: int) -> None:
     versions = [asdict(initial_version(ctx)) | {"promoted_in_round": 0}]
     for r in range(1, upto_round + 1):
-        m = ctx.store.manifest(StepRef(r, "promote"))
+        m = ctx.store.manifest(StepRef(r, Step.PROMOTE))
         if not m:
             continue
         e = m["extra"]

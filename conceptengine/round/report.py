@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
+from conceptengine.engine.round_steps import RoundSummary
+
 RENDERED_NOTICE = (
     "[bold yellow]This demo runs on a RENDERED domain:[/] procedural images of shapes with exact ground "
     "truth, small models the project builds itself, and simulated reviewers. It shows the engine's loop "
@@ -53,7 +55,7 @@ def _pair_2(a: float | None, b: float | None) -> str | None:
     return None if a is None and b is None else f"{_two(a)}/{_two(b)}"
 
 
-def _candidate(s: dict) -> str | None:
+def _candidate(s: RoundSummary) -> str | None:
     """The round's retrained candidate: its gold cgF1 and ✓ promoted / ✗ kept the old model; – no retrain."""
     score, promoted = s.get("candidate_cgF1"), s.get("promoted")
     if score is None:
@@ -65,7 +67,7 @@ def _percent(share: float | None) -> str | None:
     return None if share is None else f"{100 * share:.0f}%"
 
 
-def _thresholds(s: dict, task: str) -> str | None:
+def _thresholds(s: RoundSummary, task: str) -> str | None:
     """The thresholds routing applied, accept/reject, e.g. `.97/.02`; `–` for a side that decides nothing."""
     found = (s.get("thresholds") or {}).get(task)
     if found is None:
@@ -85,7 +87,7 @@ def _short(t: float | None) -> str:
     return text[1:] if text.startswith("0.") else text
 
 
-def _model(s: dict) -> str | None:
+def _model(s: RoundSummary) -> str | None:
     name = s.get("model_version")
     if name is None:
         return None
@@ -108,7 +110,7 @@ LEGEND = (
 )
 
 
-def round_table(summaries: list[dict], legend: bool = True) -> Table:
+def round_table(summaries: list[RoundSummary], legend: bool = True) -> Table:
     """The round table; `legend=False` for the one-row tables printed as rounds finish."""
     table = Table(
         title="conceptengine rounds",

@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.context import RunContext, RunInputs, resolve
@@ -37,9 +38,9 @@ def retrain_due(ctx: RunContext, r: int) -> bool:
 def _pairs_since_last_retrain(ctx: RunContext, r: int) -> int:
     total = 0
     for past in range(r, 0, -1):
-        if past < r and ctx.store.manifest(StepRef(past, "retrain")):
+        if past < r and ctx.store.manifest(StepRef(past, Step.RETRAIN)):
             break
-        commit = ctx.store.manifest(StepRef(past, "commit")) or {}
+        commit = ctx.store.manifest(StepRef(past, Step.COMMIT)) or {}
         total += commit.get("extra", {}).get("committed_pairs", 0)
     return total
 
@@ -56,7 +57,7 @@ def replay_path(inputs: RunInputs) -> str | None:
 def committed_shards(ctx: RunContext, r: int) -> list[str]:
     shards = []
     for past in range(1, r + 1):
-        commit = ctx.store.manifest(StepRef(past, "commit")) or {}
+        commit = ctx.store.manifest(StepRef(past, Step.COMMIT)) or {}
         shards += [ctx.store.path(rel) for rel in commit.get("extra", {}).get("shards", [])]
     return shards
 
@@ -73,7 +74,7 @@ def has_training_data(ctx: RunContext, r: int) -> bool:
 def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) -> StepResult:
 
     cfg = ctx.cfg.retrain
-    ref = StepRef(r, "retrain")
+    ref = StepRef(r, Step.RETRAIN)
     out_dir = candidate_dir(ctx, r)
     shards = committed_shards(ctx, r)
 
@@ -143,4 +144,4 @@ def promote(ctx: RunContext, r: int, base: ModelVersion, trained: StepResult, go
             "promoted": promoted,
         }
 
-    return run_step(ctx, StepRef(r, "promote"), [trained.fingerprint, gold.fingerprint], [], compute)
+    return run_step(ctx, StepRef(r, Step.PROMOTE), [trained.fingerprint, gold.fingerprint], [], compute)

@@ -9,12 +9,12 @@ are read back from the manifests of earlier rounds, so a resumed run verifies wi
 
 from __future__ import annotations
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.context import RunContext
 from conceptengine.training.verifier_retrain import VerifierRetrainConfig, retrain_verifiers
 
-STEP = "retrain_verifiers"
 TASKS = ("mv", "ev")
 
 
@@ -32,9 +32,9 @@ def verifier_retrain_due(ctx: RunContext, r: int) -> bool:
 def _verdicts_since_last_retrain(ctx: RunContext, r: int) -> int:
     total = 0
     for past in range(r, 0, -1):
-        if past < r and ctx.store.manifest(StepRef(past, STEP)):
+        if past < r and ctx.store.manifest(StepRef(past, Step.RETRAIN_VERIFIERS)):
             break
-        review = ctx.store.manifest(StepRef(past, "human_review")) or {}
+        review = ctx.store.manifest(StepRef(past, Step.HUMAN_REVIEW)) or {}
         total += review.get("extra", {}).get("human_tasks", 0)
     return total
 
@@ -44,7 +44,7 @@ def verifiers_at_start_of(ctx: RunContext, r: int) -> dict[str, str]:
     current = {"mv": ctx.verifier_path}
     current["ev"] = ctx.ev_model_path or current["mv"]
     for past in range(1, r):
-        manifest = ctx.store.manifest(StepRef(past, STEP)) or {}
+        manifest = ctx.store.manifest(StepRef(past, Step.RETRAIN_VERIFIERS)) or {}
         for task, result in manifest.get("extra", {}).get("verifiers", {}).items():
             if result["promoted"]:
                 current[task] = result["candidate"]
@@ -94,4 +94,6 @@ def retrain_verifiers_step(ctx: RunContext, r: int, committed: StepResult) -> St
         promoted = sorted(t for t, v in verifiers.items() if v["promoted"])
         return {}, {"verifiers": verifiers, "verifiers_promoted": promoted}
 
-    return run_step(ctx, StepRef(r, STEP), [committed.fingerprint, base["mv"], base["ev"]], [], compute)
+    return run_step(
+        ctx, StepRef(r, Step.RETRAIN_VERIFIERS), [committed.fingerprint, base["mv"], base["ev"]], [], compute
+    )

@@ -3,6 +3,7 @@ each item is auto-accepted, auto-rejected or sent to humans."""
 
 from __future__ import annotations
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.calibrate import thresholds_of
@@ -24,5 +25,5 @@ def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult)
         return {"routed": routed}, totals | {"human_share": human_share(per_task), "routing": per_task}
 
     return run_step(
-        ctx, StepRef(r, "route"), [verified.fingerprint, calibrated.fingerprint], ["routed"], compute
+        ctx, StepRef(r, Step.ROUTE), [verified.fingerprint, calibrated.fingerprint], ["routed"], compute
     )

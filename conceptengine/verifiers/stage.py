@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from conceptengine.engine.media import check_size, load_rgb
-from conceptengine.engine.stage import Stage, StageConfig, register
+from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
 from conceptengine.verifiers.backends import BackendParams, make_backend
@@ -33,24 +33,20 @@ OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_vers
 VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
 
 
-class AIVerifyParams(BackendParams):
-    """Params of the ai_verify stage (YAML: the stage's params block); backend fields from BackendParams."""
+class VerificationSettings(BackendParams):
+    """How the verifiers run (backend fields from BackendParams): the run config's `verifier:` section embeds
+    these, so their defaults are defined here only."""
 
-    model_config = ConfigDict(extra="forbid")
+    view_size: int = Field(112, ge=8)  # the side of the views the verifiers see (training uses the same)
+
+
+class AIVerifyParams(VerificationSettings):
+    """Params of the ai_verify stage: the settings plus the checkpoints the step resolves."""
 
     # A checkpoint directory (or hub id) for transformers / vllm; the served model name for openai.
     model_path: str
     ev_model_path: str | None = None  # EV's own checkpoint / served name; None = model_path for both
-    view_size: int = Field(112, ge=8)
     version: str | None = None  # the rows' verifier_version; default: the backends' own versions
-
-
-def parse_params(params: dict[str, Any]) -> AIVerifyParams:
-    try:
-        return AIVerifyParams(**params)
-    except ValidationError as exc:
-        msgs = "; ".join(f"ai_verify.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid ai_verify params: {msgs}") from None
 
 
 @register
@@ -61,7 +57,7 @@ class AIVerifyStage(Stage):
 
     def __init__(self, cfg: StageConfig, **params: Any):
         super().__init__(cfg, **params)
-        self.p = parse_params(params)
+        self.p = parse_params(self.name, AIVerifyParams, params)
         self.backend: VerifierBackend | None = None
 
     def setup(self) -> None:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conceptengine.engine import ids
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.verifiers.choices import EV, MV, ChoiceSet
 
@@ -144,9 +145,9 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     pairs: dict[str, dict] = {}
     masks: dict[str, tuple[dict, dict]] = {}
     for r in store.rounds_done():
-        if (up_to_round is not None and r > up_to_round) or not store.manifest(StepRef(r, "route")):
+        if (up_to_round is not None and r > up_to_round) or not store.manifest(StepRef(r, Step.ROUTE)):
             continue
-        for row in store.read_step(StepRef(r, "route"), "routed").to_pylist():
+        for row in store.read_step(StepRef(r, Step.ROUTE), "routed").to_pylist():
             pairs[row["pair_id"]] = row
             for m in row["masks"] or []:
                 masks[m["instance_id"]] = (row, m)

@@ -66,8 +66,13 @@ def test_negatives_come_from_captions_not_ground_truth(world: World, oracle: Ora
     captioner = OracleCaptioner(oracle, recall=0.7, noise=0.1, seed=4)
     captions = {m: captioner.caption(m) for m in world.media_ids()}
     (tmp_path / "captions.json").write_text(json.dumps(captions))
-    from_world = _stage(world, seed=4)(world.media_table())
-    from_file = _stage(world, seed=4, captioner=None, captions_path=str(tmp_path / "captions.json"))(
+    mix = {
+        "seed": 4,
+        "negative_share": 0.85,
+        "max_nps_per_image": 20,
+    }  # enough negatives to find present ones
+    from_world = _stage(world, **mix)(world.media_table())
+    from_file = _stage(world, captioner=None, captions_path=str(tmp_path / "captions.json"), **mix)(
         world.media_table()
     )
     assert from_world.equals(from_file)

@@ -108,7 +108,7 @@ def test_config_selects_the_backend(tmp_path: Path) -> None:
         load_config(None, ["verifier.backend=triton"])
     with pytest.raises(ConfigError, match=r"verifier\.openai\.max_concurrency"):
         load_config(None, ["verifier.openai.max_concurrency=0"])
-    with pytest.raises(ValueError, match=r"ai_verify\.openai\.timeout_s"):
+    with pytest.raises(ValueError, match=r"params: openai\.timeout_s"):
         get_stage("ai_verify")(StageConfig(), model_path="m", openai={"timeout_s": -1})
 
 

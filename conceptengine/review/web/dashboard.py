@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import Engine, func, select
 
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.review.choices import KINDS
 from conceptengine.review.db import read_tx
@@ -56,7 +57,7 @@ def answers_per_hour(engine: Engine, now: float, hours: int = HOURS) -> dict[str
     return {"hours": starts, "reviewers": dict(sorted(reviewers.items()))}
 
 
-def _extra(store: RunStore, r: int, step: str) -> dict[str, Any] | None:
+def _extra(store: RunStore, r: int, step: Step) -> dict[str, Any] | None:
     manifest = store.manifest(StepRef(r, step))
     return None if manifest is None else manifest.get("extra", {})
 
@@ -64,10 +65,10 @@ def _extra(store: RunStore, r: int, step: str) -> dict[str, Any] | None:
 def round_metrics(store: RunStore) -> list[dict[str, Any]]:
     out = []
     for r in store.rounds_done():
-        evaluate = _extra(store, r, "evaluate")
-        route = _extra(store, r, "route")
-        review = _extra(store, r, "human_review")
-        commit = _extra(store, r, "commit")
+        evaluate = _extra(store, r, Step.EVALUATE)
+        route = _extra(store, r, Step.ROUTE)
+        review = _extra(store, r, Step.HUMAN_REVIEW)
+        commit = _extra(store, r, Step.COMMIT)
         row: dict[str, Any] = {"round": r}
         row["gold_cgF1"] = evaluate.get("gold_cgF1") if evaluate else None
         row["human_share"] = route.get("human_share") if route else None

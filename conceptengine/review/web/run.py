@@ -13,6 +13,7 @@ from pathlib import Path
 
 from conceptengine.config import EngineConfig
 from conceptengine.engine.model_refs import ModelUnavailable
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 from conceptengine.round.context import RunInputs, run_review_url
 
@@ -74,7 +75,7 @@ class ReviewRun:
             return self._media.get(media_id)
 
     def _load_media(self) -> None:
-        ref = StepRef(0, "ingest")
+        ref = StepRef(0, Step.INGEST)
         if self.store.manifest(ref) is None:
             return
         table = self.store.read_step(ref, "media")
