@@ -40,7 +40,8 @@ from conceptengine.engine import ids
 from conceptengine.engine.media import load_rgb
 from conceptengine.engine.stage import StageConfig
 from conceptengine.engine.tables import PAIRS
-from conceptengine.model.preprocess import DecodeImages, PixelSpec
+from conceptengine.model.preprocess import DecodeImages
+from conceptengine.model.processing import PixelSpec
 from conceptengine.model.propose_masks import ProposeMasks
 from conceptengine.model.sam3_backend import RawOutputs, Sam3Detector
 from conceptengine.sim.world import World, build_world

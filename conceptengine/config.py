@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,9 @@ from conceptengine.verifiers.stage import VerificationSettings
 
 class ConfigError(ValueError):
     """A config the user wrote is wrong; the message names the key and what to fix."""
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -390,26 +393,34 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"invalid config {source}:\n  " + "\n  ".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EngineConfig:
-    """Load YAML (or the defaults when path is None), apply overrides, validate. Raises ConfigError."""
+def load_yaml_model(
+    path: str | Path | None, overrides: list[str] | None, model: type[M], what: str = "config"
+) -> M:
+    """YAML (or nothing: the model's defaults) + `a.b=c` overrides -> a validated `model`; every error is a
+    ConfigError naming the key to fix. Run configs and training configs load alike."""
     tree: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
         source = str(path)
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"{what} file not found: {p}")
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+            raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+            raise ConfigError(f"{what} file {p} must hold a mapping at the top level")
         tree = loaded or {}
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)
     try:
-        return EngineConfig.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EngineConfig:
+    """The run config: YAML (or the defaults when path is None), overrides applied, validated."""
+    return load_yaml_model(path, overrides, EngineConfig)

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import Sam3Model
+from transformers.image_transforms import corners_to_center_format
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy
 
 from conceptengine.model.matcher import (
     HungarianMatcher,
     MatcherWeights,
     OneToManyMatcher,
-    box_cxcywh_to_xyxy,
     box_iou,
-    box_xyxy_to_cxcywh,
     generalized_box_iou,
 )
 
@@ -159,7 +159,7 @@ class Sam3Criterion:
         if sum(len(q) for q, _ in matches):
             src = torch.cat(src_boxes)
             tgt = torch.cat(tgt_boxes)
-            loss_bbox = F.l1_loss(box_xyxy_to_cxcywh(src), tgt, reduction="sum") / num_boxes
+            loss_bbox = F.l1_loss(corners_to_center_format(src), tgt, reduction="sum") / num_boxes
             giou = torch.diag(generalized_box_iou(src, box_cxcywh_to_xyxy(tgt)))
             loss_giou = (1 - giou).sum() / num_boxes
         else:  # an all-negative batch: no box to regress, but keep the graph (and DDP) consistent

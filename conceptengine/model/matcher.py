@@ -13,18 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from transformers.image_transforms import corners_to_center_format
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy
 
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-
-
-def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
-
-
+# transformers' generalized_box_iou has no epsilon: a collapsed predicted box (common early in training) gives
+# NaN there. Box format conversions are transformers' own.
 _EPS = 1e-7
 
 
@@ -100,7 +93,9 @@ class HungarianMatcher:
         cost = w.cost_class * (pos - neg)[:, None]
         tgt_xyxy = box_cxcywh_to_xyxy(target_boxes_cxcywh.float())
         pred = boxes_xyxy.float()
-        cost = cost + w.cost_bbox * torch.cdist(box_xyxy_to_cxcywh(pred), target_boxes_cxcywh.float(), p=1)
+        cost = cost + w.cost_bbox * torch.cdist(
+            corners_to_center_format(pred), target_boxes_cxcywh.float(), p=1
+        )
         cost = cost - w.cost_giou * generalized_box_iou(pred, tgt_xyxy)
         if w.cost_mask and mask_logits is not None and target_masks is not None:
             cost = cost + w.cost_mask * batch_dice_cost(mask_logits.float(), target_masks)

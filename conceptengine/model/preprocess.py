@@ -14,20 +14,17 @@ error through unchanged.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
 from conceptengine.engine.media import CorruptMediaError, check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, register
 from conceptengine.engine.tables import PAIRS
+from conceptengine.model.processing import PixelSpec
 
 PIXELS = "pixels"  # dictionary<int32, large_binary>: the resized image, uint8, CHW, C-contiguous
 PIXELS_SHAPE = "pixels_shape"  # (3, H, W) of `pixels`
@@ -40,75 +37,6 @@ DECODED = pa.schema(
         ("error", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class PixelSpec:
-    """Sam3ImageProcessor's arithmetic split in two: uint8 resize (CPU stage) and normalize (model actor).
-
-    Both halves together reproduce `processing.Sam3PixelProcessor` bit for bit: the resize is the same
-    antialiased bilinear on uint8, and the normalization the same fused float32 expression.
-    """
-
-    height: int
-    width: int
-    do_resize: bool
-    do_rescale: bool
-    do_normalize: bool
-    rescale_factor: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> PixelSpec:
-        """From the `image_processor` dict of processor_config.json (or an image processor's to_dict())."""
-        size = cfg.get("size") or {"height": 1008, "width": 1008}
-        if int(cfg.get("resample", 2)) != 2:
-            raise ValueError(
-                f"only bilinear resampling (2) is supported; processor config has {cfg['resample']}"
-            )
-        return cls(
-            height=int(size["height"]),
-            width=int(size["width"]),
-            do_resize=bool(cfg.get("do_resize", True)),
-            do_rescale=bool(cfg.get("do_rescale", True)),
-            do_normalize=bool(cfg.get("do_normalize", True)),
-            rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
-            mean=tuple(float(v) for v in cfg.get("image_mean", [0.5, 0.5, 0.5])),
-            std=tuple(float(v) for v in cfg.get("image_std", [0.5, 0.5, 0.5])),
-        )
-
-    @classmethod
-    def from_checkpoint(cls, path: str) -> PixelSpec:
-        cfg_path = Path(path) / "processor_config.json"
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"{cfg_path} is missing: {path} is not a saved Sam3Processor directory")
-        return cls.from_config(json.loads(cfg_path.read_text()).get("image_processor", {}))
-
-    def resize(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (3, h, w) uint8 at the model's input size."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"resize expects an (H, W, 3) uint8 image; got {image.shape} {image.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-        if self.do_resize and tuple(t.shape[-2:]) != (self.height, self.width):
-            t = F.interpolate(
-                t, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False
-            )
-        return t[0].contiguous().numpy()
-
-    def normalize(self, resized: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) uint8 on any device -> float32 pixel_values on that device."""
-        x = resized.to(torch.float32)
-        if self.do_normalize:
-            # The processor's fused form, (x - mean / r) / (std / r); constants computed on CPU so a GPU
-            # actor gets the very same float32 values.
-            scale = self.rescale_factor if self.do_rescale else 1.0
-            mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1) * (1.0 / scale)
-            std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1) * (1.0 / scale)
-            return (x - mean.to(x.device)) / std.to(x.device)
-        if self.do_rescale:
-            return x * self.rescale_factor
-        return x
 
 
 def pixels_tensor(data: bytes, shape: list[int] | tuple[int, ...]) -> torch.Tensor:

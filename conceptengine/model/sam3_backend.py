@@ -21,8 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 
 from conceptengine.engine.ids import normalize_np
-from conceptengine.model.preprocess import PixelSpec
-from conceptengine.model.processing import Sam3Inputs, Sam3PixelProcessor, load_sam3_inputs
+from conceptengine.model.processing import PixelSpec, Sam3Inputs, Sam3PixelProcessor, load_sam3_inputs
 
 DEFAULT_NP_BATCH = 32  # SA-Co/HQ averages ~28 NPs per image: one forward for most images
 DEFAULT_TEXT_CACHE = 4096  # NPs; ~16 KB each for the full model in bf16
@@ -409,15 +408,5 @@ def _check_threshold(score_threshold: float, max_instances: int | None) -> None:
 def _spec_of(image_processor) -> PixelSpec:
     """The normalization half of whichever image processor `load_sam3_inputs` returned."""
     if isinstance(image_processor, Sam3PixelProcessor):
-        p = image_processor
-        return PixelSpec(
-            height=p.size[0],
-            width=p.size[1],
-            do_resize=p.do_resize,
-            do_rescale=p.do_rescale,
-            do_normalize=p.do_normalize,
-            rescale_factor=p.rescale_factor,
-            mean=tuple(p.mean.flatten().tolist()),
-            std=tuple(p.std.flatten().tolist()),
-        )
+        return image_processor.spec
     return PixelSpec.from_config(image_processor.to_dict())

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import ray.train
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from conceptengine.config import ConfigError, _format_validation_error, _set_dotted, parse_override
+from conceptengine.config import load_yaml_model
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -42,23 +41,8 @@ class RunTraining(Protocol):
 
 
 def load_yaml_config(path: str | Path, overrides: list[str] | None, config_cls: type[C]) -> C:
-    """YAML + `a.b=c` overrides -> a validated `config_cls`; errors name the key to fix."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"training config file not found: {p}")
-    try:
-        tree = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {p} is not valid YAML: {exc}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"training config {p} must hold a mapping at the top level")
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(tree, key, value)
-    try:
-        return config_cls.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, str(p))) from None
+    """A trainer's YAML + `a.b=c` overrides -> a validated `config_cls` (parsed as run configs are)."""
+    return load_yaml_model(path, overrides, config_cls, what="training config")
 
 
 def _per_worker(config_cls: type[BaseModel], run_training: RunTraining, config: dict[str, Any]) -> str:

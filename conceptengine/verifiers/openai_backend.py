@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -104,14 +103,13 @@ class OpenAIBackend:
         if not prompts:
             return out
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        rng = random.Random()
         limits = httpx.Limits(
             max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
         )
 
         async def one(i: int, client: httpx.AsyncClient) -> None:
             answer = await post_json(
-                client, self.url, self.payload(views[i], prompts[i]), semaphore, self.policy, rng, self.what
+                client, self.url, self.payload(views[i], prompts[i]), semaphore, self.policy, self.what
             )
             out[i] = self.probs(answer, choice_tokens)
 

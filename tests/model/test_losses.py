@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy
 
 from conceptengine.model.losses import (
     DetectorOutputs,
@@ -21,7 +22,6 @@ from conceptengine.model.matcher import (
     MatcherWeights,
     OneToManyMatcher,
     OneToManyWeights,
-    box_cxcywh_to_xyxy,
     generalized_box_iou,
 )
 
