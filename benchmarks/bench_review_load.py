@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 from conceptengine.config import EngineConfig
 from conceptengine.engine import ids, rle
 from conceptengine.engine.store import RunStore
-from conceptengine.review.choices import CHOICES
+from conceptengine.review.answers import CHOICES
 from conceptengine.review.models import AnswerRecord
 from conceptengine.review.queue import ReviewQueue, TaskSpec
 

@@ -198,9 +198,8 @@ class RetrainConfig(_Strict):
     enabled: bool = True
     every_rounds: int | None = Field(1, ge=1)  # retrain after every k-th round ...
     min_new_pairs: int | None = Field(None, ge=1)  # ... or once this many pairs were committed since the last
-    # Sized on the demo (150 steps ~40 s on 2 CPU cores): on the demo's committed shards plus replay, one
-    # fine-tune of the shipped SAM 3 raised gold cgF1 on the shifted look 2.3 -> 7.6 and on the held-out
-    # family 0.4 -> 2.6 with seen concepts 4.6 -> 5.2; 40 steps at 1e-4 gave 2.9 / 0.5, 300 at 3e-4 5.8 / 1.3.
+    # Sized on the demo: 150 steps take ~40 s on 2 CPU cores; fewer barely move the held-out family, more
+    # cost seen concepts (README, "What the demo shows today", and docs/demo-loop-measurements.md).
     steps: int = Field(150, ge=1)
     batch_size: int = Field(4, ge=1)
     max_nps_per_image: int = Field(6, ge=1)

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from conceptengine.review.choices import CHOICES, SubmissionError, check_answer
+from conceptengine.review.answers import CHOICES, SubmissionError, check_answer
 from conceptengine.review.types import AnswerRow, Item
 
 ADJUDICATE = "adjudicate"

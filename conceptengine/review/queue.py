@@ -34,7 +34,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from conceptengine.review import queue_sql as sql
-from conceptengine.review.choices import LeaseLost, LeaseSpanOver, SubmissionError, check_answer
+from conceptengine.review.answers import LeaseLost, LeaseSpanOver, SubmissionError, check_answer
 from conceptengine.review.consensus import (
     ADJUDICATE,
     adjudication_payload,

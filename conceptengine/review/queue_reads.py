@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from conceptengine.review.choices import KINDS, SubmissionError
+from conceptengine.review.answers import KINDS, SubmissionError
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.db import read_tx
 from conceptengine.review.queue_rows import (

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from conceptengine.engine import ids
-from conceptengine.review.choices import KINDS, SubmissionError
+from conceptengine.review.answers import KINDS, SubmissionError
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.models import AnswerRecord, ClaimRecord, TaskRecord
 from conceptengine.review.types import AnswerRow, Task

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conceptengine.engine import ids
-from conceptengine.review.choices import check_task_payload
+from conceptengine.review.answers import check_task_payload
 
 
 class TaskSpec(BaseModel):

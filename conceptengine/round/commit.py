@@ -18,7 +18,7 @@ from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
-from conceptengine.review.choices import EV_CHOICES, MV_CHOICES
+from conceptengine.review.answers import EV_CHOICES, MV_CHOICES
 from conceptengine.round.context import RunContext
 
 SHARD_MAX_IMAGES = 1000

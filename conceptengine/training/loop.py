@@ -28,9 +28,8 @@ STATE_FILE = "state.pt"
 TRAIN_LOG = "train_log.jsonl"
 SUMMARY_FILE = "training.json"
 METRICS_FILE = "metrics.json"  # an evaluation of the checkpoint, written beside it
-# What a training run writes about itself. An output never inherits these from its init checkpoint: a
-# fine-tune of the shipped demo SAM 3 used to end with that checkpoint's 10,000-step log and metrics in
-# place of its own.
+# What a training run writes about itself. An output never inherits these from its init checkpoint, or a
+# fine-tune would show its parent's training log and metrics as its own.
 RUN_RECORDS = (TRAIN_LOG, SUMMARY_FILE, METRICS_FILE)
 
 

@@ -23,7 +23,7 @@ from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
-from conceptengine.verifiers.backends import BackendParams, make_backend
+from conceptengine.verifiers.backend_factory import BackendParams, make_backend
 from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.verify import Request, exhaustivity_verifier, mask_verifier
 

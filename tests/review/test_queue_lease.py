@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.review.choices import LeaseSpanOver
+from conceptengine.review.answers import LeaseSpanOver
 from conceptengine.review.queue import ReviewQueue
 from tests.review import _workers
 from tests.review.helpers import Clock, ev_spec, mv_spec

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.verifiers.backends import BackendParams, make_backend
+from conceptengine.verifiers.backend_factory import BackendParams, make_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_demo_grounded_verifiers as script

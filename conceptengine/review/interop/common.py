@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from conceptengine.engine import rle
-from conceptengine.review.choices import SubmissionError
+from conceptengine.review.answers import SubmissionError
 from conceptengine.review.queue import ReviewQueue, Task
 
 EXPORT_KINDS: tuple[str, ...] = ("mv", "ev", "correction")

@@ -16,7 +16,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from conceptengine.engine import rle
-from conceptengine.review.choices import CHOICES
+from conceptengine.review.answers import CHOICES
 from conceptengine.review.interop.brush import BrushRLEError, decode_mask, encode_mask
 from conceptengine.review.interop.common import (
     ImportReport,

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Engine, Float, String, delete, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from conceptengine.review.choices import KINDS
+from conceptengine.review.answers import KINDS
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.db import make_engine, normalize_url, read_tx, write_tx
 

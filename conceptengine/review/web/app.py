@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from conceptengine.review.choices import LeaseLost, SubmissionError
+from conceptengine.review.answers import LeaseLost, SubmissionError
 from conceptengine.review.db import make_engine
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web import api, auth, dashboard, pages, segment

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
-from conceptengine.review.choices import KINDS
+from conceptengine.review.answers import KINDS
 from conceptengine.review.db import read_tx
 from conceptengine.review.models import AnswerRecord, TaskRecord
 from conceptengine.review.web.auth import AdminUser

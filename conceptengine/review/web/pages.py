@@ -13,7 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from conceptengine.review.choices import KINDS
+from conceptengine.review.answers import KINDS
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.web.auth import AdminUser, CurrentUser
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from conceptengine.engine import rle
-from conceptengine.review.choices import CHOICES
+from conceptengine.review.answers import CHOICES
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.types import Task
 from conceptengine.verifiers.choices import EV, MV

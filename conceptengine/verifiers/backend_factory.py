@@ -1,8 +1,8 @@
 """Choosing a verifier backend: `verifier.backend: transformers | vllm | openai` and their settings.
 
 The settings models live here, not in `config.py`, because the ai_verify stage validates the same
-fields when it is built on a Ray actor; `config.py` imports them, so YAML and stage params can never
-disagree. This module imports no backend: torch, vLLM and httpx load only when one is made.
+fields when it is built on a Ray actor; `config.py` embeds them, so YAML and stage params can never
+disagree. vLLM, an optional extra, loads only when a vllm backend is made.
 """
 
 from __future__ import annotations
