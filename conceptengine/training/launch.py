@@ -1,6 +1,6 @@
 """Launching a training loop: its YAML config, and Ray Train's `TorchTrainer` around it.
 
-Shared by every trainer (model/train_ray.py, verifiers/train_ray.py). Workers and GPUs come from the config
+Shared by every trainer (sam3_ray.py, verifier_ray.py). Workers and GPUs come from the config
 (`ScalingConfig(num_workers, use_gpu)`). With `num_workers: 0`, Ray Train 2.60 (Train V2) runs the training
 function in this very process ("local mode": no cluster, no actors), which tests and CPU-only in-loop
 fine-tuning use; the function is the same. Checkpoints live in the config's `output_dir` (a shared
