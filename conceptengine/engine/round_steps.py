@@ -53,7 +53,7 @@ class RoundSummary(TypedDict, total=False):
     quarantined: int
     # calibrate / route
     thresholds: dict[str, Any]
-    calibration_items: int
+    calibration_items: dict[str, int]  # per task
     auto_accepted: int
     auto_rejected: int
     to_human: int

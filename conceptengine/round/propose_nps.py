@@ -20,7 +20,9 @@ from conceptengine.verifiers.captioner import ModelCaptioner
 
 
 def select_media(ctx: RunContext, media: pa.Table, round_index: int) -> pa.Table:
-    """Round r takes the next `images_per_round` healthy train images, in media_id order."""
+    """Round r (from 1) takes the next `images_per_round` healthy train images, in media_id order."""
+    if round_index < 1:
+        raise ValueError(f"rounds count from 1; got round {round_index}")
     ok = media.filter(pc.and_(pc.is_null(media["error"]), pc.equal(media["split"], "train")))
     ok = ok.sort_by([("media_id", "ascending")])
     n = ctx.cfg.rounds.images_per_round
