@@ -27,7 +27,7 @@ from conceptengine.sim.captioner import oracle_captioner
 from conceptengine.sim.oracle import Oracle
 from conceptengine.sim.render import STYLES
 from conceptengine.sim.reviewers import SimulatedReviewers
-from conceptengine.sim.world import SHIFTED_DOMAIN, World, build_world, world_spec
+from conceptengine.sim.world import ONTOLOGY_FILE, SHIFTED_DOMAIN, World, build_world, world_spec
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.slots import ontology_slots
@@ -187,7 +187,7 @@ def demo_sources(inputs: RunInputs) -> RunSources:
         ),
         reviewers=reviewers,
         ground_truth=oracle,
-        ontology_path=str(Path(world_dir) / "ontology.yaml"),
+        ontology_path=str(Path(world_dir) / ONTOLOGY_FILE),
     )
 
 
