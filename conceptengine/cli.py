@@ -6,41 +6,19 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from conceptengine.config import ConfigError, EngineConfig, load_config
-from conceptengine.engine.progress import StepProgress
-from conceptengine.engine.round_steps import BOOTSTRAP_STEPS
-from conceptengine.engine.runner import ResourceConfigError
 from conceptengine.engine.status import run_status
 from conceptengine.engine.store import NotARunError
-from conceptengine.model.saco_io import evaluate_files
 from conceptengine.output import configure_output
-from conceptengine.pipelines.demo import (
-    prepare_demo_workspace,
-    retrain_overrides,
-    shifted_domain,
-    shipped_held_out,
-)
-from conceptengine.pipelines.eval_model import evaluate_checkpoint
-from conceptengine.pipelines.export import export
-from conceptengine.pipelines.image import run_round, steps_per_round
-from conceptengine.review.interop.run import export_run, import_run
-from conceptengine.review.web import server as review_server
-from conceptengine.review.web.accounts import AccountError
-from conceptengine.review.web.run import RunOpenError
-from conceptengine.round.context import RunError
-from conceptengine.round.driver import run_all, start_run
-from conceptengine.round.report import RENDERED_NOTICE, round_table, rounded
-from conceptengine.training.sam3_ray import train_sam3_from_yaml
-from conceptengine.training.verifier_ray import train_verifier_from_yaml
-from conceptengine.verifiers import serve as verifier_server
-from conceptengine.verifiers.train_metrics import metrics_table
+
+if TYPE_CHECKING:
+    from conceptengine.config import EngineConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Piped output (CI logs, files) gets a width that fits the round table instead of rich's 80 default.
@@ -66,6 +44,11 @@ def _fail(msg: str) -> None:
 
 
 def _execute(cfg: EngineConfig, run_dir: str, workspace: Path, resume: bool) -> list[dict]:
+    from conceptengine.engine.progress import StepProgress
+    from conceptengine.engine.round_steps import BOOTSTRAP_STEPS
+    from conceptengine.pipelines.image import run_round, steps_per_round
+    from conceptengine.round.driver import run_all, start_run
+    from conceptengine.round.report import round_table
 
     ctx = start_run(cfg, run_dir, workspace, resume)  # checks every input first: a mistake costs ~2 s
 
@@ -102,6 +85,16 @@ def demo(
     ] = False,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
+    from conceptengine.config import ConfigError, load_config
+    from conceptengine.engine.runner import ResourceConfigError
+    from conceptengine.pipelines.demo import (
+        prepare_demo_workspace,
+        retrain_overrides,
+        shifted_domain,
+        shipped_held_out,
+    )
+    from conceptengine.round.context import RunError
+    from conceptengine.round.report import RENDERED_NOTICE
 
     console.print(RENDERED_NOTICE)
     try:
@@ -140,6 +133,10 @@ def run(
     overrides: SetOpt = None,
 ) -> None:
     """Run the data engine from a config; with --resume, continue a crashed or stopped run."""
+    from conceptengine.config import ConfigError, load_config
+    from conceptengine.engine.runner import ResourceConfigError
+    from conceptengine.round.context import RunError
+
     try:
         cfg = load_config(config, overrides)
         workspace = config.parent.resolve()
@@ -151,6 +148,7 @@ def run(
 @app.command()
 def status(run_dir: Annotated[str, typer.Argument(help="a run directory")]) -> None:
     """Which steps of which rounds are done, each round's summary, and what was quarantined."""
+    from conceptengine.round.report import round_table
 
     try:
         info = run_status(run_dir)
@@ -169,6 +167,7 @@ def export_cmd(
     out: Annotated[str | None, typer.Option(help="output file (saco, coco) or folder (webdataset)")] = None,
 ) -> None:
     """Export the committed dataset of a run."""
+    from conceptengine.pipelines.export import export
 
     default = {"saco": "saco_gold.json", "coco": "coco_instances.json", "webdataset": "webdataset"}
     target = out or str(Path(run_dir) / "export" / default.get(format, format))
@@ -195,6 +194,10 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Score predictions (--pred) or a checkpoint (--model) against a gold set: cgF1, IL_MCC, pmF1."""
+    from conceptengine.model.saco_io import evaluate_files
+    from conceptengine.pipelines.eval_model import evaluate_checkpoint
+    from conceptengine.round.context import RunError
+    from conceptengine.round.report import rounded
 
     if (pred is None) == (model is None):
         _fail("give exactly one of --pred (a predictions file) or --model (a checkpoint to run)")
@@ -217,6 +220,8 @@ def eval_cmd(
 
 
 def concept_table(per_concept: dict) -> Table:
+    from conceptengine.round.report import rounded
+
     table = Table(title="per concept", box=box.SIMPLE_HEAD)
     for col in ("concept", "pairs", "positive", "cgF1", "IL_MCC", "pmF1"):
         table.add_column(col, justify="left" if col == "concept" else "right")
@@ -239,6 +244,8 @@ def train(
     overrides: SetOpt = None,
 ) -> None:
     """Fine-tune a model: `conceptengine train sam3|verifier CONFIG` (Ray Train; resumes from checkpoints)."""
+    from conceptengine.training.sam3_ray import train_sam3_from_yaml
+
     if what == "verifier":
         return _train_verifier(config, overrides or [])
     if what != "sam3":
@@ -253,6 +260,8 @@ def train(
 
 def _train_verifier(config: Path, overrides: list[str]) -> None:
     """MV or EV verifier on answer choices; prints its agreement with humans on held-out images."""
+    from conceptengine.training.verifier_ray import train_verifier_from_yaml
+    from conceptengine.verifiers.train_metrics import metrics_table
 
     try:
         out, metrics = train_verifier_from_yaml(str(config), overrides)
@@ -276,6 +285,7 @@ def verifier_serve(
     max_batch: Annotated[int, typer.Option(help="concurrent requests scored in one forward pass")] = 16,
 ) -> None:
     """Serve verifier checkpoints as an OpenAI-compatible API with logprobs (`verifier.backend: openai`)."""
+    from conceptengine.verifiers import serve as verifier_server
 
     try:
         verifier_server.serve(
@@ -302,6 +312,8 @@ def review_serve(
     device: Annotated[str, typer.Option(help="device for the tracker: cpu, cuda, ...")] = "cpu",
 ) -> None:
     """Serve the review web app (MV, EV, correction pages and the admin dashboard) for a run's queue."""
+    from conceptengine.review.web import server as review_server
+    from conceptengine.review.web.run import RunOpenError
 
     try:
         review_server.serve(run_dir, host=host, port=port, tracker=tracker, device=device)
@@ -320,6 +332,9 @@ def review_add_user(
     replace: Annotated[bool, typer.Option(help="issue a new token for an existing user")] = False,
 ) -> None:
     """Create a reviewer account and print its token (shown once; only a hash is stored)."""
+    from conceptengine.review.web import server as review_server
+    from conceptengine.review.web.accounts import AccountError
+    from conceptengine.review.web.run import RunOpenError
 
     try:
         token = review_server.add_user(
@@ -341,6 +356,8 @@ def review_export(
     image_prefix: Annotated[str | None, typer.Option(help="labelstudio: URL prefix for images")] = None,
 ) -> None:
     """Export a round's open tasks with the engine's masks as pre-annotations (Label Studio, CVAT)."""
+    from conceptengine.review.interop.run import export_run
+    from conceptengine.review.web.run import RunOpenError
 
     try:
         written = export_run(run_dir, round_, fmt, out, image_root, image_prefix)
@@ -359,6 +376,8 @@ def review_import(
     annotator: Annotated[str | None, typer.Option(help="record answers as human:NAME")] = None,
 ) -> None:
     """Import a tool's answers as verdicts; exits 1 if any answer was refused (the rest are kept)."""
+    from conceptengine.review.interop.run import import_run
+    from conceptengine.review.web.run import RunOpenError
 
     try:
         report = import_run(run_dir, file, fmt, manifest, annotator)

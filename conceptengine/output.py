@@ -12,11 +12,6 @@ import logging
 import os
 import warnings
 
-from huggingface_hub.utils import disable_progress_bars
-from transformers.utils import logging as transformers_logging
-
-import conceptengine.engine.runner  # noqa: F401 - imports Ray, whose import resets its logger to INFO
-
 THIRD_PARTY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "transformers", "huggingface_hub", "torch")
 
 
@@ -26,12 +21,16 @@ def configure_output(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ray's import resets its logger to INFO: it is imported (by the runner's module) before quieting.
+    import conceptengine.engine.runner  # noqa: F401
 
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
 
     disable_progress_bars()
     transformers_logging.disable_progress_bar()

