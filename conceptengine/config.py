@@ -15,11 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from conceptengine.engine.stage import StageConfig
-from conceptengine.model.propose_masks import MaskProposalSettings
+from conceptengine.model.proposal_settings import MaskProposalSettings
 from conceptengine.ontology.np_proposal import NPProposalSettings
 from conceptengine.review.cost import CostModel
 from conceptengine.verifiers.routing import RoutingConfig
-from conceptengine.verifiers.stage import VerificationSettings
+from conceptengine.verifiers.settings import VerificationSettings
 
 
 class ConfigError(ValueError):

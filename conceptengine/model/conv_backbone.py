@@ -152,3 +152,7 @@ def register() -> None:
         AutoModel.register(ConvBackboneConfig, ConvBackboneModel)
     except ValueError:  # already registered in this process
         pass
+
+
+# Importing this module is enough: every SAM 3 loader imports it (processing -> tiny -> here).
+register()

@@ -15,32 +15,14 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from conceptengine.engine.ids import instance_id
 from conceptengine.engine.media import CorruptMediaError
 from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PAIRS, PROPOSALS
 from conceptengine.model.preprocess import PIXELS, PIXELS_SHAPE, decode_for_model, pixels_tensor, read_error
+from conceptengine.model.proposal_settings import ProposeMasksParams
 from conceptengine.model.sam3_backend import Sam3Detector
-
-
-class MaskProposalSettings(BaseModel):
-    """How SAM 3 proposes: the run config's `sam3:` section embeds these, so their defaults are defined here
-    only."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    device: str = "cpu"
-    score_threshold: float = Field(0.5, ge=0, le=1)
-    max_masks: int = Field(30, ge=1)
-
-
-class ProposeMasksParams(MaskProposalSettings):
-    model_path: str  # the SAM 3 checkpoint directory (sam3.model)
-    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
-    np_batch_size: int = Field(32, ge=1)
-    text_cache_size: int = Field(4096, ge=1)
 
 
 @register

@@ -14,7 +14,8 @@ from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import healthy_rows
 from conceptengine.round.context import RunContext, resolve
 from conceptengine.round.retrain_verifiers import verifiers_at_start_of
-from conceptengine.verifiers.stage import VERIFIED, VerificationSettings
+from conceptengine.verifiers.settings import VerificationSettings
+from conceptengine.verifiers.stage import VERIFIED
 
 
 def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from conceptengine.engine.stage import get_stage
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PROPOSALS, failed_rows
-from conceptengine.model.propose_masks import MaskProposalSettings
+from conceptengine.model.proposal_settings import MaskProposalSettings
 from conceptengine.round.context import RunContext
 from conceptengine.round.registry import ModelVersion
 

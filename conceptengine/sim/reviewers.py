@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conceptengine.engine import ids
-from conceptengine.engine.runner import Runner
 from conceptengine.review.consensus import ADJUDICATE
 from conceptengine.review.cost import CostModel
 from conceptengine.review.matching import match
 from conceptengine.review.queue import ReviewQueue, Task
 from conceptengine.sim.oracle import Oracle
+
+if TYPE_CHECKING:  # the type only: a reviewer actor never needs Ray Data loaded
+    from conceptengine.engine.runner import Runner
 
 # The quality bar of a careful reviewer: a mask is good (MV), a set exhaustive (EV) and an instance found
 # (correction) at IoU >= 0.75 with the truth. SA-Co's mask verification accepts only accurate masks; at 0.5

@@ -1,10 +1,7 @@
-"""AI verifiers (MV, EV): renderings, prompts, backends, the ai_verify stage and routing.
+"""AI verifiers (MV, EV): renderings, prompts, backends, the ai_verify stage (verifiers/stage.py, which
+registers itself when imported) and routing. The package imports no backend, so routing and the settings
+load without torch."""
 
-Importing the package registers the `ai_verify` stage; the transformers backend (and torch) load
-only when the stage's `setup()` runs, so routing stays importable without a model.
-"""
-
-from conceptengine.verifiers import stage as _stage  # noqa: F401  (registers ai_verify)
 from conceptengine.verifiers.choices import EV, MV, ChoiceSet, p_accept, presence
 from conceptengine.verifiers.routing import RoutingConfig, route, route_counts
 

@@ -17,36 +17,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 
 from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PROPOSALS
 from conceptengine.verifiers.backend import VerifierBackend
-from conceptengine.verifiers.backend_factory import BackendParams, make_backend
+from conceptengine.verifiers.backend_factory import make_backend
 from conceptengine.verifiers.retry import ServerUnusable
+from conceptengine.verifiers.settings import AIVerifyParams
 from conceptengine.verifiers.verify import Request, exhaustivity_verifier, mask_verifier
 
 MV_PROBS = pa.list_(pa.list_(pa.float32()))
 EV_PROBS = pa.list_(pa.float32())
 OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
 VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
-
-
-class VerificationSettings(BackendParams):
-    """How the verifiers run (backend fields from BackendParams): the run config's `verifier:` section embeds
-    these, so their defaults are defined here only."""
-
-    view_size: int = Field(112, ge=8)  # the side of the views the verifiers see (training uses the same)
-
-
-class AIVerifyParams(VerificationSettings):
-    """Params of the ai_verify stage: the settings plus the checkpoints the step resolves."""
-
-    # A checkpoint directory (or hub id) for transformers / vllm; the served model name for openai.
-    model_path: str
-    ev_model_path: str | None = None  # EV's own checkpoint / served name; None = model_path for both
-    version: str | None = None  # the rows' verifier_version; default: the backends' own versions
 
 
 @register

@@ -157,10 +157,11 @@ def test_retrain_verifiers_gives_loadable_candidates_with_metrics(run):
 
 def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_path):
     from conceptengine.training.verifier_retrain import VerifierRetrainConfig, retrain_verifiers
-    from conceptengine.verifiers.backend_factory import BackendParams, make_backend
+    from conceptengine.verifiers.backend_factory import make_backend
     from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
     from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
     from conceptengine.verifiers.grounded.slots import ontology_slots
+    from conceptengine.verifiers.settings import BackendParams
 
     slots = ontology_slots(run["oracle"].graph)
     mv, ev = str(tmp_path / "mv"), str(tmp_path / "ev")

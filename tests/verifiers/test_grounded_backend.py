@@ -9,11 +9,12 @@ from PIL import Image
 
 from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.verifiers import choices
-from conceptengine.verifiers.backend_factory import BackendParams, make_backend
+from conceptengine.verifiers.backend_factory import make_backend
 from conceptengine.verifiers.grounded import ev_train
 from conceptengine.verifiers.grounded.backend import GroundedBackend, boxed_view, grounded_task
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+from conceptengine.verifiers.settings import BackendParams
 from conceptengine.verifiers.verify import (
     ExhaustivityVerifier,
     GroundedExhaustivityVerifier,

@@ -16,9 +16,10 @@ from conceptengine.config import ConfigError, load_config
 from conceptengine.engine.runner import LocalRunner, RayRunner, run_stage
 from conceptengine.engine.stage import StageConfig, get_stage
 from conceptengine.round.ai_verify import params_from_config
-from conceptengine.verifiers.backend_factory import BackendParams, VLLMConfig, make_backend, vllm_memory_share
+from conceptengine.verifiers.backend_factory import make_backend, vllm_memory_share
 from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.serve import create_app, load_models
+from conceptengine.verifiers.settings import BackendParams, VLLMConfig
 from conceptengine.verifiers.stage import VERIFIED
 from conceptengine.verifiers.tiny import build_tiny_verifier
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.verifiers.backend_factory import BackendParams, make_backend
+from conceptengine.verifiers.backend_factory import make_backend
+from conceptengine.verifiers.settings import BackendParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import train_demo_grounded_verifiers as script
