@@ -28,6 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from conceptengine.engine.store import RunStore
+
 BUSY_TIMEOUT_S = 30.0
 _WRITE = "conceptengine_write"
 # One lock per SQLite database in this process, shared by every engine on it (the web app opens several).
@@ -131,3 +133,9 @@ def insert_ignore(conn: Connection, table: Table, values: dict, conflict: list[s
         conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict))
     else:
         raise ValueError(f"review queue url: backend {dialect!r} is not supported; use sqlite or postgresql")
+
+
+def run_queue_url(configured: str | None, store: RunStore) -> str:
+    """A run's review queue: `review.url` (e.g. PostgreSQL for a team), else SQLite at RUN/review.db. One
+    definition, so the engine and the review server always open the same queue."""
+    return configured or f"sqlite:///{store.local_path('review.db')}"

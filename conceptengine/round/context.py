@@ -12,6 +12,7 @@ from conceptengine.engine.model_refs import model_dir
 from conceptengine.engine.runner import Runner
 from conceptengine.engine.steps import StepListener
 from conceptengine.engine.store import RunStore
+from conceptengine.review.db import run_queue_url
 from conceptengine.round.errors import RunError
 from conceptengine.round.sources import RunSources, sources_for
 
@@ -21,14 +22,6 @@ def resolve(base: Path, maybe_relative: str) -> str:
     if "://" in maybe_relative or os.path.isabs(maybe_relative):
         return maybe_relative
     return str((base / maybe_relative).resolve())
-
-
-def run_review_url(cfg: EngineConfig, store: RunStore) -> str:
-    """The run's review queue: `review.url` (e.g. PostgreSQL for a team), else SQLite at RUN/review.db.
-    One definition, so the engine and the review server always open the same queue."""
-    if cfg.review.url:
-        return cfg.review.url
-    return f"sqlite:///{store.local_path('review.db')}"
 
 
 @dataclass(frozen=True)
@@ -109,4 +102,4 @@ class RunContext:
 
     @property
     def review_url(self) -> str:
-        return run_review_url(self.cfg, self.store)
+        return run_queue_url(self.cfg.review.url, self.store)

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
-from conceptengine.engine.model_refs import ModelUnavailable
+from conceptengine.engine.model_refs import ModelUnavailable, model_dir
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
-from conceptengine.round.context import RunInputs, run_review_url
+from conceptengine.review.db import run_queue_url
 
 
 class RunOpenError(ValueError):
@@ -48,7 +48,7 @@ class ReviewRun:
     @property
     def review_url(self) -> str:
         """The queue the run's HUMAN_REVIEW step fills: `review.url`, else RUN/review.db."""
-        return run_review_url(self.cfg, self.store)
+        return run_queue_url(self.cfg.review.url, self.store)
 
     @property
     def lease_ttl_s(self) -> float:
@@ -62,7 +62,7 @@ class ReviewRun:
     def sam3_path(self) -> str:
         """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
         try:
-            return RunInputs(self.cfg, self.workspace).sam3_path
+            return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
         except ModelUnavailable:
             # Reviewing needs no model: the tracker names this one when a click correction first needs it.
             return self.cfg.sam3.model
