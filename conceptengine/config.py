@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from conceptengine.engine.stage import StageConfig
 from conceptengine.model.proposal_settings import MaskProposalSettings
 from conceptengine.ontology.np_proposal import NPProposalSettings
-from conceptengine.review.cost import CostModel
+from conceptengine.review.settings import ReviewSettings
 from conceptengine.verifiers.routing import RoutingConfig
 from conceptengine.verifiers.settings import VerificationSettings
 
@@ -146,38 +146,6 @@ class VerifierConfig(VerificationSettings):
             raise ValueError(
                 "verifier.openai.model is required when verifier.backend is 'openai' "
                 "(the served model name; GET <base_url>/models lists them)"
-            )
-        return self
-
-
-class ReviewConfig(_Strict):
-    url: str | None = None  # SQLAlchemy URL; default sqlite:///RUN/review.db
-    simulated_reviewers: int = Field(2, ge=0)
-    error_rate: float = Field(0.03, ge=0, le=1)
-    lease_ttl_s: float = Field(120.0, gt=0)
-    # The review app's limits per reviewer: tasks held at once (a page holds two: the one on screen and the
-    # next), the longest lease or renewal a client may ask for, and the longest one reviewer may keep a task
-    # by renewing it, counted from when they leased it. One reviewer could otherwise lease the whole queue
-    # for hours, or keep one task forever.
-    max_leased_per_reviewer: int = Field(10, ge=1)
-    max_lease_ttl_s: float = Field(1800.0, gt=0)
-    max_lease_span_s: float = Field(7200.0, gt=0)
-    # A reviewer's token stops working this long after it was issued (`review add-user NAME --replace`
-    # issues a new one); replacing or disabling it takes effect at once.
-    token_ttl_days: float = Field(30.0, gt=0)
-    # Real reviewers: how long a round waits for its queue before left-overs roll to the next round.
-    deadline_s: float | None = Field(None, gt=0)
-    poll_s: float = Field(2.0, gt=0)
-    cost: CostModel = CostModel()
-    # Consensus: each MV / EV item is answered by k different reviewers; disagreements go to an admin.
-    consensus_k: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _enough_simulated_reviewers(self) -> ReviewConfig:
-        if 0 < self.simulated_reviewers < self.consensus_k:
-            raise ValueError(
-                f"review.simulated_reviewers: {self.simulated_reviewers} cannot give each item "
-                f"review.consensus_k={self.consensus_k} different reviewers; use at least {self.consensus_k}"
             )
         return self
 
@@ -320,7 +288,7 @@ class EngineConfig(_Strict):
     sam3: Sam3Config = Sam3Config()
     verifier: VerifierConfig = VerifierConfig()
     routing: RoutingConfig = RoutingConfig()
-    review: ReviewConfig = ReviewConfig()
+    review: ReviewSettings = ReviewSettings()
     gold: GoldConfig = GoldConfig()
     retrain: RetrainConfig = RetrainConfig()
     verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()

@@ -9,25 +9,27 @@ have installed (and the command line's own modules, which load each command's st
 from __future__ import annotations
 
 import ast
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "conceptengine"
 
-# Bottom to top; a unit is a package, a module, or (review.web) an application inside a domain package.
+# Bottom to top; a unit is a package or a module directly under conceptengine.
 LAYERS: list[tuple[str, ...]] = [
     ("engine",),  # the framework
     ("ontology",),
     ("model",),
     ("verifiers",),
-    ("review",),
+    (
+        "review",
+    ),  # the queue and, on top of it, the review web app (it reads its own section of a run's config)
     ("config",),  # the root config: embeds the domain packages' params models
     ("training",),
     ("round",),  # the round's steps
     ("sim",),  # the rendered demo world: implements the seams the steps take
-    ("pipelines", "review.web", "output"),  # composition and applications
-    ("review.interop.run",),  # exports and imports a run's review queue, as the review app opens it
+    ("pipelines", "output"),  # composition
     ("cli",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
@@ -51,13 +53,15 @@ def is_module(dotted: str) -> bool:
 
 
 def unit_of(module: str) -> str:
-    """The layer unit a module belongs to: its longest listed prefix under conceptengine."""
-    rel = module.removeprefix("conceptengine").lstrip(".") or "cli"  # the package's own __init__: its top
-    parts = rel.split(".")
-    for n in range(len(parts), 0, -1):
-        if ".".join(parts[:n]) in RANK:
-            return ".".join(parts[:n])
-    raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS in tests/test_layers.py")
+    """The layer unit a module belongs to: its top-level package (or module) under conceptengine."""
+    unit = (
+        module.removeprefix("conceptengine").lstrip(".").split(".")[0] or "cli"
+    )  # the package's own __init__
+    if unit not in RANK:
+        raise AssertionError(
+            f"{module} belongs to no layer: add its package to LAYERS in tests/test_layers.py"
+        )
+    return unit
 
 
 def imports_of(path: Path) -> list[tuple[str, int, bool]]:
@@ -106,8 +110,8 @@ def test_imports_only_point_down(path):
         if not target.startswith("conceptengine.") or target == "conceptengine.":
             continue
         theirs = unit_of(target)
-        if theirs == mine or mine.startswith(theirs + "."):
-            continue  # inside one unit (or the domain package of an application inside it)
+        if theirs == mine:
+            continue
         assert RANK[theirs] < RANK[mine], (
             f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}: layer '{theirs}' is not below '{mine}'"
         )
@@ -135,6 +139,25 @@ def test_imports_sit_at_the_top_except_optional_dependencies(path):
             )
 
 
+def package_graph(modules: list[Path]) -> dict[str, set[str]]:
+    """Top-level package -> the top-level packages it imports (at any depth, function-local imports too)."""
+    graph: dict[str, set[str]] = {}
+    for path in modules:
+        mine = unit_of(module_name(path))
+        targets = {unit_of(t) for t, _, _ in imports_of(path) if t.startswith("conceptengine.")}
+        graph.setdefault(mine, set()).update(targets - {mine})
+    return graph
+
+
+def test_packages_import_each_other_without_cycles():
+    """Independent of the ranking above: no two packages reach each other through any chain of imports."""
+    try:
+        order = list(TopologicalSorter(package_graph(MODULES)).static_order())
+    except CycleError as err:
+        pytest.fail(f"packages import each other in a cycle: {' -> '.join(err.args[1])}")
+    assert set(order) >= {"engine", "round", "review", "cli"}
+
+
 def test_the_walker_sees_an_upward_import(tmp_path):
     """The checks above can fail: a framework module importing a step is an upward import."""
     probe = PACKAGE / "engine" / "_layers_probe.py"
@@ -143,5 +166,7 @@ def test_the_walker_sees_an_upward_import(tmp_path):
         [(target, _, local)] = imports_of(probe)
         assert target == "conceptengine.round.commit" and local
         assert RANK[unit_of(target)] > RANK[unit_of(module_name(probe))]
+        with pytest.raises(CycleError):  # and the package graph now has a cycle: round imports engine
+            list(TopologicalSorter(package_graph([*MODULES, probe])).static_order())
     finally:
         probe.unlink()

@@ -78,14 +78,14 @@ def lease(body: LeaseBody, request: Request, user: CurrentUser) -> dict:
         ttl,
         round=body.round,
         admin=user.is_admin,
-        max_held=run.cfg.review.max_leased_per_reviewer,
+        max_held=run.review.max_leased_per_reviewer,
     )
     return {"tasks": [task_view(t) for t in tasks]}
 
 
 def _ttl(asked: float | None, run) -> float:  # type: ignore[no-untyped-def]
     """The lease span a client asked for (default review.lease_ttl_s), refused above review.max_lease_ttl_s."""
-    limit = run.cfg.review.max_lease_ttl_s
+    limit = run.review.max_lease_ttl_s
     if asked is not None and asked > limit:
         raise HTTPException(
             422, f"ttl_s: {asked:g} s is above this run's review.max_lease_ttl_s ({limit:g} s)"
@@ -120,7 +120,7 @@ def renew_task(task_id: str, request: Request, user: CurrentUser, body: RenewBod
     """Keep the lease while the reviewer works: the page renews the task on screen every 30 s."""
     held = held_task(request.app.state.db, task_id, user)
     ttl = _ttl(body.ttl_s if body is not None else None, _run(request))
-    span = _run(request).cfg.review.max_lease_span_s
+    span = _run(request).review.max_lease_span_s
     expires = _queue(request).renew(held.task.task_id, user.worker_id, ttl, max_span_s=span)
     if expires is None:
         raise HTTPException(409, f"task_id: {task_id!r} is not leased to you (already answered?)")

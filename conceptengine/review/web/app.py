@@ -55,7 +55,7 @@ def create_app(run: ReviewRun | str, tracker: TrackerService | None = None) -> F
     def openapi() -> dict:
         # FastAPI builds the document once and caches it; this run's lease limit is written into it then.
         if app.openapi_schema is None:
-            with_lease_limit(FastAPI.openapi(app), run.cfg.review.max_lease_ttl_s)
+            with_lease_limit(FastAPI.openapi(app), run.review.max_lease_ttl_s)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

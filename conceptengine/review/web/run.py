@@ -1,4 +1,5 @@
-"""What the review server needs from a run directory: its config, its queue URL and its media table.
+"""What the review server needs from a run directory: its review settings, its queue URL, its SAM 3 checkpoint
+and its media table.
 
 The server only ever reads media the run itself ingested (`round-0000/ingest/media.parquet`), looked up
 by the `media_id` of a task the engine enqueued; a client never names a path. So a request cannot make the
@@ -11,22 +12,38 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conceptengine.config import EngineConfig
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from conceptengine.engine.model_refs import ModelUnavailable, model_dir
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import NotARunError, RunStore, StepRef
 from conceptengine.review.db import run_queue_url
+from conceptengine.review.settings import ReviewSettings
 
 
 class RunOpenError(ValueError):
     """The directory is not a run the server can open; the message says what is missing."""
 
 
+class _Sam3Section(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+
+
+class _RunConfig(BaseModel):
+    """The sections of a run's config snapshot the server reads; the rest belongs to the engine."""
+
+    model_config = ConfigDict(extra="ignore")
+    review: ReviewSettings
+    sam3: _Sam3Section
+
+
 @dataclass
 class ReviewRun:
     url: str
     store: RunStore
-    cfg: EngineConfig
+    review: ReviewSettings
+    sam3_model: str  # sam3.model as the run names it: a folder under the workspace or a hub id
     workspace: Path
     _media: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -42,30 +59,34 @@ class ReviewRun:
             raise RunOpenError(
                 f"{run_dir}: no run.json with a config; start the run first (conceptengine run CONFIG)"
             )
-        cfg = EngineConfig.model_validate(snapshot["config"])
-        return cls(str(run_dir), store, cfg, Path(snapshot.get("workspace") or "."))
+        try:
+            cfg = _RunConfig.model_validate(snapshot["config"])
+        except ValidationError as exc:
+            what = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise RunOpenError(f"{run_dir}/run.json: its config cannot be read ({what})") from None
+        return cls(str(run_dir), store, cfg.review, cfg.sam3.model, Path(snapshot.get("workspace") or "."))
 
     @property
     def review_url(self) -> str:
         """The queue the run's HUMAN_REVIEW step fills: `review.url`, else RUN/review.db."""
-        return run_queue_url(self.cfg.review.url, self.store)
+        return run_queue_url(self.review.url, self.store)
 
     @property
     def lease_ttl_s(self) -> float:
-        return float(self.cfg.review.lease_ttl_s)
+        return float(self.review.lease_ttl_s)
 
     @property
     def token_ttl_s(self) -> float:
-        return float(self.cfg.review.token_ttl_days) * 86400.0
+        return float(self.review.token_ttl_days) * 86400.0
 
     @property
     def sam3_path(self) -> str:
         """The run's SAM 3 checkpoint dir: its folder, or the hub snapshot of an id such as `facebook/sam3`."""
         try:
-            return model_dir(self.workspace, self.cfg.sam3.model, "sam3.model")
+            return model_dir(self.workspace, self.sam3_model, "sam3.model")
         except ModelUnavailable:
             # Reviewing needs no model: the tracker names this one when a click correction first needs it.
-            return self.cfg.sam3.model
+            return self.sam3_model
 
     def media_uri(self, media_id: str) -> str | None:
         """The ingested URI of `media_id`, or None when the run never ingested it (or it was quarantined)."""

@@ -202,7 +202,7 @@ def test_one_reviewer_cannot_lease_the_whole_queue(site: Site) -> None:
     ann, bob = site.client("ann"), site.client("bob")
     cap = 2  # review.max_leased_per_reviewer, lowered below this small queue's MV tasks
     assert len(site.tasks["mv"]) > cap
-    site.app.state.run.cfg.review.max_leased_per_reviewer = cap
+    site.app.state.run.review.max_leased_per_reviewer = cap
     got = [t["task_id"] for _ in range(5) for t in _lease(ann, "mv", n=MAX_LEASE)]
     assert len(got) == cap  # five requests of 50: never more than the cap
     assert _lease(bob, "mv", n=1)  # others still find work
@@ -214,7 +214,7 @@ def test_one_reviewer_cannot_lease_the_whole_queue(site: Site) -> None:
 
 def test_renewing_never_keeps_a_task_past_the_maximum_span(site: Site) -> None:
     ann = site.client("ann")
-    site.app.state.run.cfg.review.max_lease_span_s = 1.0  # review.max_lease_span_s, lowered to a second
+    site.app.state.run.review.max_lease_span_s = 1.0  # review.max_lease_span_s, lowered to a second
     task = _lease(ann, "mv", n=1, ttl_s=60.0)[0]
     renewed = ann.post(f"/api/tasks/{task['task_id']}/renew", json={"ttl_s": 60.0})
     assert renewed.status_code == 200 and renewed.json()["lease_expires_at"] < time.time() + 1.0
