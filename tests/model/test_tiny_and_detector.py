@@ -4,15 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, Sam3Model
+from transformers import Sam3Model
 
 from conceptengine.engine import rle
-from conceptengine.model.processing import (
-    Sam3Inputs,
-    Sam3PixelProcessor,
-    load_sam3_inputs,
-    torchvision_usable,
-)
+from conceptengine.model.processing import load_sam3_inputs
 from conceptengine.model.sam3_backend import Sam3Detector
 from conceptengine.model.tiny import build_tiny_sam3
 
@@ -102,25 +97,6 @@ def test_bad_inputs_raise_clear_errors(tmp_path, detector):
         detector.detect(rgb(10, 10), ["x"], score_threshold=2.0)
     with pytest.raises(ValueError, match="vocabulary"):
         build_tiny_sam3(str(tmp_path / "x"), [])
-
-
-@pytest.mark.skipif(not torchvision_usable(), reason="Sam3Processor needs torchvision")
-def test_sam3processor_loads_checkpoint_and_matches_fallback(tiny_sam3):
-    from transformers import Sam3Processor
-
-    proc = Sam3Processor.from_pretrained(tiny_sam3)
-    image = rgb(75, 101, seed=7)
-    ref = proc(images=image, text=["red square", "blue triangle"], return_tensors="pt")
-    import json
-
-    cfg = json.loads(Path(tiny_sam3, "processor_config.json").read_text())["image_processor"]
-    mine = Sam3PixelProcessor(cfg)(image)["pixel_values"]
-    assert torch.equal(ref["pixel_values"], mine)
-    # The engine's own text half (what load_sam3_inputs uses without torchvision), not Sam3Processor again.
-    fallback = Sam3Inputs(Sam3PixelProcessor(cfg), AutoTokenizer.from_pretrained(tiny_sam3), "fallback")
-    tokens = fallback.tokens(["red square", "blue triangle"])
-    assert torch.equal(ref["input_ids"], tokens["input_ids"])
-    assert torch.equal(ref["attention_mask"], tokens["attention_mask"])
 
 
 def test_masks_only_for_kept_instances_match_the_full_forward(detector):
