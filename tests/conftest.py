@@ -7,9 +7,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-# The default config's media.source is the rendered world ("sim"), whose sources the demo pipeline registers.
-import conceptengine.pipelines  # noqa: F401
-
 
 @pytest.fixture(scope="session")
 def ray_session():

@@ -21,7 +21,7 @@ from conceptengine.config import EngineConfig
 from conceptengine.model.tiny import build_tiny_sam3
 from conceptengine.ontology.graph import ConceptGraph
 from conceptengine.round.context import RunInputs
-from conceptengine.round.sources import LISTING, RunSources, register_sources
+from conceptengine.round.sources import LISTING, RunSources
 from conceptengine.sim.base_data import build_replay_set
 from conceptengine.sim.captioner import oracle_captioner
 from conceptengine.sim.oracle import Oracle
@@ -189,6 +189,3 @@ def demo_sources(inputs: RunInputs) -> RunSources:
         ground_truth=oracle,
         ontology_path=str(Path(world_dir) / ONTOLOGY_FILE),
     )
-
-
-register_sources("sim", demo_sources)

@@ -2,8 +2,10 @@
 
 The steps reach these only through `RunSources`. A team's run gets them from its config (`media.source:
 files`: images on any fsspec URL, SA-Co/Gold JSON, the captioner `ontology.*` chooses, people in the review
-app, no ground truth); another source registers a factory under its `media.source` name. The rendered demo
-world is one: `conceptengine.pipelines.demo` registers "sim", so no step knows the demo exists.
+app, no ground truth). Each `media.source` name is an entry point of the group `conceptengine.sources`
+(pyproject.toml), loaded when a run asks for it: the rendered demo world's "sim" is
+`conceptengine.pipelines.demo:demo_sources`, so no step knows the demo exists and nothing registers itself on
+import.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol
 
 import fsspec
@@ -60,23 +63,21 @@ class RunSources:
     ontology_path: str | None = None  # used when ontology.path is unset
 
 
-SourcesFactory = Callable[["RunInputs"], RunSources]
-_FACTORIES: dict[str, SourcesFactory] = {}
-
-
-def register_sources(name: str, factory: SourcesFactory) -> None:
-    """Make `media.source: NAME` build its run's sources with `factory`."""
-    _FACTORIES[name] = factory
+SOURCES_GROUP = "conceptengine.sources"
 
 
 def sources_for(inputs: RunInputs) -> RunSources:
+    """The run's sources, built by the factory `media.source` names in the entry point group."""
     name = inputs.cfg.media.source
-    if name not in _FACTORIES:
+    found = entry_points(group=SOURCES_GROUP, name=name)
+    if not found:
+        known = sorted(ep.name for ep in entry_points(group=SOURCES_GROUP))
         raise RunError(
-            f"media.source {name!r}: no source of that name is registered (known: {sorted(_FACTORIES)}); the "
-            "rendered demo world's 'sim' is registered by importing conceptengine.pipelines.demo"
+            f"media.source {name!r}: no entry point of that name in group {SOURCES_GROUP!r} (installed: {known}); "
+            "if the list is empty or stale, reinstall the package (pip install -e .)"
         )
-    return _FACTORIES[name](inputs)
+    factory = next(iter(found)).load()
+    return factory(inputs)
 
 
 def pool_uris(spec: str) -> list[str]:
@@ -111,6 +112,3 @@ def files_sources(inputs: RunInputs) -> RunSources:
         return read_saco_gold_annotations(inputs.resolve(cfg.media.gold_json or ""))
 
     return RunSources(list_media, gold_annotations)
-
-
-register_sources("files", files_sources)
