@@ -27,6 +27,12 @@ console = Console() if sys.stdout.isatty() else Console(width=120)
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a config key: --set rounds.count=3")
 ]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default RAY_ADDRESS, else a private Ray"
+    ),
+]
 
 
 @app.callback()
@@ -36,6 +42,10 @@ def main(
     ] = False,
 ) -> None:
     configure_output(verbose)
+
+
+def _address_override(address: str | None) -> list[str]:
+    return [f"ray_address={json.dumps(address)}"] if address else []
 
 
 def _fail(msg: str) -> None:
@@ -83,6 +93,7 @@ def demo(
     resume: Annotated[
         bool, typer.Option(help="continue the demo's run instead of starting it afresh")
     ] = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
     from conceptengine.config import ConfigError, load_config
@@ -109,7 +120,7 @@ def demo(
             f"gold.report_domain={shifted_domain()}",
             *retrain_overrides(),
         ]
-        cfg = load_config(None, defaults + list(overrides or []))
+        cfg = load_config(None, defaults + list(overrides or []) + _address_override(ray_address))
         config_path = prepare_demo_workspace(workspace, cfg, console)
     except ConfigError as exc:
         _fail(str(exc))
@@ -131,6 +142,7 @@ def run(
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue at the first unfinished step")] = False,
     overrides: SetOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the data engine from a config; with --resume, continue a crashed or stopped run."""
     from conceptengine.config import ConfigError, load_config
@@ -138,7 +150,7 @@ def run(
     from conceptengine.round.context import RunError
 
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, list(overrides or []) + _address_override(ray_address))
         workspace = config.parent.resolve()
         _execute(cfg, run_dir or str(workspace / "run"), workspace, resume)
     except (RunError, ConfigError, ResourceConfigError) as exc:

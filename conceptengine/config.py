@@ -281,7 +281,12 @@ class EngineConfig(_Strict):
 
     seed: int = 0
     runner: Literal["ray", "local"] = "ray"
-    ray_num_cpus: int | None = None
+    # An existing Ray cluster to join (Ray's own address forms: "auto", "HOST:6379", "ray://HOST:10001");
+    # None: the RAY_ADDRESS environment variable when set, else a private Ray on this machine. A joined
+    # cluster's resources are its own: every node needs this package installed and the run's models and
+    # media at the same paths (or on shared storage).
+    ray_address: str | None = None
+    ray_num_cpus: int | None = Field(None, ge=1)  # the private Ray's CPUs (None: all of this machine's)
     media: MediaConfig = MediaConfig()
     ontology: OntologyConfig = OntologyConfig()
     rounds: RoundsConfig = RoundsConfig()
@@ -292,6 +297,15 @@ class EngineConfig(_Strict):
     gold: GoldConfig = GoldConfig()
     retrain: RetrainConfig = RetrainConfig()
     verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()
+
+    @model_validator(mode="after")
+    def _cluster_or_local_cpus(self) -> EngineConfig:
+        if self.ray_address and self.ray_num_cpus:
+            raise ValueError(
+                "ray_num_cpus sizes a private Ray on this machine, but ray_address joins a cluster whose "
+                "resources are its own: unset one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _files_need_an_ontology_captions_and_gold(self) -> EngineConfig:

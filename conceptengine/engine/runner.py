@@ -9,6 +9,7 @@ rows; the output is sorted by a key so results never depend on the order Ray's a
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,10 +105,9 @@ class LocalRunner:
 class RayRunner:
     """Maps each link over a Ray Dataset with an actor pool; model stages get their GPU share from cfg."""
 
-    def __init__(self, num_cpus: int | None = None) -> None:
-
+    def __init__(self, num_cpus: int | None = None, address: str | None = None) -> None:
         if not ray.is_initialized():
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(**ray_init_args(num_cpus, address))
         # Ray Data logs every dataset's plan at INFO, and warns that its progress bars are off: the engine turns
         # them off (below) because it reports progress itself.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -183,9 +183,27 @@ class _RayStageAdapter:
         return self.stage(batch)
 
 
-def make_runner(kind: str, num_cpus: int | None = None) -> Runner:
+def ray_init_args(num_cpus: int | None, address: str | None) -> dict[str, Any]:
+    """Join the cluster at `address` (else RAY_ADDRESS, Ray's own convention), or start a private Ray here.
+
+    A joined cluster's resources are its own: Ray refuses num_cpus when connecting, so asking for both is a
+    ResourceConfigError rather than Ray's traceback."""
+    quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        return {"num_cpus": num_cpus, **quiet}
+    if num_cpus is not None:
+        raise ResourceConfigError(
+            f"ray_num_cpus={num_cpus} sizes a private Ray, but the run joins the cluster at {address!r} "
+            "(ray_address or RAY_ADDRESS): unset one of them"
+        )
+    del quiet["include_dashboard"]  # the cluster's head decides whether it has a dashboard
+    return {"address": address, **quiet}
+
+
+def make_runner(kind: str, num_cpus: int | None = None, address: str | None = None) -> Runner:
     if kind == "ray":
-        return RayRunner(num_cpus=num_cpus)
+        return RayRunner(num_cpus=num_cpus, address=address)
     if kind == "local":
         return LocalRunner()
     raise ValueError(f"unknown runner {kind!r}; use 'ray' or 'local'")

@@ -120,7 +120,7 @@ def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) ->
             f"{run_url} was started with a different config (hash {snapshot['config_hash']}); "
             "resume it with the same config, or start a new run dir"
         )
-    ctx = RunContext(cfg, store, make_runner(cfg.runner, cfg.ray_num_cpus), workspace)
+    ctx = RunContext(cfg, store, make_runner(cfg.runner, cfg.ray_num_cpus, cfg.ray_address), workspace)
     if not snapshot:
         store.write_json(
             "run.json",
