@@ -98,6 +98,7 @@ def demo(
     """Build a rendered world and small models, then run the whole data-engine loop on it (3 rounds)."""
     from conceptengine.config import ConfigError, load_config
     from conceptengine.engine.runner import ResourceConfigError
+    from conceptengine.engine.store import RunStoreWriteError
     from conceptengine.pipelines.demo import (
         prepare_demo_workspace,
         retrain_overrides,
@@ -129,7 +130,7 @@ def demo(
         shutil.rmtree(run_dir)
     try:
         _execute(cfg, str(run_dir), config_path.parent.resolve(), resume)
-    except (RunError, ConfigError, ResourceConfigError) as exc:
+    except (RunError, ConfigError, ResourceConfigError, RunStoreWriteError) as exc:
         _fail(str(exc))
     console.print(f"dataset: {run_dir}/annotations  shards: {run_dir}/shards  config: {config_path}")
 
@@ -147,13 +148,14 @@ def run(
     """Run the data engine from a config; with --resume, continue a crashed or stopped run."""
     from conceptengine.config import ConfigError, load_config
     from conceptengine.engine.runner import ResourceConfigError
+    from conceptengine.engine.store import RunStoreWriteError
     from conceptengine.round.context import RunError
 
     try:
         cfg = load_config(config, list(overrides or []) + _address_override(ray_address))
         workspace = config.parent.resolve()
         _execute(cfg, run_dir or str(workspace / "run"), workspace, resume)
-    except (RunError, ConfigError, ResourceConfigError) as exc:
+    except (RunError, ConfigError, ResourceConfigError, RunStoreWriteError) as exc:
         _fail(str(exc))
 
 

@@ -1,17 +1,21 @@
 """The run store: one directory (any fsspec URL) holding every step's output and its manifest.
 
 A step is done when its `_SUCCESS.json` exists and matches the run's config hash and the step's input
-fingerprint. Parts are written to fresh, deterministically named files first and the manifest last, so
-a crash (even kill -9) at any moment leaves either a finished step or one that is simply redone.
+fingerprint. Every file is written under a temporary name and moved into place whole, and a step's manifest
+last, so a crash (even kill -9), a full disk or a read-only mount at any moment leaves either a finished
+step or one that is simply redone, and never half a file under a real name.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
@@ -32,6 +36,15 @@ class StepRef:
 
 class NotARunError(ValueError):
     """A reader (status, export, eval, review) was pointed at something that is not a run directory."""
+
+
+class RunStoreWriteError(RuntimeError):
+    """The run directory cannot be written (full disk, read-only mount, no permission): the message says which
+    file and what to do. What was being written was not kept; finished steps are untouched."""
+
+
+# A storage problem the user fixes (space, mount, permissions), as opposed to a bug.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 class RunStore:
@@ -65,14 +78,44 @@ class RunStore:
         return self.path(*parts)
 
     # -- run snapshot -------------------------------------------------------------------------
-    def write_json(self, rel: str, obj: Any) -> None:
-        """Write to a temporary name, then move: a reader never sees half a JSON file."""
+    @contextmanager
+    def open_atomic(self, rel: str, mode: str = "wb") -> Iterator[IO]:
+        """Write `rel` under a temporary name and move it into place once whole; on any failure the
+        temporary file is removed, and a storage failure becomes one RunStoreWriteError."""
         target = self.path(rel)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
         tmp = target + ".tmp"
-        with self.fs.open(tmp, "w") as f:
+        with self._writing(rel):
+            try:
+                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                with self.fs.open(tmp, mode) as f:
+                    yield f
+                self.fs.mv(tmp, target)
+            except BaseException:
+                self._discard(tmp)
+                raise
+
+    @contextmanager
+    def _writing(self, rel: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            raise RunStoreWriteError(
+                f"cannot write {self.url}/{rel}: {exc.strerror or exc}. Nothing half-written was kept; free "
+                "space or make the run directory writable, then continue with --resume"
+            ) from None
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        except OSError:
+            pass  # the storage is failing already; the next write of this name replaces it
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        with self.open_atomic(rel, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
-        self.fs.mv(tmp, target)
 
     def read_json(self, rel: str) -> Any | None:
         target = self.path(rel)
@@ -100,12 +143,11 @@ class RunStore:
         """Write each named table as `<name>.parquet`, then the manifest. Returns the manifest."""
         step_dir = self.path(ref.rel)
         if self.fs.exists(posixpath.join(step_dir, MANIFEST)):
-            self.fs.rm(posixpath.join(step_dir, MANIFEST))  # redoing a step invalidates it first
-        self.fs.makedirs(step_dir, exist_ok=True)
+            with self._writing(posixpath.join(ref.rel, MANIFEST)):
+                self.fs.rm(posixpath.join(step_dir, MANIFEST))  # redoing a step invalidates it first
         rows = {}
         for name, table in tables.items():
-            with self.fs.open(posixpath.join(step_dir, f"{name}.parquet"), "wb") as f:
-                pq.write_table(table, f)
+            self.write_parquet(posixpath.join(ref.rel, f"{name}.parquet"), table)
             rows[name] = table.num_rows
         manifest = {
             "round": ref.round,
@@ -124,14 +166,17 @@ class RunStore:
             return pq.read_table(f)
 
     def write_parquet(self, rel: str, table: pa.Table) -> None:
-        target = self.path(rel)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        with self.fs.open(target, "wb") as f:
+        with self.open_atomic(rel) as f:
             pq.write_table(table, f)
 
-    def read_parquet_dir(self, rel: str) -> pa.Table | None:
+    def read_parquet_dir(self, rel: str, rounds: list[int] | None = None) -> pa.Table | None:
+        """Every Parquet file under `rel`; with `rounds`, only its `round=NNNN` partitions of those rounds
+        (a step that wrote its partition but died before its manifest has not committed it)."""
         base = self.path(rel)
         files = sorted(self.fs.glob(posixpath.join(base, "**", "*.parquet")))
+        if rounds is not None:
+            wanted = {f"round={r:04d}" for r in rounds}
+            files = [f for f in files if posixpath.relpath(f, base).split("/")[0] in wanted]
         if not files:
             return None
         tables = []
@@ -139,6 +184,10 @@ class RunStore:
             with self.fs.open(fp, "rb") as f:
                 tables.append(pq.read_table(f))
         return pa.concat_tables(tables, promote_options="default")
+
+    def rounds_with(self, step: str) -> list[int]:
+        """The rounds in which `step` finished (its manifest is written)."""
+        return [r for r in self.rounds_done() if self.manifest(StepRef(r, step)) is not None]
 
     def rounds_done(self) -> list[int]:
         found = []

@@ -9,7 +9,8 @@ import fsspec
 import pyarrow as pa
 
 from conceptengine.engine import rle
-from conceptengine.engine.store import RunStore
+from conceptengine.engine.round_steps import Step
+from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import ANNOTATIONS
 from conceptengine.model.saco_io import write_saco_gold
 
@@ -18,13 +19,22 @@ FORMATS = ("saco", "coco", "webdataset")
 
 def committed_annotations(store: RunStore) -> pa.Table:
     """All rounds' annotations; a pair committed in two rounds keeps its latest version."""
-    table = store.read_parquet_dir("annotations")
+    table = store.read_parquet_dir("annotations", rounds=store.rounds_with(Step.COMMIT))
     if table is None or table.num_rows == 0:
         return ANNOTATIONS.empty_table()
     latest: dict[str, dict] = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["round"]):
         latest[row["pair_id"]] = row
     return pa.Table.from_pylist([latest[k] for k in sorted(latest)], schema=ANNOTATIONS)
+
+
+def committed_shards(store: RunStore) -> list[str]:
+    """The WebDataset shards the finished COMMIT steps list, in round order."""
+    return [
+        store.path(rel)
+        for r in store.rounds_with(Step.COMMIT)
+        for rel in store.manifest(StepRef(r, Step.COMMIT)).get("extra", {}).get("shards", [])
+    ]
 
 
 def coco_instances(annotations: pa.Table) -> dict:
@@ -79,7 +89,7 @@ def export(run_url: str, fmt: str, out: str) -> str:
     else:
         fs_out, root = fsspec.core.url_to_fs(out)
         fs_out.makedirs(root, exist_ok=True)
-        for shard in sorted(store.fs.glob(store.path("shards", "*.tar"))):
+        for shard in committed_shards(store):
             with (
                 store.fs.open(shard, "rb") as src,
                 fs_out.open(posixpath.join(root, posixpath.basename(shard)), "wb") as dst,

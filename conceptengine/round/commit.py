@@ -91,12 +91,10 @@ def write_shards(ctx: RunContext, annotations: pa.Table, r: int) -> list[str]:
         if not chunk:
             break
         rel = f"shards/train-{r:04d}{k // SHARD_MAX_IMAGES:02d}.tar"
-        ctx.store.fs.makedirs(ctx.store.path("shards"), exist_ok=True)
-        with ctx.store.fs.open(ctx.store.path(rel), "wb") as f:
-            sink = wds.TarWriter(f)
+        # A fixed mtime: a redone commit writes the same bytes.
+        with ctx.store.open_atomic(rel) as f, wds.TarWriter(f, mtime=0) as sink:
             for media_id in chunk:
                 sink.write(_sample(media_id, by_media[media_id]))
-            sink.close()
         written.append(rel)
     return written
 

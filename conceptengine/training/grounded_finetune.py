@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from conceptengine.engine.media import load_rgb
+from conceptengine.training.loop import reproducible_on
 from conceptengine.training.verifier import TrainVerifierConfig
 from conceptengine.verifiers.grounded import ev_train, train
 from conceptengine.verifiers.grounded.backend import grounded_task
@@ -93,6 +94,7 @@ def finetune(
 ) -> tuple[dict, dict]:
     """Train a copy of the scorer at `base` on `table`'s training images, save it to `out_dir`; returns the
     hold-out agreement metrics of (candidate, base)."""
+    reproducible_on(torch.device("cpu"))  # the grounded scorers train on CPU
     model = _model(base)
     task = grounded_task(base)
     table = table.filter(pc.equal(table["task"], task)).sort_by("uri")  # each image decoded once

@@ -361,6 +361,7 @@ def run_training(
     """Train (resuming from the newest checkpoint in `output_dir`), save the final model; returns output_dir."""
     loop.require_init_checkpoint(cfg.init_checkpoint, "SAM 3")
     device = resolve_device(cfg)
+    loop.reproducible_on(device)
     model = Sam3Model.from_pretrained(cfg.init_checkpoint).to(device)
     model.train()
     if cfg.freeze_vision:

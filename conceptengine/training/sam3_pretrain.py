@@ -273,6 +273,7 @@ def pretrain_towers(cfg: PretrainConfig, images: Sequence[RegionImage]) -> str:
     loop.require_init_checkpoint(cfg.init_checkpoint, "SAM 3")
     torch.manual_seed(cfg.seed)
     device = loop.resolve_device(cfg)
+    loop.reproducible_on(device)
     model = Sam3Model.from_pretrained(cfg.init_checkpoint).to(device)
     model.train()
     inputs = load_sam3_inputs(cfg.init_checkpoint)

@@ -39,6 +39,7 @@ from conceptengine.training.loop import (  # noqa: F401
     STATE_FILE,
     checkpoint_dirs,
     param_groups,
+    reproducible_on,
     resolve_device,
     warmup_cosine,
 )
@@ -198,6 +199,7 @@ def run_training(
     """Train (resuming from output_dir's newest checkpoint), save, report on the hold-out; returns the dir."""
     loop.require_init_checkpoint(cfg.init_checkpoint, "model")
     device = resolve_device(cfg)
+    reproducible_on(device)
     train_t, holdout_t = split_examples(load_examples(cfg), cfg.holdout_share, cfg.split_seed)
     if train_t.num_rows == 0:
         raise ValueError(

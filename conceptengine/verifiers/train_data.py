@@ -132,7 +132,7 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     so. Subjects are looked up across rounds, because an unanswered task rolls over to a later round.
     """
     store = RunStore(store) if isinstance(store, str) else store
-    verdicts = store.read_parquet_dir("verdicts")
+    verdicts = store.read_parquet_dir("verdicts", rounds=store.rounds_with(Step.COMMIT))
     if verdicts is None:
         return EXAMPLES.empty_table()
     rows = [

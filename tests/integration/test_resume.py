@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conceptengine.engine.store import RunStore
-from conceptengine.pipelines.export import committed_annotations
+from conceptengine.pipelines.export import committed_annotations, committed_shards
 from tests.integration.conftest import write_config
 
 
@@ -46,7 +46,15 @@ def reference(small_workspace, tmp_path_factory):
     config = write_config(small_workspace, "resume.yaml")
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     seconds = _run_to_end(config, run_dir)
-    return config, committed_annotations(RunStore(str(run_dir))), seconds
+    return config, run_dir, seconds
+
+
+def committed_files(run_dir: Path) -> dict[str, bytes]:
+    """The committed dataset's files, byte for byte: annotation partitions and WebDataset shards."""
+    store = RunStore(str(run_dir))
+    shards = [Path(p) for p in committed_shards(store)]
+    parts = sorted((run_dir / "annotations").rglob("*.parquet"))
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in parts + shards}
 
 
 def _mid_review(run_dir: Path):
@@ -63,7 +71,7 @@ def _second_round_commit(run_dir: Path):
 
 @pytest.mark.parametrize("kill_point", ["random", "mid_review", "second_round_commit"])
 def test_kill_minus_9_then_resume_commits_the_same_annotations(reference, tmp_path, kill_point):
-    config, expected, seconds = reference
+    config, reference_dir, seconds = reference
     run_dir = tmp_path / "run"
     if kill_point == "random":
         at = time.monotonic() + random.Random(7).uniform(0.3, 0.9) * seconds
@@ -74,7 +82,8 @@ def test_kill_minus_9_then_resume_commits_the_same_annotations(reference, tmp_pa
     _run_to_end(config, run_dir, resume=True)
     got = committed_annotations(RunStore(str(run_dir)))
     assert got.num_rows > 0
-    assert got.equals(expected)
+    assert got.equals(committed_annotations(RunStore(str(reference_dir))))
+    assert committed_files(run_dir) == committed_files(reference_dir)  # byte-identical, shards included
 
 
 def test_resume_with_a_changed_config_is_refused(reference, small_workspace, tmp_path):
