@@ -75,7 +75,9 @@ def write_round(store: RunStore, oracle, r: int, media: list[str]) -> None:
     store.write_parquet(
         f"verdicts/round={r:04d}/part-00000.parquet", pa.Table.from_pylist(verdicts, schema=VERDICTS)
     )
-    store.write_step(StepRef(r, "commit"), {}, "cfg", f"fp{r}")  # the verdicts are the round's, once committed
+    store.write_step(
+        StepRef(r, "commit"), {}, "cfg", f"fp{r}"
+    )  # the verdicts are the round's, once committed
 
 
 @pytest.fixture(scope="module")
