@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -513,27 +510,3 @@ def test_a_fine_tune_refits_its_presence_shift_on_base_data(tmp_path):
 def test_the_presence_fit_needs_base_data(world, tmp_path):
     with pytest.raises(ValueError, match="presence_fit_images is 3 but replay_annotations is not set"):
         cfg(world, tmp_path / "o", presence_fit_images=3)
-
-
-def test_two_processes_fine_tune_to_the_same_bytes(world, tmp_path):
-    """Each demo round retrains SAM 3 in a fresh process: the same data must give the same candidate."""
-    from conceptengine.pipelines.demo import SHIPPED_SAM3  # the demo's own architecture and kernels
-
-    digests = []
-    for name in ("first", "second"):
-        config = tmp_path / f"{name}.json"
-        config.write_text(
-            cfg(world, tmp_path / name, init_checkpoint=str(SHIPPED_SAM3), steps=6).model_dump_json()
-        )
-        script = "import sys; from conceptengine.training.sam3 import TrainSam3Config, train_sam3; "
-        script += "train_sam3(TrainSam3Config.model_validate_json(open(sys.argv[1]).read()))"
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(config)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        digests.append(hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest())
-    assert digests[0] == digests[1]
