@@ -283,8 +283,8 @@ class EngineConfig(_Strict):
     runner: Literal["ray", "local"] = "ray"
     # An existing Ray cluster to join (Ray's own address forms: "auto", "HOST:6379", "ray://HOST:10001");
     # None: the RAY_ADDRESS environment variable when set, else a private Ray on this machine. A joined
-    # cluster's resources are its own: every node needs this package installed and the run's models and
-    # media at the same paths (or on shared storage).
+    # cluster's resources are its own (with an address, ray_num_cpus is refused when the run starts): every
+    # node needs this package installed and the run's models and media at the same paths (or shared storage).
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(None, ge=1)  # the private Ray's CPUs (None: all of this machine's)
     media: MediaConfig = MediaConfig()
@@ -297,15 +297,6 @@ class EngineConfig(_Strict):
     gold: GoldConfig = GoldConfig()
     retrain: RetrainConfig = RetrainConfig()
     verifier_retrain: VerifierRetrainSchedule = VerifierRetrainSchedule()
-
-    @model_validator(mode="after")
-    def _cluster_or_local_cpus(self) -> EngineConfig:
-        if self.ray_address and self.ray_num_cpus:
-            raise ValueError(
-                "ray_num_cpus sizes a private Ray on this machine, but ray_address joins a cluster whose "
-                "resources are its own: unset one of them"
-            )
-        return self
 
     @model_validator(mode="after")
     def _files_need_an_ontology_captions_and_gold(self) -> EngineConfig:

@@ -97,11 +97,3 @@ def test_demo_with_an_unknown_focus_concept_names_it(tmp_path):
     assert result.exit_code != 0
     assert "ontology.focus_concepts: 'unicorn' is not a concept of the ontology" in result.output
     assert not (ws / "run" / "round-0001").exists()  # stopped before any round ran
-
-
-def test_ray_address_and_a_private_ray_size_are_refused_together(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("ray_num_cpus: 2\n")
-    result = runner.invoke(app, ["run", str(config), "--ray-address", "auto"])
-    assert result.exit_code == 2
-    assert "ray_num_cpus sizes a private Ray" in " ".join(result.output.split())

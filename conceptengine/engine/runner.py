@@ -188,17 +188,16 @@ def ray_init_args(num_cpus: int | None, address: str | None) -> dict[str, Any]:
 
     A joined cluster's resources are its own: Ray refuses num_cpus when connecting, so asking for both is a
     ResourceConfigError rather than Ray's traceback."""
-    quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    quiet = {"log_to_driver": False, "configure_logging": False}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
-        return {"num_cpus": num_cpus, **quiet}
+        return {"num_cpus": num_cpus, "include_dashboard": False, **quiet}
     if num_cpus is not None:
         raise ResourceConfigError(
             f"ray_num_cpus={num_cpus} sizes a private Ray, but the run joins the cluster at {address!r} "
             "(ray_address or RAY_ADDRESS): unset one of them"
         )
-    del quiet["include_dashboard"]  # the cluster's head decides whether it has a dashboard
-    return {"address": address, **quiet}
+    return {"address": address, **quiet}  # the cluster's head decides whether it has a dashboard
 
 
 def make_runner(kind: str, num_cpus: int | None = None, address: str | None = None) -> Runner:

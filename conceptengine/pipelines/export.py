@@ -10,9 +10,10 @@ import pyarrow as pa
 
 from conceptengine.engine import rle
 from conceptengine.engine.round_steps import Step
-from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.store import RunStore
 from conceptengine.engine.tables import ANNOTATIONS
 from conceptengine.model.saco_io import write_saco_gold
+from conceptengine.round.commit import committed_shards
 
 FORMATS = ("saco", "coco", "webdataset")
 
@@ -26,15 +27,6 @@ def committed_annotations(store: RunStore) -> pa.Table:
     for row in sorted(table.to_pylist(), key=lambda r: r["round"]):
         latest[row["pair_id"]] = row
     return pa.Table.from_pylist([latest[k] for k in sorted(latest)], schema=ANNOTATIONS)
-
-
-def committed_shards(store: RunStore) -> list[str]:
-    """The WebDataset shards the finished COMMIT steps list, in round order."""
-    return [
-        store.path(rel)
-        for r in store.rounds_with(Step.COMMIT)
-        for rel in store.manifest(StepRef(r, Step.COMMIT)).get("extra", {}).get("shards", [])
-    ]
 
 
 def coco_instances(annotations: pa.Table) -> dict:

@@ -16,7 +16,7 @@ import webdataset as wds
 from conceptengine.engine.media import read_bytes
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
-from conceptengine.engine.store import StepRef
+from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
 from conceptengine.review.answers import EV_CHOICES, MV_CHOICES
 from conceptengine.round.context import RunContext
@@ -77,6 +77,16 @@ def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table
         )
     table = pa.Table.from_pylist(rows, schema=ANNOTATIONS)
     return table.sort_by([("pair_id", "ascending")]) if table.num_rows else table
+
+
+def committed_shards(store: RunStore, up_to_round: int | None = None) -> list[str]:
+    """The WebDataset shards the finished COMMIT steps list (of rounds <= up_to_round), in round order."""
+    return [
+        store.path(rel)
+        for r in store.rounds_with(Step.COMMIT)
+        if up_to_round is None or r <= up_to_round
+        for rel in store.manifest(StepRef(r, Step.COMMIT)).get("extra", {}).get("shards", [])
+    ]
 
 
 def write_shards(ctx: RunContext, annotations: pa.Table, r: int) -> list[str]:

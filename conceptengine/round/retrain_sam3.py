@@ -14,6 +14,7 @@ from pathlib import Path
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
+from conceptengine.round.commit import committed_shards
 from conceptengine.round.context import RunContext, RunInputs, resolve
 from conceptengine.round.gold_eval import gold_metrics
 from conceptengine.round.registry import ModelVersion, candidate_dir
@@ -54,18 +55,10 @@ def replay_path(inputs: RunInputs) -> str | None:
     return resolve(inputs.workspace, cfg.replay_annotations)
 
 
-def committed_shards(ctx: RunContext, r: int) -> list[str]:
-    shards = []
-    for past in range(1, r + 1):
-        commit = ctx.store.manifest(StepRef(past, Step.COMMIT)) or {}
-        shards += [ctx.store.path(rel) for rel in commit.get("extra", {}).get("shards", [])]
-    return shards
-
-
 def has_training_data(ctx: RunContext, r: int) -> bool:
     """Whether rounds 1..r committed anything to fine-tune on. A round nobody reviewed before its deadline
     commits nothing, and a fine-tune on replay data alone would teach the model nothing of this pool."""
-    if committed_shards(ctx, r):
+    if committed_shards(ctx.store, r):
         return True
     log.warning("round %d: nothing committed so far, so SAM 3 is not retrained this round", r)
     return False
@@ -76,7 +69,7 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
     cfg = ctx.cfg.retrain
     ref = StepRef(r, Step.RETRAIN)
     out_dir = candidate_dir(ctx, r)
-    shards = committed_shards(ctx, r)
+    shards = committed_shards(ctx.store, r)
 
     def compute():
         offsets = (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.config import ConfigError, load_config
+from conceptengine.config import load_config
+from conceptengine.engine.runner import ResourceConfigError, ray_init_args
 
 SCENARIO = Path(__file__).with_name("cluster_scenario.py")
 
@@ -29,7 +30,13 @@ def test_stages_run_on_a_joined_cluster_and_gpu_stages_land_on_gpu_nodes():
     assert report["joined_by_env_nodes"] == 3
 
 
-def test_a_config_cannot_both_join_a_cluster_and_size_a_private_ray():
-    with pytest.raises(ConfigError, match="ray_num_cpus sizes a private Ray.*unset one of them"):
-        load_config(None, ["ray_address=auto", "ray_num_cpus=4"])
+def test_a_run_joins_by_address_or_sizes_a_private_ray_never_both(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_init_args(4, None)["num_cpus"] == 4 and "address" not in ray_init_args(4, None)
+    assert ray_init_args(None, "ray://head:10001")["address"] == "ray://head:10001"
+    with pytest.raises(ResourceConfigError, match="ray_num_cpus=4 sizes a private Ray.*unset one of them"):
+        ray_init_args(4, "auto")
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")  # Ray's own convention, as `ray start` prints it
+    assert ray_init_args(None, None)["address"] == "head:6379"
+    # The command line's --ray-address is the config key, as --set would give it.
     assert load_config(None, ["ray_address=ray://head:10001"]).ray_address == "ray://head:10001"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conceptengine.engine.store import RunStore
-from conceptengine.pipelines.export import committed_annotations, committed_shards
+from conceptengine.pipelines.export import committed_annotations
+from conceptengine.round.commit import committed_shards
 from tests.integration.conftest import write_config
 
 

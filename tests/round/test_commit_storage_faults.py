@@ -16,8 +16,8 @@ from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore, RunStoreWriteError, StepRef
 from conceptengine.engine.tables import VERDICTS
-from conceptengine.pipelines.export import committed_annotations, committed_shards
-from conceptengine.round.commit import commit_round
+from conceptengine.pipelines.export import committed_annotations
+from conceptengine.round.commit import commit_round, committed_shards
 from conceptengine.round.context import RunContext
 from tests.round.test_commit import H, W, _decisions, _routed
 
