@@ -138,7 +138,11 @@ class VerifierConfig(VerificationSettings):
     # an MLLM or a grounded EV scorer.
     model: str = "models/verifier"
     ev_model: str | None = None  # EV's own checkpoint (folder or hub id); None = `model` for both MV and EV
-    stage: StageConfig = StageConfig(batch_size=16)
+    # Two actors: Ray gives an actor of at most one CPU one torch thread, and this step runs alone, so one
+    # actor would leave the second core of a 2-core laptop idle (the demo's step: 63 s with one). 0.5 CPU
+    # each, as a step's pools may reserve at most half the CPUs (engine/runner.py); each still computes on
+    # a whole core. On a GPU, one actor per GPU (num_gpus: 1) instead.
+    stage: StageConfig = StageConfig(batch_size=16, num_cpus=0.5, concurrency=2)
 
     @model_validator(mode="after")
     def _openai_needs_a_model(self) -> VerifierConfig:

@@ -139,11 +139,9 @@ class RayRunner:
         return _sorted(result, sort_key)
 
     def _check_chain_fits(self, chain: list[Link]) -> None:
-        """Chained actor pools that claim more than half the cluster's CPUs leave Ray Data's scheduler no
-        budget to move blocks between them, and the dataset waits forever (seen with 0.5 + 1 CPU on a
-        2-CPU box). Fail fast with the numbers instead."""
-        if len(chain) < 2:
-            return
+        """Actor pools that claim more than half the cluster's CPUs leave Ray Data's scheduler no budget to
+        split and move blocks, and the dataset waits forever (seen with chained pools of 0.5 + 1 CPU, and
+        with one pool of 2 x 1 CPU, on a 2-CPU box). Fail fast with the numbers instead."""
         total = self._ray.cluster_resources().get("CPU", 0.0)
         claimed = sum(link.cfg.num_cpus * link.cfg.concurrency for link in chain)
         if claimed > total / 2:
@@ -151,8 +149,9 @@ class RayRunner:
                 f"{link.stage_cls.name} ({link.cfg.num_cpus} x {link.cfg.concurrency})" for link in chain
             )
             raise ResourceConfigError(
-                f"chained stages {names} claim {claimed:g} of the cluster's {total:g} CPUs; chains may claim at "
-                "most half (Ray Data needs the rest to move blocks): lower their stage.num_cpus or concurrency"
+                f"stage(s) {names} claim {claimed:g} of the cluster's {total:g} CPUs; a step's actor pools may "
+                "claim at most half (Ray Data needs the rest to move blocks): lower their stage.num_cpus or "
+                "concurrency (num_cpus is a reservation: a 0.5-CPU actor still computes on a whole core)"
             )
 
     def run_workers(

@@ -31,6 +31,9 @@ from conceptengine.verifiers.train_data import TASKS, split_examples
 from conceptengine.verifiers.train_metrics import agreement_metrics
 
 METRICS_FILE = "metrics.json"
+# Items per forward when scoring the hold-out: on 2 CPU cores the EV scorer takes 30 ms an item at 16 and
+# 45 ms at 128 (its activations then outgrow the caches).
+INFER_BATCH = 16
 
 
 class GroundedFinetuneConfig(BaseModel):
@@ -82,8 +85,8 @@ def choice_probs(model, data, embedder: PhraseEmbedder) -> np.ndarray:  # type: 
     model.eval()
     embeds = embedder(data.phrases)
     out = []
-    for i in range(0, len(data), 128):
-        idx = torch.arange(i, min(i + 128, len(data)))
+    for i in range(0, len(data), INFER_BATCH):
+        idx = torch.arange(i, min(i + INFER_BATCH, len(data)))
         pixels = data.pixels[idx] if isinstance(data, train.MVData) else ev_train.pixels_of(data, idx)
         out.append(model.choice_probs(pixels, embeds[idx]).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.config.choices)), dtype=np.float32)

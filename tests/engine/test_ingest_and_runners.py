@@ -69,3 +69,6 @@ def test_a_chain_that_would_starve_ray_data_fails_fast(pool, ray_session):
     heavy = [Link(IngestStage, StageConfig(num_cpus=1)), Link(IngestStage, StageConfig(num_cpus=0.5))]
     with pytest.raises(ValueError, match="claim 1.5 of the cluster's 2 CPUs"):
         RayRunner().run_chain(heavy, pool, "uri", MEDIA)
+    one_pool = [Link(IngestStage, StageConfig(num_cpus=1, concurrency=2))]  # hung the demo's verify step
+    with pytest.raises(ValueError, match=r"ingest \(1.0 x 2\) claim 2 of the cluster's 2 CPUs"):
+        RayRunner().run_chain(one_pool, pool, "uri", MEDIA)

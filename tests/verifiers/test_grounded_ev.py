@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from conceptengine.verifiers.choices import EV
-from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel, candidate_cells
+from conceptengine.verifiers.grounded.ev_model import (
+    GroundedEVConfig,
+    GroundedEVModel,
+    candidate_cells,
+    crop_objects,
+)
 from conceptengine.verifiers.grounded.ev_train import (
     SceneObject,
     accept_probs,
@@ -108,6 +113,25 @@ def test_candidates_are_peaks_so_one_object_takes_one_place() -> None:
     missed[0, 1, 1], missed[0, 1, 2] = 3.0, 2.5  # one object, seen from two neighbouring cells
     missed[0, 4, 4] = 1.0  # another, fainter
     assert sorted(candidate_cells(missed, 2)[0].tolist()) == [1 * 6 + 1, 4 * 6 + 4]
+
+
+def test_crops_frame_their_object_whatever_the_order_of_their_images() -> None:
+    """Each crop is centred and scaled on its own image's object, whichever images the crops interleave."""
+    images = torch.zeros((3, 3, 64, 64))
+    centres = torch.tensor([[16.0, 16.0], [40.0, 24.0], [48.0, 48.0]])
+    for b, (x, y) in enumerate(centres.int().tolist()):
+        images[b, b, y - 4 : y + 4, x - 4 : x + 4] = 1.0  # an 8 px square in channel b
+    which = torch.tensor([2, 0, 1, 0, 2])
+    sides = torch.full((5,), 10.0, requires_grad=True)  # 13 px crops: above MIN_SIDE
+    crops = crop_objects(images, which, centres[which], sides, 16)
+    for i, b in enumerate(which.tolist()):
+        assert crops[i, b, 8, 8] == 1.0  # the object fills the crop's centre ...
+        assert crops[i, b, 0, 0] == 0.0  # ... with a margin around it (CROP_SCALE)
+        assert crops[i, [c for c in range(3) if c != b]].abs().sum() == 0  # and no other image's object
+        alone = crop_objects(images, which[i : i + 1], centres[which[i : i + 1]], sides[i : i + 1], 16)
+        assert torch.equal(crops[i], alone[0])
+    crops.sum().backward()  # differentiable in the sides, as the judge's training needs
+    assert sides.grad is not None and sides.grad.abs().sum() > 0
 
 
 def test_a_saved_scorer_answers_ev_choices(tmp_path) -> None:

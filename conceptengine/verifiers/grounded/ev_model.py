@@ -139,7 +139,16 @@ def crop_objects(
     theta[:, 1, 1] = half
     theta[:, :, 2] = centres / s * 2 - 1
     grid = F.affine_grid(theta, [len(which), images.shape[1], size, size], align_corners=False)
-    return F.grid_sample(images[which], grid, align_corners=False)
+    # One grid_sample per image, its crops' grids stacked along the height: `images[which]` would copy the
+    # whole image once per crop (11% of an EV forward at 8 candidates). Each output pixel is the same sum.
+    order = torch.argsort(which, stable=True)
+    images_of, counts = torch.unique_consecutive(which[order], return_counts=True)
+    parts = []
+    for b, idx in zip(images_of.tolist(), order.split(counts.tolist()), strict=True):
+        rows = grid[idx].reshape(1, len(idx) * size, size, 2)
+        sampled = F.grid_sample(images[b : b + 1], rows, align_corners=False)
+        parts.append(sampled.view(images.shape[1], len(idx), size, size).transpose(0, 1))
+    return torch.cat(parts)[torch.argsort(order)]
 
 
 class ForegroundHead(nn.Module):
