@@ -115,13 +115,13 @@ def test_ten_kills_across_three_rounds_commit_what_an_uninterrupted_run_commits(
     killed_at = []
     for i, target in enumerate(after_steps):
         delay = rng.uniform(0.0, 0.5)
-        started: list[float] = []
+        reached: dict[str, float] = {}  # when the run got to `target` steps
 
-        def ready(target=target, delay=delay, started=started) -> bool:
+        def ready(target=target, delay=delay, reached=reached) -> bool:
             if _steps_done(run_dir) < target:
                 return False
-            started.append(started[0] if started else time.monotonic())
-            return time.monotonic() - started[0] >= delay
+            since = reached.setdefault("at", time.monotonic())
+            return time.monotonic() - since >= delay
 
         _kill_when(config, run_dir, ready, resume=i > 0)
         killed_at.append(_steps_done(run_dir))
