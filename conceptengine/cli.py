@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -42,6 +44,8 @@ def main(
     ] = False,
 ) -> None:
     configure_output(verbose)
+    # `kill -USR1 PID` prints every thread's stack to stderr and the run goes on: what a stuck step waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _address_override(address: str | None) -> list[str]:

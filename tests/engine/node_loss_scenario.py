@@ -17,6 +17,7 @@ import time
 import pyarrow as pa
 import ray
 from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conceptengine.engine.runner import RayRunner, run_stage
 from conceptengine.engine.stage import Stage, StageConfig
@@ -56,7 +57,10 @@ def main() -> None:
     workers = {n.node_id: n for n in (cluster.add_node(num_cpus=4), cluster.add_node(num_cpus=4))}
     cluster.wait_for_nodes()
     runner = RayRunner(address=cluster.address)
-    batches = Batches.options(name="batches", namespace="node_loss").remote()
+    # The recorder lives on the head, beside the driver: the node removed must be one the stage ran on,
+    # never the one holding the record of where it ran.
+    head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    batches = Batches.options(name="batches", namespace="node_loss", scheduling_strategy=head).remote()
     table = pa.table({"i": pa.array(range(ROWS), pa.int64())})
     cfg = StageConfig(batch_size=BATCH, num_cpus=2, concurrency=2)
     result: dict = {}

@@ -2,8 +2,10 @@
 finished step with its counts, the round table, and none of Ray's or transformers' own chatter unless
 --verbose asks for it."""
 
+import signal
 import subprocess
 import sys
+import time
 
 from tests.integration.conftest import write_config
 
@@ -17,15 +19,24 @@ NOISE = (
 
 
 def _run(*args: str) -> str:
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "conceptengine.cli", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
+    try:
+        out, _ = proc.communicate(timeout=420)  # ~80 s normally; under pytest-timeout's 600 s
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the CLI prints every thread's stack: where the run waits
+        time.sleep(3)
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(
+            f"`conceptengine {' '.join(args)}` still running after 420 s:\n{out[-8000:]}"
+        ) from None
+    assert proc.returncode == 0, out[-6000:]
+    return out
 
 
 def test_a_piped_run_prints_plain_step_lines_and_no_third_party_noise(small_workspace, tmp_path):
