@@ -45,7 +45,8 @@ def main(
 ) -> None:
     configure_output(verbose)
     # `kill -USR1 PID` prints every thread's stack to stderr and the run goes on: what a stuck step waits on.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # The process's own stderr: a captured sys.stderr (tests' CliRunner) has no file descriptor.
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 def _address_override(address: str | None) -> list[str]:
@@ -188,7 +189,7 @@ def export_cmd(
     from conceptengine.pipelines.export import export
 
     default = {"saco": "saco_gold.json", "coco": "coco_instances.json", "webdataset": "webdataset"}
-    target = out or str(Path(run_dir) / "export" / default.get(format, format))
+    target = out or f"{run_dir.rstrip('/')}/export/{default.get(format, format)}"  # a path or an s3:// URL
     try:
         export(run_dir, format, target)
     except ValueError as exc:

@@ -15,11 +15,14 @@ import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from conceptengine.engine.checkpoints import COMPLETE, is_remote, local_mirror, mark_complete
 
 MANIFEST = "_SUCCESS.json"
 
@@ -71,9 +74,41 @@ class RunStore:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
+    @property
+    def is_local(self) -> bool:
+        return not is_remote(self.url)
+
+    def url_for(self, *parts: str) -> str:
+        """A run file as other readers open it with fsspec (a remote store's protocol kept)."""
+        path = self.path(*parts)
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    def workdir(self, *parts: str) -> str:
+        """A local directory for files that libraries write themselves (a checkpoint being trained): in the
+        run directory when it is local, else the local mirror of its URL, published by `publish_dir`."""
+        if self.is_local:
+            return self.path(*parts)
+        return str(local_mirror(self.url_for(*parts)))
+
+    def publish_dir(self, local_dir: str, *parts: str, skip: tuple[str, ...] = ("checkpoints", "ray")) -> str:
+        """Make a finished `workdir` part of the run; returns what loaders are given (path or URL). The
+        trainer's resume state (`skip`) stays local. A crash mid-upload leaves the step to be redone (its
+        manifest comes after), and the redo uploads again."""
+        if self.is_local:
+            return local_dir
+        base = Path(local_dir)
+        for file in sorted(p for p in base.rglob("*") if p.is_file()):
+            rel = file.relative_to(base)
+            if rel.parts[0] in skip or rel.name == COMPLETE:
+                continue
+            with self.open_atomic(posixpath.join(*parts, *rel.parts)) as f:
+                f.write(file.read_bytes())
+        mark_complete(base)
+        return self.url_for(*parts)
+
     def local_path(self, *parts: str) -> str:
         """A path usable by libraries that need a local file (SQLite); only for local stores."""
-        if self.fs.protocol not in ("file", ("file", "local"), "local") and "file" not in self.fs.protocol:
+        if not self.is_local:
             raise ValueError(f"run store {self.url} is not local; set review.url to a database URL")
         return self.path(*parts)
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, Sam3Processor
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.model.tiny import MAX_TEXT_LEN
 
 
@@ -133,6 +134,7 @@ class Sam3Inputs:
 
 
 def load_sam3_inputs(path: str) -> Sam3Inputs:
+    path = local_checkpoint(path)
     if torchvision_usable():
         proc = Sam3Processor.from_pretrained(path)
         return Sam3Inputs(proc.image_processor, proc.tokenizer, "Sam3Processor")

@@ -20,6 +20,7 @@ from transformers import Sam3Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.ids import normalize_np
 from conceptengine.model.processing import PixelSpec, Sam3Inputs, Sam3PixelProcessor, load_sam3_inputs
 
@@ -121,6 +122,7 @@ class Sam3Detector:
         text_cache_size: int = DEFAULT_TEXT_CACHE,
     ) -> Sam3Detector:
         """dtype None means bfloat16 on CUDA (SAM 3's inference precision) and float32 elsewhere."""
+        path = local_checkpoint(path)  # a remote run's checkpoint: its local mirror
         if not Path(path, "config.json").exists():
             raise FileNotFoundError(f"no SAM 3 checkpoint at {path} (config.json missing); check sam3.model")
         dtype = dtype or default_dtype(device)

@@ -82,7 +82,7 @@ def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table
 def committed_shards(store: RunStore, up_to_round: int | None = None) -> list[str]:
     """The WebDataset shards the finished COMMIT steps list (of rounds <= up_to_round), in round order."""
     return [
-        store.path(rel)
+        store.url_for(rel)
         for r in store.rounds_with(Step.COMMIT)
         if up_to_round is None or r <= up_to_round
         for rel in store.manifest(StepRef(r, Step.COMMIT)).get("extra", {}).get("shards", [])

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conceptengine.config import EngineConfig
+from conceptengine.engine.checkpoints import is_remote
 from conceptengine.engine.model_refs import ModelUnavailable
 from conceptengine.engine.round_steps import RoundSummary
 from conceptengine.engine.runner import make_runner
@@ -92,9 +93,15 @@ def check_pool(ctx: RunInputs) -> None:
         raise RunError(f"media.uri: no image at {pool} (a folder, a glob or a .txt list of image URIs)")
 
 
-def check_run_dir(run_url: str) -> None:
-    """Fail before anything starts when a local run directory cannot be created or written."""
-    if "://" in run_url and not run_url.startswith("file://"):
+def check_run_dir(run_url: str, review_url: str | None) -> None:
+    """Fail before anything starts when a local run directory cannot be created or written, or when a remote
+    one has no review queue (SQLite needs a local file: a remote run's queue is a database, review.url)."""
+    if is_remote(run_url):
+        if not review_url:
+            raise RunError(
+                f"run dir {run_url} is remote, so its review queue cannot be SQLite inside it: set review.url "
+                "to a database (e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB)"
+            )
         return
     existing = Path(run_url.removeprefix("file://")).absolute()
     while not existing.exists():
@@ -106,7 +113,7 @@ def check_run_dir(run_url: str) -> None:
 def start_run(cfg: EngineConfig, run_url: str, workspace: Path, resume: bool) -> RunContext:
     # What the config points at is checked first: a mistake costs no Ray start and leaves no run directory.
     inputs = RunInputs(cfg, workspace)
-    check_run_dir(run_url)
+    check_run_dir(run_url, cfg.review.url)
     check_pool(inputs)
     check_models(inputs)
     check_concepts(inputs)

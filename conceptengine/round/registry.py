@@ -33,8 +33,14 @@ def initial_version(ctx: RunContext) -> ModelVersion:
     return ModelVersion(INITIAL, ctx.sam3_path, 0)
 
 
+def candidate_rel(r: int) -> str:
+    """Where round r's candidate lives in the run directory."""
+    return f"models/sam3/v{r:04d}"
+
+
 def candidate_dir(ctx: RunContext, r: int) -> str:
-    return ctx.store.local_path(f"models/sam3/v{r:04d}")
+    """The local directory round r's candidate is trained into (published to candidate_rel when done)."""
+    return ctx.store.workdir(candidate_rel(r))
 
 
 def promoted_at_start_of(ctx: RunContext, r: int) -> ModelVersion:

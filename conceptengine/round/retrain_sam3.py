@@ -17,7 +17,7 @@ from conceptengine.engine.store import StepRef
 from conceptengine.round.commit import committed_shards
 from conceptengine.round.context import RunContext, RunInputs, resolve
 from conceptengine.round.gold_eval import gold_metrics
-from conceptengine.round.registry import ModelVersion, candidate_dir
+from conceptengine.round.registry import ModelVersion, candidate_dir, candidate_rel
 from conceptengine.training.loop import SUMMARY_FILE, TRAIN_LOG
 from conceptengine.training.sam3 import TrainSam3Config
 from conceptengine.training.sam3_ray import train_sam3_ray
@@ -105,11 +105,12 @@ def retrain(ctx: RunContext, r: int, base: ModelVersion, committed: StepResult) 
                 ref.rel, "training", {"train_log": str(Path(out_dir) / TRAIN_LOG), "steps": cfg.steps}
             )
         train_sam3_ray(train_cfg)
+        candidate_path = ctx.store.publish_dir(out_dir, candidate_rel(r))
         summary_path = Path(out_dir) / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         return {}, {
             "candidate": f"v{r:04d}",
-            "candidate_path": out_dir,
+            "candidate_path": candidate_path,
             "base": base.name,
             "shards": len(shards),
             "images": summary.get("images"),

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.media import load_rgb
 from conceptengine.training.loop import reproducible_on
 from conceptengine.training.verifier import TrainVerifierConfig
@@ -57,6 +58,7 @@ class GroundedFinetuneConfig(BaseModel):
 
 
 def _model(path: str) -> GroundedMVModel | GroundedEVModel:
+    path = local_checkpoint(path)
     task = grounded_task(path)
     if task is None:
         raise ValueError(f"{path!r} is not a grounded MV or EV scorer's checkpoint")

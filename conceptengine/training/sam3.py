@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import Sam3Model
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.ids import stable_seed
 from conceptengine.model.losses import DetectorOutputs, LossWeights, Sam3Criterion, detector_outputs
 from conceptengine.model.presence_bias import fit_presence_bias
@@ -359,6 +360,7 @@ def run_training(
     report: Callable[[dict], None] | None = None,
 ) -> str:
     """Train (resuming from the newest checkpoint in `output_dir`), save the final model; returns output_dir."""
+    cfg = cfg.model_copy(update={"init_checkpoint": local_checkpoint(cfg.init_checkpoint)})
     loop.require_init_checkpoint(cfg.init_checkpoint, "SAM 3")
     device = resolve_device(cfg)
     loop.reproducible_on(device)

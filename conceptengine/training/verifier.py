@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.ids import stable_seed
 from conceptengine.model.train_data import StepBatchSampler
 from conceptengine.training import loop
@@ -197,6 +198,7 @@ def run_training(
     report: Callable[[dict], None] | None = None,
 ) -> str:
     """Train (resuming from output_dir's newest checkpoint), save, report on the hold-out; returns the dir."""
+    cfg = cfg.model_copy(update={"init_checkpoint": local_checkpoint(cfg.init_checkpoint)})
     loop.require_init_checkpoint(cfg.init_checkpoint, "model")
     device = resolve_device(cfg)
     reproducible_on(device)

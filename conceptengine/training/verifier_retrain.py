@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.store import RunStore
 from conceptengine.training.grounded_finetune import GroundedFinetuneConfig, finetune
 from conceptengine.training.verifier import METRICS_FILE, TrainVerifierConfig, resolve_device
@@ -61,8 +62,8 @@ class RetrainedVerifier:
         return self.metrics.get("n", 0) > 0 and new is not None and old is not None and new < old
 
 
-def candidate_dir(store: RunStore, task: str, r: int) -> str:
-    return store.local_path("models", f"verifier-{task}", f"v{r:04d}")
+def candidate_rel(task: str, r: int) -> tuple[str, ...]:
+    return ("models", f"verifier-{task}", f"v{r:04d}")
 
 
 def retrain_verifiers(
@@ -78,6 +79,7 @@ def retrain_verifiers(
     out: dict[str, RetrainedVerifier] = {}
     for task in cfg.tasks:
         base = cfg.mv_checkpoint if task == "mv" or cfg.ev_checkpoint is None else cfg.ev_checkpoint
+        local_base = local_checkpoint(base)  # a remote run's earlier candidate: its local mirror
         table = examples.filter(pc.equal(examples["task"], task))
         if table.num_rows < cfg.min_examples:
             log.info(
@@ -88,8 +90,8 @@ def retrain_verifiers(
                 task,
             )
             continue
-        target = candidate_dir(store, task, r)
-        if grounded_task(base) is not None:  # a grounded scorer: its own fine-tune, its own settings
+        target = store.workdir(*candidate_rel(task, r))  # published to the run once trained
+        if grounded_task(local_base) is not None:  # a grounded scorer: its own fine-tune, its own settings
             try:
                 settings = GroundedFinetuneConfig.from_train(cfg.train)
             except ValidationError as exc:
@@ -97,14 +99,22 @@ def retrain_verifiers(
                 raise ValueError(
                     f"verifier retrain train settings for the grounded scorer {base}: {bad}"
                 ) from None
-            candidate, base_metrics = finetune(base, table, target, settings, seed=cfg.seed + r)
-            out[task] = RetrainedVerifier(task, target, base, table.num_rows, candidate, base_metrics)
+            candidate, base_metrics = finetune(local_base, table, target, settings, seed=cfg.seed + r)
+            path = store.publish_dir(target, *candidate_rel(task, r))
+            out[task] = RetrainedVerifier(task, path, base, table.num_rows, candidate, base_metrics)
             continue
-        data = Path(target).parent / f"examples-v{r:04d}.parquet"  # beside, never inside, the checkpoint
+        # beside, never inside, the checkpoint
+        data = Path(store.workdir("models", f"verifier-{task}", f"examples-v{r:04d}.parquet"))
         data.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, data)
         train_cfg = TrainVerifierConfig.model_validate(
-            {"seed": cfg.seed + r, **cfg.train, "task": task, "init_checkpoint": base, "output_dir": target}
+            {
+                "seed": cfg.seed + r,
+                **cfg.train,
+                "task": task,
+                "init_checkpoint": local_base,
+                "output_dir": target,
+            }
             | {"examples": str(data)}
         )
         train_verifier_ray(train_cfg)
@@ -112,10 +122,11 @@ def retrain_verifiers(
         _, holdout = split_examples(table, train_cfg.holdout_share, train_cfg.split_seed)
         device = str(resolve_device(train_cfg))
         base_metrics = evaluate_examples(
-            base, holdout, task, train_cfg.view_size, device, train_cfg.eval_batch_size,
+            local_base, holdout, task, train_cfg.view_size, device, train_cfg.eval_batch_size,
             train_cfg.max_eval_examples, train_cfg.split_seed,
         )  # fmt: skip
-        out[task] = RetrainedVerifier(task, target, base, table.num_rows, metrics["holdout"], base_metrics)
+        path = store.publish_dir(target, *candidate_rel(task, r))
+        out[task] = RetrainedVerifier(task, path, base, table.num_rows, metrics["holdout"], base_metrics)
     return out
 
 

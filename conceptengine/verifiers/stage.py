@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
 from conceptengine.engine.tables import PROPOSALS
@@ -47,10 +48,11 @@ class AIVerifyStage(Stage):
     def setup(self) -> None:
         separate_ev = bool(self.p.ev_model_path) and self.p.ev_model_path != self.p.model_path
         share = self.cfg.num_gpus / (2 if separate_ev else 1)  # two models in one actor split its GPU share
-        self.backend = make_backend(self.p, self.p.model_path, gpu_share=share)
+        # a remote run's retrained verifiers load from their local mirrors; other names pass through
+        self.backend = make_backend(self.p, local_checkpoint(self.p.model_path), gpu_share=share)
         ev_backend = self.backend
         if separate_ev:
-            ev_backend = make_backend(self.p, self.p.ev_model_path, gpu_share=share)
+            ev_backend = make_backend(self.p, local_checkpoint(self.p.ev_model_path), gpu_share=share)
         for field, backend, task in (("model", self.backend, "mv"), ("ev_model", ev_backend, "ev")):
             if getattr(backend, "task", task) != task:  # a grounded scorer answers its own task only
                 unset = (

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from transformers import Sam3Model, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
 from transformers.utils import cached_file
 
+from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.model.processing import Sam3PixelProcessor, torchvision_usable
 from conceptengine.review.web.run import ReviewRun
 
@@ -188,9 +189,9 @@ class TrackerService:
     @classmethod
     def for_run(cls, run: ReviewRun, device: str = "cpu") -> TrackerService:
         """The run's SAM 3 if it carries tracker weights (`facebook/sam3`), else one built beside the run."""
-        sam3 = run.sam3_path
+        sam3 = local_checkpoint(run.sam3_path)
         if _model_type(sam3) == "sam3":  # image-only detector checkpoint: no tracker weights inside
-            return cls(run.store.local_path(TRACKER_DIR), device, build_from=sam3)
+            return cls(run.store.workdir(TRACKER_DIR), device, build_from=sam3)
         return cls(sam3, device)
 
     def load(self) -> PointSegmenter:
