@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import ray.train
 from pydantic import BaseModel
@@ -20,11 +20,15 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from conceptengine.config import load_yaml_model
+from conceptengine.engine.checkpoints import is_remote
 
 C = TypeVar("C", bound=BaseModel)
 
 
 class LaunchConfig(Protocol):
+    # Fields naming local files or folders (relative to where the command runs): Ray Train's workers run
+    # elsewhere, so they get them absolute.
+    PATH_FIELDS: ClassVar[tuple[str, ...]]
     output_dir: str
     num_workers: int  # Ray Train workers; 0 runs the loop in this process
     use_gpu: bool
@@ -57,6 +61,26 @@ def _per_worker(config_cls: type[BaseModel], run_training: RunTraining, config: 
     return run_training(cfg, rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), report=report)
 
 
+def _absolute(path: str, made_by_the_run: bool = False) -> str:
+    """A relative local path as this process resolves it; URLs, absolute paths and hub ids (names no local
+    file has) as they are. The output folder may not exist yet."""
+    local = Path(path)
+    if is_remote(path) or local.is_absolute() or not (local.exists() or made_by_the_run):
+        return path
+    return str(local.resolve())
+
+
+def _with_absolute_paths(cfg: LaunchConfig) -> dict[str, Any]:
+    config = cfg.model_dump(mode="json")
+    for field in cfg.PATH_FIELDS:
+        value = config.get(field)
+        if isinstance(value, str):
+            config[field] = _absolute(value, made_by_the_run=field == "output_dir")
+        elif isinstance(value, list):
+            config[field] = [_absolute(v) for v in value]
+    return config
+
+
 def fit_with_ray_train(cfg: LaunchConfig, run_training: RunTraining, name: str) -> str:
     """Run `run_training` on `cfg.num_workers` Ray Train workers (0: in this process); returns output_dir.
 
@@ -65,7 +89,7 @@ def fit_with_ray_train(cfg: LaunchConfig, run_training: RunTraining, name: str) 
     storage = Path(cfg.output_dir).resolve() / "ray"
     trainer = TorchTrainer(
         functools.partial(_per_worker, type(cfg), run_training),
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config=_with_absolute_paths(cfg),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         run_config=RunConfig(name=name, storage_path=str(storage)),
     )

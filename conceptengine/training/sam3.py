@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import fsspec
 import numpy as np
@@ -70,6 +71,13 @@ class TrainSam3Config(BaseModel):
     """Everything one fine-tuning run needs; unknown keys are rejected so a typo never goes unnoticed."""
 
     model_config = ConfigDict(extra="forbid")
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (
+        "init_checkpoint",
+        "output_dir",
+        "shards",
+        "annotations",
+        "replay_annotations",
+    )
 
     init_checkpoint: str  # a save_pretrained directory: the promoted model, or the shipped demo checkpoint
     output_dir: str

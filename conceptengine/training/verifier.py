@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +61,7 @@ class TrainVerifierConfig(BaseModel):
     """One MV or EV fine-tuning run; unknown keys are rejected so a typo never goes unnoticed."""
 
     model_config = ConfigDict(extra="forbid")
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("init_checkpoint", "output_dir", "examples", "run_dir")
 
     task: Literal["mv", "ev"]
     init_checkpoint: str  # an AutoModelForImageTextToText save_pretrained dir (the promoted verifier)
