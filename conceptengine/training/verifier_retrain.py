@@ -79,7 +79,6 @@ def retrain_verifiers(
     out: dict[str, RetrainedVerifier] = {}
     for task in cfg.tasks:
         base = cfg.mv_checkpoint if task == "mv" or cfg.ev_checkpoint is None else cfg.ev_checkpoint
-        local_base = local_checkpoint(base)  # a remote run's earlier candidate: its local mirror
         table = examples.filter(pc.equal(examples["task"], task))
         if table.num_rows < cfg.min_examples:
             log.info(
@@ -90,6 +89,7 @@ def retrain_verifiers(
                 task,
             )
             continue
+        local_base = local_checkpoint(base)  # a remote run's earlier candidate: its local mirror
         target = store.workdir(*candidate_rel(task, r))  # published to the run once trained
         if grounded_task(local_base) is not None:  # a grounded scorer: its own fine-tune, its own settings
             try:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.review.web.run import ReviewRun
 from tests.integration.conftest import write_config
 from tests.review.conftest import pg_database  # noqa: F401 - the queue's PostgreSQL
 from tests.s3_server import local_s3
@@ -84,6 +85,11 @@ def test_a_run_on_s3_commits_what_a_local_run_commits(small_workspace, tmp_path,
             t: f"{url}/models/verifier-{t}/v0002" for t in ("mv", "ev")
         }
         assert fs.exists(f"{bucket}/run/shards/train-000100.tar")
+
+        review = ReviewRun.open(url)  # what `conceptengine review serve s3://...` opens
+        assert review.review_url == schemas["s3"] and review.media_uri(
+            local.read_parquet_dir("annotations")["media_id"][0].as_py()
+        )
 
         status = _cli("status", url, env=env)
         assert status.returncode == 0 and "round 2: complete" in status.stdout, status.stdout + status.stderr
