@@ -27,9 +27,7 @@ def test_relative_paths_reach_the_workers_absolute(tmp_path, monkeypatch):
     ]
     assert TrainSam3Config.model_validate(sent).shards == sent["shards"]  # workers validate it again
 
-    hub = TrainVerifierConfig(
-        task="mv", init_checkpoint="gpt2", output_dir="out", examples="ex.parquet"
-    )
+    hub = TrainVerifierConfig(task="mv", init_checkpoint="gpt2", output_dir="out", examples="ex.parquet")
     sent = _with_absolute_paths(hub)
     assert sent["init_checkpoint"] == "gpt2"  # no such folder here: a hub id
     assert sent["output_dir"] == str(Path(tmp_path, "out"))
