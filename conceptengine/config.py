@@ -256,6 +256,7 @@ class VerifierRetrainSchedule(_Strict):
     every_rounds: int | None = Field(3, ge=1)  # after every k-th round ...
     min_new_verdicts: int | None = Field(None, ge=1)  # ... or once this many human verdicts came in since
     min_examples: int = Field(32, ge=1)  # a task with fewer human verdicts is not retrained
+    tasks: list[Literal["mv", "ev"]] = Field(["mv", "ev"], min_length=1)  # which verifiers are retrained
     steps: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-4, gt=0)

@@ -72,6 +72,7 @@ def retrain_verifiers_step(ctx: RunContext, r: int, committed: StepResult) -> St
             mv_checkpoint=base["mv"],
             ev_checkpoint=base["ev"],
             min_examples=cfg.min_examples,
+            tasks=cfg.tasks,
             seed=ctx.cfg.seed,
             train=train,
         )
