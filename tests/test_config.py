@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from conceptengine.config import ConfigError, EngineConfig, load_config
+from conceptengine.pipelines.demo import retrain_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,3 +172,17 @@ def test_the_captioner_is_one_key_and_each_choice_names_what_it_reads():
     assert cfg.ontology.positives_from == "model"
     assert load_config(None, [*files, "ontology.captions_path=c.json"]).ontology.positives_from == "file"
     assert load_config(None, []).ontology.positives_from is None  # the rendered world's oracle
+
+
+def test_verifier_retrain_tasks_default_to_both_and_the_demo_retrains_mv_only():
+    assert load_config(None).verifier_retrain.tasks == ["mv", "ev"]
+    assert load_config(None, retrain_overrides()).verifier_retrain.tasks == ["mv"]
+    assert load_config(
+        None, [*retrain_overrides(), "verifier_retrain.tasks=[mv,ev]"]
+    ).verifier_retrain.tasks == [
+        "mv",
+        "ev",
+    ]
+    for bad in ("verifier_retrain.tasks=[]", "verifier_retrain.tasks=[mv,xx]"):
+        with pytest.raises(ConfigError, match="verifier_retrain.tasks"):
+            load_config(None, [bad])
