@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import posixpath
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,8 +102,8 @@ class RunStore:
             rel = file.relative_to(base)
             if rel.parts[0] in skip or rel.name == COMPLETE:
                 continue
-            with self.open_atomic(posixpath.join(*parts, *rel.parts)) as f:
-                f.write(file.read_bytes())
+            with file.open("rb") as src, self.open_atomic(posixpath.join(*parts, *rel.parts)) as f:
+                shutil.copyfileobj(src, f)  # streamed: a full-size SAM 3 is gigabytes
         mark_complete(base)
         return self.url_for(*parts)
 
