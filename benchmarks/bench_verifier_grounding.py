@@ -19,6 +19,10 @@ What it does:
    image under the boxes; and each half alone (`ev_candidate_recall`: unboxed objects among the detector's
    candidates; `ev_judge_accuracy`: slot values the judge gives the objects' crops).
 
+The shipped EV is the region EV (verifiers/grounded/region_ev.py: the EV detector's foreground split into
+objects, each judged by MV's slot heads); trained here, the EV is the peak-and-judge scorer, and with MV
+trained in the same run the region EV composed of the two is reported too (`ev_region_*`, no halves).
+
 `--tasks mv` or `--tasks ev` runs one half. `--scorers DIR` scores the checkpoints saved in DIR/mv and DIR/ev
 (e.g. the shipped conceptengine/assets/verifier-grounded, trained by scripts/train_demo_grounded_verifiers.py)
 instead of training them: only the test world is rendered. The last line printed is one JSON object.
@@ -43,10 +47,12 @@ from conceptengine.sim.verifier_examples import grounded_ev_examples, grounded_m
 from conceptengine.sim.world import build_world
 from conceptengine.verifiers.choices import EV, MV
 from conceptengine.verifiers.grounded import ev_train, scorer_tasks
+from conceptengine.verifiers.grounded.backend import load_scorer
 from conceptengine.verifiers.grounded.crops import rgb_channels
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+from conceptengine.verifiers.grounded.region_ev import RegionEVModel
 from conceptengine.verifiers.grounded.slots import ontology_slots
 from conceptengine.verifiers.grounded.train import MVData, accept_probs, train
 from conceptengine.verifiers.train_metrics import auroc
@@ -147,19 +153,21 @@ def ev_kind(row: dict) -> str | None:
     return "missed_some" if row["masks"] else "missed_all"
 
 
-def ev_report(model, test_rows, test, embedder) -> dict:  # type: ignore[no-untyped-def]
+def ev_report(model, test_rows, test, embedder, prefix: str = "ev") -> dict:  # type: ignore[no-untyped-def]
     p = ev_train.accept_probs(model, test, embedder)
     kinds = [ev_kind(r) for r in test_rows]
     donors = torch.roll(torch.arange(len(test.images)), len(test.images) // 2)  # every image another's
     swap = ev_train.accept_probs(model, test, embedder, images=test.images[donors])
-    figures = _figures(test_rows, kinds, p, swap, EV) | ev_train.halves(model, test)
+    figures = _figures(test_rows, kinds, p, swap, EV)
+    if isinstance(model, GroundedEVModel):  # the peak-and-judge EV's halves (the region EV has none)
+        figures |= ev_train.halves(model, test)
     refused = np.array([k is not None for k in kinds])
     accepted = ~refused
     figures["auc_per_kind"]["missed_instance"] = {
         "auc": _round(auroc(p, accepted)),
         "refused": int(refused.sum()),
     }
-    return {f"ev_{k}": v for k, v in figures.items()}
+    return {f"{prefix}_{k}": v for k, v in figures.items()}
 
 
 def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.ndarray, choices) -> dict:  # type: ignore[no-untyped-def]
@@ -230,7 +238,7 @@ def train_mv(args, worlds: dict[int, Path], slots, graph, embedder) -> dict:  # 
         model.save_pretrained(Path(args.save) / "mv")
     figures = report(model, test_rows, test_data, embedder, graph)
     return {"mv_train_items": len(train_rows), "mv_prepare_s": round(prep_s, 1), "mv_train": trained,
-            **figures, "mv_curve": curve}  # fmt: skip
+            **figures, "mv_curve": curve}, model  # fmt: skip
 
 
 def saved_mv(args, worlds: dict[int, Path], graph, embedder) -> dict:  # type: ignore[no-untyped-def]
@@ -240,8 +248,8 @@ def saved_mv(args, worlds: dict[int, Path], graph, embedder) -> dict:  # type: i
     return {"mv_scorer": str(path)} | report(model, test_rows, test_data, embedder, graph)
 
 
-def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: ignore[no-untyped-def]
-    config = GroundedEVConfig(slots=slots)
+def train_ev(args, worlds: dict[int, Path], slots, embedder, judge=None) -> dict:  # type: ignore[no-untyped-def]
+    config = GroundedEVConfig(slots=slots, silhouette=True, centre_offsets=True)
     t0 = time.perf_counter()
     train_rows, train_data = grounded_ev_examples(
         worlds[TRAIN_SEED], TRAIN_SEED, slots, config.image_size, config.grid
@@ -266,15 +274,21 @@ def train_ev(args, worlds: dict[int, Path], slots, embedder) -> dict:  # type: i
     if args.save:
         model.save_pretrained(Path(args.save) / "ev")
     figures = ev_report(model, test_rows, test_data, embedder)
+    if judge is not None:  # the region EV made of this finder and the MV trained beside it
+        region = RegionEVModel.from_parts(model, judge)
+        if args.save:
+            region.save_pretrained(Path(args.save) / "ev-region")
+        figures |= ev_report(region, test_rows, test_data, embedder, prefix="ev_region")
     return {"ev_train_items": len(train_rows), "ev_prepare_s": round(prep_s, 1), "ev_train": trained,
             **figures, "ev_curve": curve}  # fmt: skip
 
 
 def saved_ev(args, worlds: dict[int, Path], embedder) -> dict:  # type: ignore[no-untyped-def]
     path = Path(args.scorers) / "ev"
-    model = GroundedEVModel.from_pretrained(path).eval()
+    model = load_scorer(str(path)).eval()
     c = model.config
-    test_rows, test_data = grounded_ev_examples(worlds[TEST_SEED], TEST_SEED, c.slots, c.image_size, c.grid)
+    grid = c.image_size // c.stride
+    test_rows, test_data = grounded_ev_examples(worlds[TEST_SEED], TEST_SEED, c.slots, c.image_size, grid)
     return {"ev_scorer": str(path)} | ev_report(model, test_rows, test_data, embedder)
 
 
@@ -294,12 +308,16 @@ def main(argv: list[str] | None = None) -> dict:
             sizes.insert(0, (TRAIN_SEED, args.train_images))
         worlds = {seed: render(root, n, seed) for seed, n in sizes}
         figures["render_s"] = round(time.perf_counter() - t0, 1)
+        judge = None  # an MV trained here judges the region EV composed from the EV trained here
         if "mv" in args.tasks:
-            mv = saved_mv(args, worlds, graph, embedder) if args.scorers else None
-            figures |= mv or train_mv(args, worlds, slots, graph, embedder)
+            if args.scorers:
+                figures |= saved_mv(args, worlds, graph, embedder)
+            else:
+                mv_figures, judge = train_mv(args, worlds, slots, graph, embedder)
+                figures |= mv_figures
         if "ev" in args.tasks:
             ev = saved_ev(args, worlds, embedder) if args.scorers else None
-            figures |= ev or train_ev(args, worlds, slots, embedder)
+            figures |= ev or train_ev(args, worlds, slots, embedder, judge)
     print(json.dumps(figures))
     return figures
 

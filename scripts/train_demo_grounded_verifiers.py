@@ -11,6 +11,10 @@
 3. trains each scorer (verifiers/grounded) and scores it on the test world after every pass;
 4. writes metrics.json next to each checkpoint (agreement with the reviewers, ROC AUC of P(Accept), the
    curve; for EV each half alone) and copies the checkpoints into the package.
+
+The demo's EV is the region EV: train the EV here with `--ev-silhouette --ev-centre-offsets --out W`, then
+`python scripts/compose_region_ev.py --finder W/ev` makes it of that EV's finder and the shipped MV
+(the finder the shipped one was made of is training/grounded-ev-finder/).
 """
 
 from __future__ import annotations

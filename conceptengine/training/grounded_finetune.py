@@ -23,11 +23,12 @@ from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.media import load_rgb
 from conceptengine.training.loop import reproducible_on
 from conceptengine.training.verifier import TrainVerifierConfig
-from conceptengine.verifiers.grounded import ev_train, train
-from conceptengine.verifiers.grounded.backend import grounded_task
+from conceptengine.verifiers.grounded import ev_train, region_ev, train
+from conceptengine.verifiers.grounded.backend import grounded_task, load_scorer
 from conceptengine.verifiers.grounded.ev_model import GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+from conceptengine.verifiers.grounded.region_ev import RegionEVModel
 from conceptengine.verifiers.train_data import TASKS, split_examples
 from conceptengine.verifiers.train_metrics import agreement_metrics
 
@@ -57,15 +58,10 @@ class GroundedFinetuneConfig(BaseModel):
         return cls.model_validate({k: v for k, v in train.items() if k not in mllm_only})
 
 
-def _model(path: str) -> GroundedMVModel | GroundedEVModel:
-    path = local_checkpoint(path)
-    task = grounded_task(path)
-    if task is None:
-        raise ValueError(f"{path!r} is not a grounded MV or EV scorer's checkpoint")
-    return (GroundedMVModel if task == "mv" else GroundedEVModel).from_pretrained(path)
+Scorer = GroundedMVModel | GroundedEVModel | RegionEVModel
 
 
-def _data(model: GroundedMVModel | GroundedEVModel, table: pa.Table) -> train.MVData | ev_train.EVData:
+def _data(model: Scorer, table: pa.Table) -> train.MVData | ev_train.EVData:
     rows = table.to_pylist()
     images: dict[str, np.ndarray] = {}
 
@@ -78,7 +74,14 @@ def _data(model: GroundedMVModel | GroundedEVModel, table: pa.Table) -> train.MV
     c = model.config
     if isinstance(model, GroundedMVModel):
         return train.prepare(rows, read, c.slots, None, c.crop_size)
-    return ev_train.prepare(rows, read, c.slots, [None] * len(rows), c.image_size, c.grid)
+    grid = c.image_size // c.stride
+    return ev_train.prepare(rows, read, c.slots, [None] * len(rows), c.image_size, grid)
+
+
+def _loss(model: Scorer):  # type: ignore[no-untyped-def]
+    if isinstance(model, GroundedMVModel):
+        return train.loss_on
+    return region_ev.loss_on if isinstance(model, RegionEVModel) else ev_train.loss_on
 
 
 @torch.no_grad()
@@ -100,8 +103,8 @@ def finetune(
     """Train a copy of the scorer at `base` on `table`'s training images, save it to `out_dir`; returns the
     hold-out agreement metrics of (candidate, base)."""
     reproducible_on(torch.device("cpu"))  # the grounded scorers train on CPU
-    model = _model(base)
-    task = grounded_task(base)
+    model = load_scorer(local_checkpoint(base))
+    task = grounded_task(local_checkpoint(base))
     table = table.filter(pc.equal(table["task"], task)).sort_by("uri")  # each image decoded once
     fit_on, holdout = split_examples(table, cfg.holdout_share, cfg.split_seed)
     if fit_on.num_rows == 0:
@@ -120,7 +123,7 @@ def finetune(
 
     base_metrics = metrics()
     data = _data(model, fit_on)
-    loss = train.loss_on if task == "mv" else ev_train.loss_on
+    loss = _loss(model)
     embeds = embedder(data.phrases)
     batch = min(cfg.batch_size, len(data))
     train.fit(model, len(data), lambda idx: loss(model, data, idx, embeds), cfg.steps, batch, cfg.lr, seed)

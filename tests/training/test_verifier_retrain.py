@@ -187,6 +187,44 @@ def test_retrain_verifiers_fine_tunes_grounded_scorers_on_the_verdicts(run, tmp_
         retrain_verifiers(run["store"], 2, cfg.model_copy(update={"train": {"stesp": 8}}))
 
 
+def test_retrain_verifiers_tunes_a_region_ev_judge_and_leaves_its_finder(run, tmp_path):
+    import torch
+
+    from conceptengine.training.verifier_retrain import VerifierRetrainConfig, retrain_verifiers
+    from conceptengine.verifiers.backend_factory import make_backend
+    from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
+    from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
+    from conceptengine.verifiers.grounded.region_ev import RegionEVModel
+    from conceptengine.verifiers.grounded.slots import ontology_slots
+    from conceptengine.verifiers.settings import BackendParams
+
+    slots = ontology_slots(run["oracle"].graph)
+    torch.manual_seed(0)
+    finder = GroundedEVModel(
+        GroundedEVConfig(slots=slots, detector_channels=[8, 16], judge_channels=[8, 16], image_size=32,
+                         silhouette=True, centre_offsets=True)
+    )  # fmt: skip
+    with torch.no_grad():  # every pixel foreground: each image's unboxed part is a piece to judge
+        finder.foreground.head[-1].bias.fill_(20.0)
+    base = RegionEVModel.from_parts(finder, GroundedMVModel(GroundedMVConfig(slots=slots, channels=[8, 16])))
+    ev = str(tmp_path / "ev")
+    base.save_pretrained(ev)
+    cfg = VerifierRetrainConfig(
+        mv_checkpoint=ev, ev_checkpoint=ev, tasks=["ev"], min_examples=4,
+        train={"steps": 3, "batch_size": 8, "holdout_share": 0.4},
+    )  # fmt: skip
+    res = retrain_verifiers(run["store"], 2, cfg)["ev"]
+    assert res.metrics["n"] == res.base_metrics["n"] > 0 and isinstance(res.improved, bool)
+    assert make_backend(BackendParams(), res.path).task == "ev"
+    tuned = RegionEVModel.from_pretrained(res.path)
+    for name in ("detector", "missed", "offset", "foreground"):  # found outside autograd: untouched
+        for a, b in zip(
+            getattr(tuned, name).state_dict().values(), getattr(base, name).state_dict().values()
+        ):
+            assert torch.equal(a, b), name
+    assert not torch.equal(tuned.judge.needs.weight, base.judge.needs.weight)  # the verdicts moved the judge
+
+
 # -- metrics ---------------------------------------------------------------------------------------------
 def test_calibration_separability_and_per_choice_agreement():
     p = np.array([0.95, 0.9, 0.8, 0.3, 0.1, 0.05])

@@ -10,7 +10,10 @@ model whose verdict is built from what it sees:
 - `model.py`: the MV scorer, a conv tower with late-fusion attribute heads (one per slot of the ontology:
   the leaf concept, each attribute) and a mask-quality head; the phrase says which values of each slot it
   needs, and P(Accept) = sigmoid(quality + sum over slots of log P(the object has a needed value));
-- `ev_model.py`: the EV scorer, a detector of unboxed objects and a judge of their crops with the same heads;
+- `ev_model.py`: the peak-and-judge EV scorer, a detector of unboxed objects and a judge of their crops with
+  the same heads; trained with a silhouette and centre offsets it is the finder of
+- `region_ev.py`: the demo's EV, which segments the unboxed objects (the finder's foreground split at its
+  centres) and asks the MV scorer's slot heads about each;
 - `train.py`, `ev_train.py`, `finetune.py`: training on verifier examples, and on a run's human verdicts;
 - `backend.py`: both behind the verifier interface (`verifier.model` / `verifier.ev_model`).
 """

@@ -6,8 +6,8 @@ RGBA views and the bare noun phrase instead of a question:
 
 - MV (`GroundedMVModel`): the mask's zoomed-in and zoomed-out crops, the mask as their alpha channel
   (`mask_views`, crops.py);
-- EV (`GroundedEVModel`): the whole image at the scorer's size, the proposed boxes filled in as alpha
-  (`boxed_view`).
+- EV (`RegionEVModel`, or the older `GroundedEVModel`): the whole image at the scorer's size, the proposed
+  boxes filled in as alpha (`boxed_view`).
 
 The answer has the MLLM backends' shape: probabilities over the task's choices, Accept first. Each scorer
 answers its own task only: `task` says which.
@@ -31,20 +31,39 @@ from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, Grounded
 from conceptengine.verifiers.grounded.ev_train import box_channel, image_tensor, normalised_boxes
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
+from conceptengine.verifiers.grounded.region_ev import RegionEVConfig, RegionEVModel
 
-_TASKS = {GroundedMVConfig.model_type: "mv", GroundedEVConfig.model_type: "ev"}
-_MODELS = {"mv": (GroundedMVModel, MV), "ev": (GroundedEVModel, EV)}
+# model_type -> (task, model class): every grounded scorer a checkpoint may hold
+SCORERS = {
+    GroundedMVConfig.model_type: ("mv", GroundedMVModel),
+    GroundedEVConfig.model_type: ("ev", GroundedEVModel),
+    RegionEVConfig.model_type: ("ev", RegionEVModel),
+}
+CHOICES = {"mv": MV, "ev": EV}
 
 
-def grounded_task(path: str) -> str | None:
-    """ "mv" or "ev" for a local checkpoint saved from a grounded scorer, None for anything else."""
+def _model_type(path: str) -> str | None:
     config = Path(path) / "config.json"
     if not config.is_file():
         return None
     try:
-        return _TASKS.get(json.loads(config.read_text()).get("model_type"))
+        return json.loads(config.read_text()).get("model_type")
     except (OSError, ValueError):
         return None
+
+
+def grounded_task(path: str) -> str | None:
+    """ "mv" or "ev" for a local checkpoint saved from a grounded scorer, None for anything else."""
+    scorer = SCORERS.get(_model_type(path))
+    return None if scorer is None else scorer[0]
+
+
+def load_scorer(path: str) -> GroundedMVModel | GroundedEVModel | RegionEVModel:
+    """The grounded scorer saved at `path` (a local folder), whichever kind it is."""
+    scorer = SCORERS.get(_model_type(path))
+    if scorer is None:
+        raise ValueError(f"{path!r} is not a grounded MV or EV scorer's checkpoint")
+    return scorer[1].from_pretrained(path)
 
 
 def _rgba(rgb: np.ndarray, alpha: np.ndarray) -> Image.Image:
@@ -77,9 +96,9 @@ class GroundedBackend:
             raise ValueError(f"verifier model {model_path!r} is not a grounded MV or EV scorer's checkpoint")
         if batch_size < 1:
             raise ValueError(f"verifier batch_size must be >= 1, got {batch_size}")
-        model_cls, self.choices = _MODELS[task]
+        self.choices = CHOICES[task]
         self.task = task
-        self.model = model_cls.from_pretrained(model_path).to(device).eval()
+        self.model = load_scorer(model_path).to(device).eval()
         self.device = torch.device(device)
         self.embedder = PhraseEmbedder(self.model.config.text_model)
         config = self.model.config

@@ -1,4 +1,7 @@
-"""The grounded EV scorer: find the objects nobody boxed, then judge each as the MV scorer judges a crop.
+"""The peak-and-judge EV scorer: find the objects nobody boxed, then judge each crop as MV judges a crop.
+
+The demo now ships the region EV (region_ev.py), which keeps this scorer's detector, centre, offset and
+foreground layers as its finder and judges what they segment with the MV scorer instead of this judge.
 
 EV asks whether every instance of the phrase has its box. A whole-image classifier that must answer that
 from one pooled vector does not learn it on CPU (issue 12: swap 0.01), and a dense grid that must also tell
@@ -168,6 +171,17 @@ class ForegroundHead(nn.Module):
         return self.head(torch.cat([first, up], dim=1))[:, 0]
 
 
+def detector_layers(channels: list[int], context_layers: int) -> nn.Sequential:
+    """The detector over the image and its box channel: conv blocks down to the grid, then `context_layers`
+    3x3 convs at the grid's resolution so that a cell sees its whole object."""
+    det = channels[-1]
+    context = [
+        nn.Sequential(nn.Conv2d(det, det, 3, padding=1, bias=False), nn.BatchNorm2d(det), nn.ReLU())
+        for _ in range(context_layers)
+    ]
+    return nn.Sequential(*(conv_block(a, b) for a, b in pairwise([4, *channels])), *context)
+
+
 class GroundedEVModel(PreTrainedModel):
     config_class = GroundedEVConfig
     main_input_name = "pixel_values"
@@ -175,12 +189,7 @@ class GroundedEVModel(PreTrainedModel):
     def __init__(self, config: GroundedEVConfig):
         super().__init__(config)
         det = config.detector_channels[-1]
-        context = [
-            nn.Sequential(nn.Conv2d(det, det, 3, padding=1, bias=False), nn.BatchNorm2d(det), nn.ReLU())
-            for _ in range(config.context_layers)
-        ]
-        widths = [4, *config.detector_channels]
-        self.detector = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)), *context)
+        self.detector = detector_layers(config.detector_channels, config.context_layers)
         self.missed = nn.Conv2d(det, 1, 1)
         self.side = nn.Conv2d(det, 1, 1)
         self.offset = nn.Conv2d(det, 2, 1) if config.centre_offsets else None
