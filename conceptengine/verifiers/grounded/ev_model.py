@@ -182,6 +182,18 @@ def detector_layers(channels: list[int], context_layers: int) -> nn.Sequential:
     return nn.Sequential(*(conv_block(a, b) for a, b in pairwise([4, *channels])), *context)
 
 
+def detector_features(
+    detector: nn.Sequential, pixel_values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grid features, the first block's output): what the heads and the foreground head read."""
+    x, first = pixel_values, pixel_values
+    for i, layer in enumerate(detector):
+        x = layer(x)
+        if i == 0:
+            first = x
+    return x, first
+
+
 class GroundedEVModel(PreTrainedModel):
     config_class = GroundedEVConfig
     main_input_name = "pixel_values"
@@ -217,11 +229,7 @@ class GroundedEVModel(PreTrainedModel):
 
     def detect(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, D, G, G) grid features and, with `silhouette`, (B, S/2, S/2) foreground logits."""
-        x, first = pixel_values, None
-        for i, layer in enumerate(self.detector):
-            x = layer(x)
-            if i == 0:
-                first = x
+        x, first = detector_features(self.detector, pixel_values)
         return x, None if self.foreground is None else self.foreground(first, x)
 
     def judge_input(self, rgb: torch.Tensor, foreground_logits: torch.Tensor | None) -> torch.Tensor:

@@ -28,6 +28,7 @@ judge is differentiable in the verdict, so `forward` also fine-tunes it on human
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ from conceptengine.verifiers.grounded.ev_model import (
     EV_IMAGE_SIZE,
     ForegroundHead,
     GroundedEVModel,
+    detector_features,
     detector_layers,
     neighbourhood_max,
 )
@@ -65,8 +67,8 @@ class RegionEVConfig(PretrainedConfig):
         detector_channels: list[int] | None = None,
         context_layers: int = 2,
         image_size: int = EV_IMAGE_SIZE,
-        foreground_threshold: float = 0.5,
-        centre_threshold: float = 0.3,
+        foreground_threshold: float = 0.6,
+        centre_threshold: float = 0.2,
         min_pixels: int = 12,
         box_threshold: float = 0.5,
         scale: float = 1.0,
@@ -153,11 +155,7 @@ class RegionEVModel(PreTrainedModel):
     def find_objects(self, rgb: torch.Tensor, boxed: torch.Tensor) -> list[np.ndarray]:
         """Per image of `rgb` (B, 3, S, S) in [0, 1], (n, S, S) bool: its objects outside `boxed` (B, S, S)."""
         c = self.config
-        x, first = torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1), None
-        for i, layer in enumerate(self.detector):
-            x = layer(x)
-            if i == 0:
-                first = x
+        x, first = detector_features(self.detector, torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1))
         fg = torch.sigmoid(self.foreground(first, x))[:, None]
         fg = F.interpolate(fg, size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         centres = self._centres(self.missed(x)[:, 0], torch.sigmoid(self.offset(x)))
@@ -182,34 +180,49 @@ class RegionEVModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, phrase_embeds: torch.Tensor) -> RegionEVOutput:
         c = self.config
-        rgb = pixel_values[:, :3]
-        pieces = self.find_objects(rgb, pixel_values[:, 3] > c.box_threshold)
+        # An image's pairs mostly show it with the same boxes (none, where SAM 3 proposed no mask): its
+        # pieces and their slot values are found once per distinct view, only the phrase's side per pair.
+        first: dict[bytes, int] = {}
+        keys = [
+            first.setdefault(hashlib.sha1(v.numpy().tobytes()).digest(), len(first))
+            for v in pixel_values.detach()
+        ]
+        distinct = pixel_values[[keys.index(k) for k in range(len(first))]]
+        rgb = distinct[:, :3]
+        pieces = self.find_objects(rgb, distinct[:, 3] > c.box_threshold)
         images = np.round(rgb.detach().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        values = [self.piece_values(images[i], objects) for i, objects in enumerate(pieces)]
         likeliest, probs = [], []
-        for b, objects in enumerate(pieces):
-            if len(objects) == 0:
+        for b, k in enumerate(keys):
+            if values[k] is None:
                 probs.append(rgb.new_zeros(0))
                 likeliest.append(rgb.new_tensor(FLOOR))
                 continue
-            views = np.stack(
-                [object_views(images[b], m, _box(m), self.judge.config.crop_size) for m in objects]
-            )
-            p = self.piece_probs(torch.from_numpy(views), phrase_embeds[b : b + 1])
+            p = self.piece_probs(values[k], phrase_embeds[b : b + 1])
             probs.append(p)
             likeliest.append(p.max())
         top = torch.stack(likeliest).clamp(FLOOR, 1 - EDGE)
         accept = -(c.scale * (torch.log(top) - torch.log1p(-top)) + c.bias)
-        others = torch.full((len(rgb), len(c.choices) - 1), -1e4, dtype=rgb.dtype)
+        others = torch.full((len(keys), len(c.choices) - 1), -1e4, dtype=rgb.dtype)
         others[:, 0] = 0.0  # all of 1 - P(Accept) on "Reject": a missed instance is all it looks for
-        return RegionEVOutput(accept_logits=accept, other_logits=others, pieces=pieces, piece_probs=probs)
+        return RegionEVOutput(
+            accept_logits=accept, other_logits=others, pieces=[pieces[k] for k in keys], piece_probs=probs
+        )
 
-    def piece_probs(self, views: torch.Tensor, phrase_embed: torch.Tensor) -> torch.Tensor:
-        """(n,) P(each piece is an instance of the phrase) from the judge's slot heads, `views` (n, 8, s, s)."""
+    def piece_values(self, image: np.ndarray, objects: np.ndarray) -> list[torch.Tensor] | None:
+        """Per slot, (n, n_values) logits of which value each piece has, from MV's crops of `image`
+        (H, W, 3) uint8 with the piece as the mask; None for no pieces."""
+        if len(objects) == 0:
+            return None
         judge = self.judge
-        n, _, h, w = views.shape
-        feats = judge.tower(views.reshape(-1, views.shape[1] // 2, h, w)).reshape(n, -1)
-        values = judge.values(feats).split(judge.slot_sizes, dim=-1)
-        needs = torch.sigmoid(judge.needs(phrase_embed)).split(judge.slot_sizes, dim=-1)
+        views = np.stack([object_views(image, m, _box(m), judge.config.crop_size) for m in objects])
+        n, channels, h, w = views.shape
+        feats = judge.tower(torch.from_numpy(views).reshape(-1, channels // 2, h, w)).reshape(n, -1)
+        return list(judge.values(feats).split(judge.slot_sizes, dim=-1))
+
+    def piece_probs(self, values: list[torch.Tensor], phrase_embed: torch.Tensor) -> torch.Tensor:
+        """(n,) P(each piece is an instance of the phrase), from its slot values and what the phrase needs."""
+        needs = torch.sigmoid(self.judge.needs(phrase_embed)).split(self.judge.slot_sizes, dim=-1)
         return log_slot_match(values, needs).exp().clamp(FLOOR, 1.0)
 
     @torch.no_grad()
