@@ -3,7 +3,8 @@
 `python scripts/draw_verifier_inputs.py [--out docs/verifier-inputs.png]`. Left to right: the image with
 the phrase's instances outlined; the MV input for one of them (its zoomed-in and zoomed-out crops at 48 px,
 each then its mask channel); the EV input for the pair with one instance left unboxed (the image at the
-scorer's 192 px, then the box channel). Each input is the exact tensor the scorers read
+scorer's 192 px, then the box channel), and the objects the shipped region EV finds outside the boxes
+(grounded/region_ev.py), each of which it crops as MV does. Each input is the exact tensor the scorers read
 (grounded/backend.py), shown enlarged.
 """
 
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from conceptengine.engine import rle
@@ -22,9 +24,11 @@ from conceptengine.sim.world import build_world
 from conceptengine.verifiers.grounded.backend import boxed_view, mask_views
 from conceptengine.verifiers.grounded.crops import CROP_SIZE
 from conceptengine.verifiers.grounded.ev_model import EV_IMAGE_SIZE
+from conceptengine.verifiers.grounded.region_ev import RegionEVModel
 
 PANEL = 192
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_EV = REPO / "conceptengine" / "assets" / "verifier-grounded" / "ev"
 
 
 def _panel(image: Image.Image, title: str) -> Image.Image:
@@ -37,6 +41,19 @@ def _panel(image: Image.Image, title: str) -> Image.Image:
 def _channels(view: Image.Image) -> tuple[Image.Image, Image.Image]:
     rgba = np.asarray(view)
     return Image.fromarray(rgba[..., :3]), Image.fromarray(rgba[..., 3]).convert("RGB")
+
+
+def _pieces(view: Image.Image) -> Image.Image:
+    """The unboxed objects the shipped region EV segments in `view` (RGBA: image and box channel), each in
+    its own colour over the dimmed image."""
+    model = RegionEVModel.from_pretrained(SHIPPED_EV).eval()
+    pixels = torch.from_numpy(np.asarray(view, dtype=np.float32).transpose(2, 0, 1) / 255.0)[None]
+    found = model.find_objects(pixels[:, :3], pixels[:, 3] > model.config.box_threshold)[0]
+    out = np.asarray(view)[..., :3] // 3
+    palette = [(255, 80, 80), (80, 255, 80), (80, 160, 255), (255, 220, 60), (255, 80, 255), (60, 255, 255)]
+    for k, piece in enumerate(found):
+        out[piece] = palette[k % len(palette)]
+    return Image.fromarray(out)
 
 
 def _pick(world) -> tuple[str, str, list[dict]]:  # type: ignore[no-untyped-def]
@@ -64,7 +81,8 @@ def draw(out: Path, seed: int = 7) -> Path:
     zoomed_in, zoomed_out = mask_views(image, instances[0]["rle"], boxes[0], CROP_SIZE)
     in_rgb, in_mask = _channels(zoomed_in)
     out_rgb, out_mask = _channels(zoomed_out)
-    ev_rgb, ev_boxes = _channels(boxed_view(image, boxes[1:], EV_IMAGE_SIZE))  # the first one left unboxed
+    ev_view = boxed_view(image, boxes[1:], EV_IMAGE_SIZE)  # the first one left unboxed
+    ev_rgb, ev_boxes = _channels(ev_view)
     panels = [
         _panel(shown, f'image, "{leaf}" outlined'),
         _panel(in_rgb, f"MV: zoomed in ({CROP_SIZE} px)"),
@@ -73,6 +91,7 @@ def draw(out: Path, seed: int = 7) -> Path:
         _panel(out_mask, "MV: its mask channel"),
         _panel(ev_rgb, f"EV: image ({EV_IMAGE_SIZE} px)"),
         _panel(ev_boxes, "EV: boxes (one missed)"),
+        _panel(_pieces(ev_view), "EV: objects outside the boxes"),
     ]
     sheet = Image.new("RGB", (len(panels) * (PANEL + 6), PANEL + 18), "white")
     for k, p in enumerate(panels):
