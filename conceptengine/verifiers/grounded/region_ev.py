@@ -128,15 +128,14 @@ class RegionEVModel(PreTrainedModel):
     @classmethod
     def from_parts(cls, finder: GroundedEVModel, judge: GroundedMVModel, **settings) -> RegionEVModel:
         """A region EV from a trained peak-and-judge EV (its detector, centre, offset and foreground layers:
-        one trained with `silhouette` and `centre_offsets`) and a trained MV scorer (the judge)."""
+        one trained with `silhouette` and `centre_offsets`) and a trained MV scorer (the judge); `settings`:
+        RegionEVConfig's thresholds and scaling."""
         fc = finder.config
         if not (fc.silhouette and fc.centre_offsets):
             raise ValueError(
                 "the region EV's finder must be an EV scorer trained with silhouette and centre_offsets "
                 "(scripts/train_demo_grounded_verifiers.py --ev-silhouette --ev-centre-offsets)"
             )
-        if fc.image_size != settings.get("image_size", fc.image_size):
-            raise ValueError(f"the finder reads {fc.image_size} px images, not {settings['image_size']}")
         config = RegionEVConfig(
             judge=judge.config.to_dict(),
             detector_channels=fc.detector_channels,
