@@ -103,8 +103,8 @@ def finetune(
     """Train a copy of the scorer at `base` on `table`'s training images, save it to `out_dir`; returns the
     hold-out agreement metrics of (candidate, base)."""
     reproducible_on(torch.device("cpu"))  # the grounded scorers train on CPU
-    model = load_scorer(local_checkpoint(base))
-    task = grounded_task(local_checkpoint(base))
+    local = local_checkpoint(base)  # a remote run's earlier candidate: its local mirror
+    model, task = load_scorer(local), grounded_task(local)
     table = table.filter(pc.equal(table["task"], task)).sort_by("uri")  # each image decoded once
     fit_on, holdout = split_examples(table, cfg.holdout_share, cfg.split_seed)
     if fit_on.num_rows == 0:
