@@ -15,6 +15,7 @@ from conceptengine.verifiers.grounded.backend import GroundedBackend, boxed_view
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.model import GroundedMVConfig, GroundedMVModel
 from conceptengine.verifiers.settings import BackendParams
+from conceptengine.verifiers.stage import AIVerifyStage  # noqa: F401 (registers ai_verify for get_stage run alone)
 from conceptengine.verifiers.verify import (
     ExhaustivityVerifier,
     GroundedExhaustivityVerifier,
