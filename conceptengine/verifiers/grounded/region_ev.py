@@ -181,12 +181,16 @@ class RegionEVModel(PreTrainedModel):
         c = self.config
         # An image's pairs mostly show it with the same boxes (none, where SAM 3 proposed no mask): its
         # pieces and their slot values are found once per distinct view, only the phrase's side per pair.
-        first: dict[bytes, int] = {}
-        keys = [
-            first.setdefault(hashlib.sha1(v.numpy().tobytes()).digest(), len(first))
-            for v in pixel_values.detach()
-        ]
-        distinct = pixel_values[[keys.index(k) for k in range(len(first))]]
+        slot: dict[bytes, int] = {}  # a view's bytes -> its index among the distinct views
+        rows: list[int] = []  # the first row of each distinct view
+        keys = []
+        for b, view in enumerate(pixel_values.detach()):
+            digest = hashlib.sha1(view.numpy().tobytes()).digest()
+            if digest not in slot:
+                slot[digest] = len(rows)
+                rows.append(b)
+            keys.append(slot[digest])
+        distinct = pixel_values[rows]
         rgb = distinct[:, :3]
         pieces = self.find_objects(rgb, distinct[:, 3] > c.box_threshold)
         images = np.round(rgb.detach().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
