@@ -287,8 +287,7 @@ def saved_ev(args, worlds: dict[int, Path], embedder) -> dict:  # type: ignore[n
     path = Path(args.scorers) / "ev"
     model = load_scorer(str(path)).eval()
     c = model.config
-    grid = c.image_size // c.stride
-    test_rows, test_data = grounded_ev_examples(worlds[TEST_SEED], TEST_SEED, c.slots, c.image_size, grid)
+    test_rows, test_data = grounded_ev_examples(worlds[TEST_SEED], TEST_SEED, c.slots, c.image_size, c.grid)
     return {"ev_scorer": str(path)} | ev_report(model, test_rows, test_data, embedder)
 
 

@@ -59,7 +59,7 @@ def ev_examples(model, seed: int, images: int, tmp: Path):  # type: ignore[no-un
         style=STYLES[sim.style], shifted_share=sim.shifted_share,
     )  # fmt: skip
     c = model.config
-    return grounded_ev_examples(world.root, seed, c.slots, c.image_size, c.image_size // c.stride)
+    return grounded_ev_examples(world.root, seed, c.slots, c.image_size, c.grid)
 
 
 def fit_scaling(model, images: int, tmp: Path) -> dict:  # type: ignore[no-untyped-def]

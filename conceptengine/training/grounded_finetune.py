@@ -74,8 +74,7 @@ def _data(model: Scorer, table: pa.Table) -> train.MVData | ev_train.EVData:
     c = model.config
     if isinstance(model, GroundedMVModel):
         return train.prepare(rows, read, c.slots, None, c.crop_size)
-    grid = c.image_size // c.stride
-    return ev_train.prepare(rows, read, c.slots, [None] * len(rows), c.image_size, grid)
+    return ev_train.prepare(rows, read, c.slots, [None] * len(rows), c.image_size, c.grid)
 
 
 def _loss(model: Scorer):  # type: ignore[no-untyped-def]

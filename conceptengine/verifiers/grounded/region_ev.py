@@ -95,6 +95,10 @@ class RegionEVConfig(PretrainedConfig):
         return 2 ** len(self.detector_channels)
 
     @property
+    def grid(self) -> int:
+        return self.image_size // self.stride
+
+    @property
     def slots(self) -> list[list]:
         return self.judge.get("slots", [])
 
