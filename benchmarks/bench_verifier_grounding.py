@@ -182,6 +182,11 @@ def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.
             "auc": _round(auroc(p[sel], accepted[sel])),
             "refused": int((kind_of == kind).sum()),
         }
+    per_answer = {
+        answer: _round(float(np.abs(p - swap)[sel].mean()))
+        for answer, sel in (("Accept", accepted), ("refused", ~accepted))
+        if sel.any()
+    }
     chosen = np.array(["Accept" if q >= 0.5 else "Reject" for q in p])
     truth = np.array([r["choice"] for r in rows])
     return {
@@ -190,11 +195,10 @@ def _figures(rows: list[dict], kinds: list[str | None], p: np.ndarray, swap: np.
         "image_swap": _round(float(np.abs(p - swap).mean())),
         # per answer too: the overall mean is bounded by the share of accepted items (a refused item that
         # stays refused on another picture moves little), so it depends on the test set's mix
-        "image_swap_per_answer": {
-            answer: _round(float(np.abs(p - swap)[sel].mean()))
-            for answer, sel in (("Accept", accepted), ("refused", ~accepted))
-            if sel.any()
-        },
+        "image_swap_per_answer": per_answer,
+        # the per-answer means averaged: what the mean would be on a test set with as many accepted items
+        # as refused ones, whatever this one's mix
+        "image_swap_balanced": _round(float(np.mean(list(per_answer.values())))),
         "agreement_per_choice": {
             c: _round(float((chosen[truth == c] == c).mean())) for c in choices.names if (truth == c).any()
         },

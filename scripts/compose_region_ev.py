@@ -6,8 +6,9 @@ scripts/train_demo_grounded_verifiers.py (its detector, centre, offset and foreg
 own judge is not); the judge is a trained MV scorer. Nothing is trained here: the region EV
 (verifiers/grounded/region_ev.py) is those weights and a segmentation step between them.
 
-The likeliest piece's logit is Platt-scaled on EV examples of the training script's training world (seed
-20251, the first `--fit-images` images): the MV heads' match probabilities are not EV's.
+On EV examples of the training script's training world (seed 20251, the first `--fit-images` images) it
+chooses how much a piece's objectness counts (`objectness_power`, by ROC AUC) and Platt-scales the likeliest
+piece's logit: the MV heads' match probabilities are not EV's.
 
 With `--score` (default on) it also renders the training script's test world (seed 20252, the demo's look) and
 writes metrics.json beside the checkpoint: agreement with the error-free simulated reviewers on the world's
@@ -31,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "conceptengine" / "assets" / "verifier-grounded"
 # scripts/train_demo_grounded_verifiers.py's training and test worlds
 WORLD_SEED, TEST_SEED, TEST_IMAGES = 20251, 20252, 200
+# RegionEVConfig.objectness_power values tried on the training world (0: a piece counts by its match alone)
+OBJECTNESS_POWERS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -63,21 +66,35 @@ def ev_examples(model, seed: int, images: int, tmp: Path):  # type: ignore[no-un
 
 
 def fit_scaling(model, images: int, tmp: Path) -> dict:  # type: ignore[no-untyped-def]
-    """Platt-scale the region EV's likeliest-piece logit on the training world's EV examples."""
+    """On the training world's EV examples: choose the objectness power (RegionEVConfig.objectness_power)
+    with the best ROC AUC, then Platt-scale the likeliest piece's logit."""
     from conceptengine.verifiers.grounded import ev_train
+    from conceptengine.verifiers.grounded.model import FLOOR
     from conceptengine.verifiers.grounded.phrases import PhraseEmbedder
-    from conceptengine.verifiers.grounded.region_ev import platt_fit
+    from conceptengine.verifiers.grounded.region_ev import EDGE, likeliest_piece, platt_fit
+    from conceptengine.verifiers.train_metrics import auroc
 
     rows, data = ev_examples(model, WORLD_SEED, images, tmp)
     embeds = PhraseEmbedder(model.config.text_model)(data.phrases)
-    with torch.no_grad():  # unscaled (scale 1, bias 0): minus the accept logit is the piece's logit
-        logits = torch.cat([
-            -model(ev_train.pixels_of(data, idx), embeds[idx]).accept_logits
-            for idx in torch.arange(len(data)).split(64)
-        ])  # fmt: skip
+    pieces = []  # per example: (P(match) per piece, objectness per piece)
+    with torch.no_grad():
+        for idx in torch.arange(len(data)).split(64):
+            out = model(ev_train.pixels_of(data, idx), embeds[idx])
+            pieces += list(zip(out.piece_probs, out.objectness, strict=True))
     accepted = torch.tensor([r["choice"] == "Accept" for r in rows])
-    model.config.scale, model.config.bias = platt_fit(logits, accepted)
+
+    def piece_logits(power: float) -> torch.Tensor:
+        top = torch.stack([
+            likeliest_piece(p, o, power) if len(p) else torch.tensor(FLOOR) for p, o in pieces
+        ]).clamp(FLOOR, 1 - EDGE)  # fmt: skip
+        return torch.log(top) - torch.log1p(-top)
+
+    aucs = {power: auroc(-piece_logits(power).numpy(), accepted.numpy()) for power in OBJECTNESS_POWERS}
+    model.config.objectness_power = max(aucs, key=aucs.get)
+    model.config.scale, model.config.bias = platt_fit(piece_logits(model.config.objectness_power), accepted)
     return {"scale": model.config.scale, "bias": model.config.bias,
+            "objectness_power": model.config.objectness_power,
+            "auc_per_objectness_power": {str(k): round(v, 4) for k, v in aucs.items()},
             "world": {"seed": WORLD_SEED, "images": images}, "examples": len(rows)}  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def _pieces(view: Image.Image) -> Image.Image:
     its own colour over the dimmed image."""
     model = RegionEVModel.from_pretrained(SHIPPED_EV).eval()
     pixels = torch.from_numpy(np.asarray(view, dtype=np.float32).transpose(2, 0, 1) / 255.0)[None]
-    found = model.find_objects(pixels[:, :3], pixels[:, 3] > model.config.box_threshold)[0]
+    found, _ = model.find_objects(pixels[:, :3], pixels[:, 3] > model.config.box_threshold)[0]
     out = np.asarray(view)[..., :3] // 3
     palette = [(255, 80, 80), (80, 255, 80), (80, 160, 255), (255, 220, 60), (255, 80, 255), (60, 255, 255)]
     for k, piece in enumerate(found):

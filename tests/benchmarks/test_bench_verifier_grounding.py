@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from tests.benchmarks import scripts
@@ -24,6 +25,7 @@ def test_a_small_run_reports_auc_per_kind_swap_and_agreement(tmp_path, capsys) -
     accepted, items = figures["mv_test_accepted"], figures["mv_test_items"]
     overall = (swap.get("Accept", 0) * accepted + swap.get("refused", 0) * (items - accepted)) / items
     assert overall == pytest.approx(figures["mv_image_swap"], abs=1e-3)  # the overall mean, split by answer
+    assert figures["mv_image_swap_balanced"] == pytest.approx(np.mean(list(swap.values())), abs=1e-3)
     assert figures["ev_train"]["steps"] == 3 and figures["ev_image_swap"] >= 0
     ev_kinds = figures["ev_auc_per_kind"]
     assert set(ev_kinds) <= {"missed_some", "missed_all", "missed_instance"} and "missed_instance" in ev_kinds

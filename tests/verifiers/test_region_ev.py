@@ -12,7 +12,12 @@ from conceptengine.verifiers.grounded.backend import GroundedBackend, grounded_t
 from conceptengine.verifiers.grounded.ev_model import GroundedEVConfig, GroundedEVModel
 from conceptengine.verifiers.grounded.ev_train import box_channel
 from conceptengine.verifiers.grounded.model import FLOOR, GroundedMVConfig, GroundedMVModel
-from conceptengine.verifiers.grounded.region_ev import RegionEVModel, platt_fit, split_objects
+from conceptengine.verifiers.grounded.region_ev import (
+    RegionEVModel,
+    likeliest_piece,
+    platt_fit,
+    split_objects,
+)
 from conceptengine.verifiers.settings import BackendParams
 from conceptengine.verifiers.verify import GroundedExhaustivityVerifier, exhaustivity_verifier
 
@@ -116,6 +121,21 @@ def test_the_likeliest_piece_is_platt_scaled(region_path: str) -> None:
     logit = np.log(top) - np.log1p(-top)
     assert float(plain.accept_logits[0]) == pytest.approx(-logit, abs=1e-4)
     assert float(scaled.accept_logits[0]) == pytest.approx(-(2.0 * logit - 1.0), abs=1e-4)
+
+
+def test_a_piece_the_finder_half_believes_in_counts_less_with_objectness_power(region_path: str) -> None:
+    probs, objectness = torch.tensor([0.8, 0.6]), np.array([0.5, 1.0], dtype=np.float32)
+    assert float(likeliest_piece(probs, objectness, 0.0)) == pytest.approx(0.8)  # off: the match alone
+    assert float(likeliest_piece(probs, objectness, 2.0)) == pytest.approx(0.6)  # 0.8 * 0.25 < 0.6 * 1
+    model = RegionEVModel.from_pretrained(region_path).eval()
+    pixels, embeds = torch.cat([torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)], 1), torch.randn(1, 384)
+    with torch.no_grad():
+        model.config.objectness_power = 3.0
+        out = model(pixels, embeds)
+    (objectness,) = out.objectness
+    assert len(objectness) == len(out.pieces[0]) and np.all((objectness > 0.5) & (objectness <= 1))
+    top = float((out.piece_probs[0] * torch.from_numpy(objectness) ** 3).max())
+    assert float(torch.sigmoid(out.accept_logits[0])) == pytest.approx(1 - top, abs=1e-5)
 
 
 def test_platt_fit_recovers_the_scaling_the_verdicts_were_drawn_with() -> None:

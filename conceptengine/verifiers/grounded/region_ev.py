@@ -71,6 +71,7 @@ class RegionEVConfig(PretrainedConfig):
         centre_threshold: float = 0.2,
         min_pixels: int = 12,
         box_threshold: float = 0.5,
+        objectness_power: float = 0.0,
         scale: float = 1.0,
         bias: float = 0.0,
         text_model: str = MINILM,
@@ -86,6 +87,9 @@ class RegionEVConfig(PretrainedConfig):
         self.centre_threshold = centre_threshold  # P(centre) above which a local peak seeds an object
         self.min_pixels = min_pixels  # smaller pieces are specks between boxes, not objects
         self.box_threshold = box_threshold  # alpha above which a pixel is inside a proposed box
+        # A piece counts as P(match) * objectness ** objectness_power, objectness its mean foreground
+        # probability: a faint sliver the finder half believes in is less likely a missed object (0: off).
+        self.objectness_power = objectness_power
         self.scale, self.bias = scale, bias  # Platt scaling of the likeliest piece's logit (1, 0: none)
         self.text_model = text_model
         self.choices = list(EV.names)
@@ -109,6 +113,7 @@ class RegionEVOutput(ModelOutput):
     other_logits: torch.Tensor | None = None  # (B, len(EV) - 1)
     pieces: list[np.ndarray] | None = None  # per image (n, S, S) bool: the unboxed objects it judged
     piece_probs: list[torch.Tensor] | None = None  # per image (n,): P(the piece is an instance of the phrase)
+    objectness: list[np.ndarray] | None = None  # per image (n,): each piece's mean foreground probability
 
 
 class RegionEVModel(PreTrainedModel):
@@ -155,17 +160,20 @@ class RegionEVModel(PreTrainedModel):
         return model.eval()
 
     @torch.no_grad()
-    def find_objects(self, rgb: torch.Tensor, boxed: torch.Tensor) -> list[np.ndarray]:
-        """Per image of `rgb` (B, 3, S, S) in [0, 1], (n, S, S) bool: its objects outside `boxed` (B, S, S)."""
+    def find_objects(self, rgb: torch.Tensor, boxed: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image of `rgb` (B, 3, S, S) in [0, 1]: its objects outside `boxed` (B, S, S), (n, S, S) bool,
+        and each one's objectness (n,), the mean foreground probability over its pixels."""
         c = self.config
         x, first = detector_features(self.detector, torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1))
         fg = torch.sigmoid(self.foreground(first, x))[:, None]
-        fg = F.interpolate(fg, size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        fg = F.interpolate(fg, size=rgb.shape[-2:], mode="bilinear", align_corners=False)[:, 0].numpy()
         centres = self._centres(self.missed(x)[:, 0], torch.sigmoid(self.offset(x)))
         out = []
         for b in range(len(rgb)):
-            free = (fg[b] > c.foreground_threshold).numpy() & ~boxed[b].numpy()
-            out.append(split_objects(free, centres[b], c.min_pixels))
+            objects = split_objects(
+                (fg[b] > c.foreground_threshold) & ~boxed[b].numpy(), centres[b], c.min_pixels
+            )
+            out.append((objects, np.array([fg[b][m].mean() for m in objects], dtype=np.float32)))
         return out
 
     def _centres(self, missed: torch.Tensor, within: torch.Tensor) -> list[np.ndarray]:
@@ -196,9 +204,9 @@ class RegionEVModel(PreTrainedModel):
             keys.append(slot[digest])
         distinct = pixel_values[rows]
         rgb = distinct[:, :3]
-        pieces = self.find_objects(rgb, distinct[:, 3] > c.box_threshold)
+        found = self.find_objects(rgb, distinct[:, 3] > c.box_threshold)
         images = np.round(rgb.detach().permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-        values = [self.piece_values(images[i], objects) for i, objects in enumerate(pieces)]
+        values = [self.piece_values(images[i], objects) for i, (objects, _) in enumerate(found)]
         likeliest, probs = [], []
         for b, k in enumerate(keys):
             if values[k] is None:
@@ -207,13 +215,17 @@ class RegionEVModel(PreTrainedModel):
                 continue
             p = self.piece_probs(values[k], phrase_embeds[b : b + 1])
             probs.append(p)
-            likeliest.append(p.max())
+            likeliest.append(likeliest_piece(p, found[k][1], c.objectness_power))
         top = torch.stack(likeliest).clamp(FLOOR, 1 - EDGE)
         accept = -(c.scale * (torch.log(top) - torch.log1p(-top)) + c.bias)
         others = torch.full((len(keys), len(c.choices) - 1), -1e4, dtype=rgb.dtype)
         others[:, 0] = 0.0  # all of 1 - P(Accept) on "Reject": a missed instance is all it looks for
         return RegionEVOutput(
-            accept_logits=accept, other_logits=others, pieces=[pieces[k] for k in keys], piece_probs=probs
+            accept_logits=accept,
+            other_logits=others,
+            pieces=[found[k][0] for k in keys],
+            piece_probs=probs,
+            objectness=[found[k][1] for k in keys],
         )
 
     def piece_values(self, image: np.ndarray, objects: np.ndarray) -> list[torch.Tensor] | None:
@@ -238,6 +250,13 @@ class RegionEVModel(PreTrainedModel):
         out = self(pixel_values, phrase_embeds)
         accept = torch.sigmoid(out.accept_logits)[:, None]
         return torch.cat([accept, (1 - accept) * out.other_logits.softmax(-1)], dim=-1)
+
+
+def likeliest_piece(probs: torch.Tensor, objectness: np.ndarray, power: float) -> torch.Tensor:
+    """max over pieces of P(match) * objectness ** power: the piece most likely a missed instance."""
+    if power == 0:
+        return probs.max()
+    return (probs * torch.from_numpy(objectness).to(probs.dtype) ** power).max()
 
 
 def split_objects(free: np.ndarray, centres: np.ndarray, min_pixels: int) -> np.ndarray:
