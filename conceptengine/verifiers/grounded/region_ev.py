@@ -14,8 +14,10 @@ turns each unboxed object into what MV reads:
 3. each piece of at least `min_pixels` is cropped as MV crops a mask (its two views, crops.py) and the MV
    scorer's slot heads say how well it matches the phrase: P(piece) = prod over slots of P(an accepted
    value). Mask quality is left out: a piece is a segment the finder made, not a proposal to grade.
-4. P(Accept) = 1 - max over pieces of P(piece): one clear missed instance is enough to refuse, and many
-   faint matches (a product would add them up) are not. The slot heads were trained on MV's crops, where
+4. P(Accept) = 1 - max over pieces of P(piece) * objectness ** `objectness_power` (objectness: the piece's
+   mean foreground probability; the power is chosen on the training world by scripts/compose_region_ev.py):
+   one clear missed instance is enough to refuse, and many faint matches (a product would add them up) are
+   not. The slot heads were trained on MV's crops, where
    a match's probability means something else, so the likeliest piece's logit is Platt-scaled (`scale`,
    `bias`, fitted on the training world's EV verdicts by scripts/compose_region_ev.py): logit P(Reject) =
    scale * logit P(likeliest piece) + bias.
