@@ -13,11 +13,27 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 import ray.data
+from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
 
+from conceptengine.engine.block_files import (
+    BLOCK_FILE_ROWS,
+    BlockStats,
+    Outputs,
+    by_table,
+    write_outputs,
+)
+from conceptengine.engine.checkpoints import is_remote
 from conceptengine.engine.stage import Stage, StageConfig
+
+BATCHES_PER_BLOCK = 4
 
 
 class ResourceConfigError(ValueError):
@@ -37,6 +53,23 @@ class Runner(Protocol):
     def run_chain(
         self, chain: list[Link], table: pa.Table, sort_key: str, output_schema: pa.Schema
     ) -> pa.Table: ...
+
+    def stream_chain(
+        self,
+        chain: list[Link],
+        sources: list[str],
+        step_url: str,
+        outputs: Outputs,
+        output_schema: pa.Schema,
+        source_filter: pc.Expression | None = None,
+        block_stats: BlockStats | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Map the rows of the Parquet files at `sources` (URLs) that pass `source_filter` through the chain and
+        write the result into the step folder `step_url` as block files, one set per output table
+        (engine/block_files.py); returns each table's block records for the step's manifest, the first
+        table's with `block_stats` of each output block (block_files.total_stats adds them up). No row
+        passes through the caller."""
+        ...
 
     def run_workers(
         self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
@@ -87,11 +120,28 @@ class LocalRunner:
     def run_chain(self, chain, table, sort_key, output_schema):
         if table.num_rows == 0:
             return output_schema.empty_table()
+        return _sorted(self._mapped(chain, table), sort_key)
+
+    def _mapped(self, chain: list[Link], table: pa.Table) -> pa.Table:
         for link in chain:
             stage = self._instance(link)
             outs = [stage(batch) for batch in _batches(table, link.cfg.batch_size)]
             table = pa.concat_tables(outs, promote_options="default")
-        return _sorted(table, sort_key)
+        return table
+
+    def stream_chain(
+        self, chain, sources, step_url, outputs, output_schema, source_filter=None, block_stats=None
+    ):
+        """One source file at a time, one block file out per source file: memory holds one file's rows."""
+        written = []
+        for url in sources:
+            with fsspec.open(url, "rb") as f:
+                table = pq.read_table(f)
+            if source_filter is not None:
+                table = table.filter(source_filter)
+            if table.num_rows:
+                written += write_outputs(step_url, outputs, self._mapped(chain, table), block_stats)
+        return by_table(written, outputs, step_url, output_schema)
 
     def run_workers(
         self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
@@ -122,21 +172,41 @@ class RayRunner:
         ray.data.DataContext.get_current().enable_progress_bars = False
         first = chain[0].cfg
         n_blocks = max(1, min(first.concurrency * 2, -(-table.num_rows // first.batch_size)))
-        ds = ray.data.from_arrow(table).repartition(n_blocks)
-        for link in chain:
-            ds = ds.map_batches(
-                _RayStageAdapter,
-                fn_constructor_kwargs={"stage_cls": link.stage_cls, "cfg": link.cfg, "params": link.params},
-                batch_size=link.cfg.batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=link.cfg.concurrency),
-                num_cpus=link.cfg.num_cpus,
-                num_gpus=link.cfg.num_gpus or None,
-            )
+        ds = _mapped(ray.data.from_arrow(table).repartition(n_blocks), chain)
         result = pa.concat_tables(
             [self._ray.get(ref) for ref in ds.to_arrow_refs()], promote_options="default"
         )
         return _sorted(result, sort_key)
+
+    def stream_chain(
+        self,
+        chain,
+        sources,
+        step_url,
+        outputs,
+        output_schema,
+        source_filter=None,
+        block_stats=None,
+        rows_per_file=BLOCK_FILE_ROWS,
+    ):
+        """Ray Data reads the sources on the workers, the chain's actor pools map them, and write tasks upload
+        the blocks; the driver only receives the block records."""
+        self._check_chain_fits(chain)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        paths, filesystem = arrow_filesystem(sources)
+        # Blocks of a few batches: a step's whole input may be one file, and an actor pool works on as many
+        # blocks at once as it has actors.
+        rows_per_block = chain[0].cfg.batch_size * BATCHES_PER_BLOCK
+        ds = ray.data.read_parquet(paths, filesystem=filesystem).repartition(
+            target_num_rows_per_block=rows_per_block
+        )
+        if source_filter is not None:
+            ds = ds.map_batches(
+                _keep, fn_kwargs={"keep": source_filter}, batch_format="pyarrow", batch_size=None
+            )
+        sink = BlockFilesSink(step_url, outputs, block_stats, rows_per_file)
+        _mapped(ds, chain).write_datasink(sink)
+        return by_table(sink.written, outputs, step_url, output_schema)
 
     def _check_chain_fits(self, chain: list[Link]) -> None:
         """Actor pools that claim more than half the cluster's CPUs leave Ray Data's scheduler no budget to
@@ -169,6 +239,68 @@ class RayRunner:
     def shutdown(self) -> None:
         if self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _mapped(ds: ray.data.Dataset, chain: list[Link]) -> ray.data.Dataset:
+    """Each link its own `map_batches` with its own actor pool and resources."""
+    for link in chain:
+        ds = ds.map_batches(
+            _RayStageAdapter,
+            fn_constructor_kwargs={"stage_cls": link.stage_cls, "cfg": link.cfg, "params": link.params},
+            batch_size=link.cfg.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=link.cfg.concurrency),
+            num_cpus=link.cfg.num_cpus,
+            num_gpus=link.cfg.num_gpus or None,
+        )
+    return ds
+
+
+def _keep(batch: pa.Table, keep: pc.Expression) -> pa.Table:
+    return batch.filter(keep)
+
+
+def arrow_filesystem(urls: list[str]) -> tuple[list[str], pafs.FileSystem | None]:
+    """Paths and a pyarrow filesystem for Ray Data's readers, through fsspec so that every URL the run store
+    opens (s3:// with its endpoint and credentials, gs://, local paths) reads the same way on the workers."""
+    if not urls:
+        raise ValueError("no source files to read")
+    fs, _ = fsspec.core.url_to_fs(urls[0])
+    paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
+    return paths, (pafs.PyFileSystem(pafs.FSSpecHandler(fs)) if is_remote(urls[0]) else None)
+
+
+class BlockFilesSink(Datasink):
+    """Ray Data sink: each write task uploads its blocks as one file per output table (`write_outputs`); the
+    driver receives the records only, in `written`, once every task has finished."""
+
+    def __init__(
+        self,
+        step_url: str,
+        outputs: Outputs,
+        stats: BlockStats | None = None,
+        rows_per_file: int = BLOCK_FILE_ROWS,
+    ):
+        self.step_url = step_url
+        self.outputs = outputs
+        self.stats = stats
+        self.rows_per_file = rows_per_file
+        self.written: list[dict[str, Any]] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_file
+
+    def write(self, blocks, ctx) -> list[dict[str, Any]]:  # runs on a worker
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="default")
+        return write_outputs(self.step_url, self.outputs, table, self.stats)
+
+    def on_write_complete(self, write_result) -> None:  # runs on the driver
+        self.written = [r for records in write_result.write_returns for r in records]
 
 
 class _RayStageAdapter:

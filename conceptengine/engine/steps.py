@@ -23,18 +23,37 @@ class StepHost(Protocol):
 
 
 class StepResult:
-    def __init__(self, ref: StepRef, tables: dict[str, pa.Table], manifest: dict, reused: bool):
+    """A finished step: its manifest, and its tables, read from the store on first use when the step's
+    workers wrote them (block steps)."""
+
+    def __init__(
+        self,
+        ref: StepRef,
+        tables: dict[str, pa.Table],
+        manifest: dict,
+        reused: bool,
+        store: RunStore | None = None,
+    ):
         self.ref = ref
         self.tables = tables
         self.manifest = manifest
         self.reused = reused
+        self.store = store
 
     @property
     def fingerprint(self) -> str:
         return self.manifest["output_fingerprint"]
 
     def __getitem__(self, name: str) -> pa.Table:
+        if name not in self.tables and self.store is not None and name in self.manifest.get("rows", {}):
+            self.tables[name] = self.store.read_step(self.ref, name)
         return self.tables[name]
+
+    def urls(self, name: str) -> list[str]:
+        """The files holding table `name`, for workers to read (a step computed in the driver has one)."""
+        if self.store is None:
+            raise ValueError(f"step {self.ref.rel} has no store to read {name!r} from")
+        return self.store.step_urls(self.ref, name)
 
 
 def run_step(
@@ -62,6 +81,33 @@ def run_step(
     manifest = ctx.store.write_step(ref, tables, ctx.config_hash, fingerprint, extra | {"seconds": seconds})
     notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
     return StepResult(ref, tables, manifest, reused=False)
+
+
+def run_block_step(
+    ctx: StepHost,
+    ref: StepRef,
+    inputs: list[str],
+    stream: Callable[[str], tuple[dict[str, list[dict]], dict]],
+    sort_by: dict[str, str] | None = None,
+) -> StepResult:
+    """Like run_step, for a step whose workers write its tables (engine/block_files.py): `stream(step_url)`
+    returns (block records per table, extra manifest fields); the driver holds no table of it. `sort_by`:
+    the column each table is read back sorted by (RunStore.write_block_step)."""
+    fingerprint = fingerprint_of(ref.rel, *inputs)
+    notify = ctx.on_step or (lambda *_: None)
+    if ctx.store.is_done(ref, ctx.config_hash, fingerprint):
+        manifest = ctx.store.manifest(ref)
+        notify(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
+        return StepResult(ref, {}, manifest, reused=True, store=ctx.store)
+    notify(ref.rel, "start", {})
+    started = time.monotonic()
+    ctx.store.invalidate(ref)
+    files, extra = stream(ctx.store.url_for(ref.rel))
+    seconds = round(time.monotonic() - started, 2)
+    extra |= {"seconds": seconds}
+    manifest = ctx.store.write_block_step(ref, files, ctx.config_hash, fingerprint, extra, sort_by)
+    notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
+    return StepResult(ref, {}, manifest, reused=False, store=ctx.store)
 
 
 def _counts(manifest: dict) -> dict:

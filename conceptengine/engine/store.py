@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from conceptengine.engine.checkpoints import COMPLETE, is_remote, local_mirror, mark_complete
 
 MANIFEST = "_SUCCESS.json"
+PART_PREFIX = "part-"  # block files of a step its workers wrote (engine/block_files.py)
 
 
 @dataclass(frozen=True)
@@ -177,29 +178,95 @@ class RunStore:
         extra: dict | None = None,
     ) -> dict:
         """Write each named table as `<name>.parquet`, then the manifest. Returns the manifest."""
-        step_dir = self.path(ref.rel)
-        if self.fs.exists(posixpath.join(step_dir, MANIFEST)):
-            with self._writing(posixpath.join(ref.rel, MANIFEST)):
-                self.fs.rm(posixpath.join(step_dir, MANIFEST))  # redoing a step invalidates it first
+        self.invalidate(ref)
         rows = {}
         for name, table in tables.items():
             self.write_parquet(posixpath.join(ref.rel, f"{name}.parquet"), table)
             rows[name] = table.num_rows
+        return self._write_manifest(ref, rows, config_hash, fingerprint, extra)
+
+    def invalidate(self, ref: StepRef) -> None:
+        """Redoing a step removes its manifest first: until the new one is written the step is not done."""
+        manifest = self.path(ref.rel, MANIFEST)
+        if self.fs.exists(manifest):
+            with self._writing(posixpath.join(ref.rel, MANIFEST)):
+                self.fs.rm(manifest)
+
+    def write_block_step(
+        self,
+        ref: StepRef,
+        files: dict[str, list[dict]],
+        config_hash: str,
+        fingerprint: str,
+        extra: dict | None = None,
+        sort_by: dict[str, str] | None = None,
+    ) -> dict:
+        """Finish a step whose tables the workers wrote as block files (engine/block_files.py; `files`: per
+        table, the records its write tasks returned): the manifest lists them, then every block file of
+        the step it does not list (an earlier, crashed attempt's) is deleted. Returns the manifest.
+        `sort_by`: per table, the column a whole-table read is sorted by (which rows share a block file is
+        the cluster's business, so only a sorted read is reproducible)."""
+        rows = {name: sum(f["rows"] for f in records) for name, records in files.items()}
+        listed = {name: sorted(f["file"] for f in records) for name, records in files.items()}
+        lists = {
+            name: {col: sum(f["lists"].get(col, 0) for f in records) for col in records[0]["lists"]}
+            for name, records in files.items()
+            if records and records[0]["lists"]
+        }
+        extra = (extra or {}) | ({"list_lengths": lists} if lists else {})
+        manifest = self._write_manifest(ref, rows, config_hash, fingerprint, extra, listed, sort_by)
+        keep = {self.path(ref.rel, f) for names in listed.values() for f in names}
+        for name in files:
+            for stale in self.fs.glob(self.path(ref.rel, name, f"{PART_PREFIX}*")):
+                if stale not in keep:
+                    self._discard(stale)
+        return manifest
+
+    def _write_manifest(
+        self,
+        ref: StepRef,
+        rows: dict[str, int],
+        config_hash: str,
+        fingerprint: str,
+        extra: dict | None,
+        files: dict[str, list[str]] | None = None,
+        sort_by: dict[str, str] | None = None,
+    ) -> dict:
         manifest = {
             "round": ref.round,
             "step": ref.step,
             "rows": rows,
             "config_hash": config_hash,
             "input_fingerprint": fingerprint,
-            "output_fingerprint": fingerprint_of(ref.rel, fingerprint, rows, extra or {}),
+            # Block files are named by content, so listing them makes the fingerprint follow the data.
+            "output_fingerprint": fingerprint_of(ref.rel, fingerprint, rows, extra or {}, files or {}),
+            **({"files": files} if files else {}),
+            **({"sort_by": sort_by} if sort_by else {}),
             **({"extra": extra} if extra else {}),
         }
         self.write_json(posixpath.join(ref.rel, MANIFEST), manifest)
         return manifest
 
-    def read_step(self, ref: StepRef, name: str) -> pa.Table:
-        with self.fs.open(self.path(ref.rel, f"{name}.parquet"), "rb") as f:
-            return pq.read_table(f)
+    def step_urls(self, ref: StepRef, name: str) -> list[str]:
+        """The files that hold table `name` of a finished step, as URLs any worker can open: the block
+        files its manifest lists, or its one `<name>.parquet`."""
+        listed = (self.manifest(ref) or {}).get("files", {}).get(name)
+        if listed is None:
+            return [self.url_for(ref.rel, f"{name}.parquet")]
+        return [self.url_for(ref.rel, f) for f in listed]
+
+    def read_step(self, ref: StepRef, name: str, columns: list[str] | None = None) -> pa.Table:
+        """Table `name` of a finished step (only `columns`, when given), whole: for the driver's own steps and
+        for readers of small runs."""
+        tables = []
+        for url in self.step_urls(ref, name):
+            with fsspec.open(url, "rb") as f:
+                tables.append(pq.read_table(f, columns=columns))
+        table = pa.concat_tables(tables, promote_options="default")
+        key = (self.manifest(ref) or {}).get("sort_by", {}).get(name)
+        if key is None or key not in table.column_names or not table.num_rows:
+            return table
+        return table.sort_by([(key, "ascending")])
 
     def write_parquet(self, rel: str, table: pa.Table) -> None:
         with self.open_atomic(rel) as f:

@@ -56,6 +56,13 @@ PROPOSALS = pa.schema(
     ]
 )
 
+# AI_VERIFY's output: PROPOSALS plus per mask MV's choice probabilities, per pair EV's, and the verifiers'
+# versions.
+MV_PROBS = pa.list_(pa.list_(pa.float32()))
+EV_PROBS = pa.list_(pa.float32())
+OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
+VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
+
 VERDICTS = pa.schema(
     [
         ("subject_id", pa.string()),  # instance_id for mv, pair_id for ev / correction
@@ -90,10 +97,15 @@ ANNOTATIONS = pa.schema(
 GOLD = pa.schema(list(ANNOTATIONS) + [pa.field("domain", pa.string())])
 
 
+# The same selections as expressions, for workers that filter blocks (engine/block_files.py).
+FAILED = pc.field("error").is_valid()
+HEALTHY = pc.field("error").is_null()
+
+
 def failed_rows(table: pa.Table) -> pa.Table:
     """Rows a stage gave an `error` (they are quarantined, never passed on)."""
-    return table.filter(pc.invert(pc.is_null(table["error"])))
+    return table.filter(FAILED)
 
 
 def healthy_rows(table: pa.Table) -> pa.Table:
-    return table.filter(pc.is_null(table["error"]))
+    return table.filter(HEALTHY)

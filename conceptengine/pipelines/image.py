@@ -69,7 +69,7 @@ def summarize(r: int, steps: list[StepResult]) -> RoundSummary:
         "round": r,
         "pairs_positive": len(origin) - negative,
         "pairs_negative": negative,
-        "masks_proposed": sum(len(m) for m in proposals["proposals"]["masks"].to_pylist()),
+        "masks_proposed": _masks_proposed(proposals),
         "errors": proposals.manifest.get("extra", {}).get("errors", 0),
         # The round's retrained candidate: its gold cgF1 and whether it was promoted (the promote step
         # fills both); null in a round without a retrain.
@@ -80,3 +80,11 @@ def summarize(r: int, steps: list[StepResult]) -> RoundSummary:
         extra = step.manifest.get("extra", {})
         summary |= {k: extra[k] for k in MEASURED_FIELDS if k in extra}  # type: ignore[misc]
     return summary
+
+
+def _masks_proposed(proposals: StepResult) -> int:
+    """Counted by the workers that wrote the proposals (a run from before block steps: read them)."""
+    lengths = proposals.manifest.get("extra", {}).get("list_lengths")
+    if lengths:
+        return lengths["proposals"]["masks"]
+    return sum(len(m) for m in proposals["proposals"]["masks"].to_pylist())

@@ -7,15 +7,14 @@ from typing import Any
 
 from conceptengine.config import VerifierConfig
 from conceptengine.engine.round_steps import Step
-from conceptengine.engine.runner import run_stage
+from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
-from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.steps import StepResult, run_block_step
 from conceptengine.engine.store import StepRef
-from conceptengine.engine.tables import healthy_rows
+from conceptengine.engine.tables import HEALTHY, VERIFIED
 from conceptengine.round.context import RunContext, resolve
 from conceptengine.round.retrain_verifiers import verifiers_at_start_of
 from conceptengine.verifiers.settings import VerificationSettings
-from conceptengine.verifiers.stage import VERIFIED
 
 
 def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> dict[str, Any]:
@@ -39,11 +38,16 @@ def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
         params |= {"model_path": current["mv"], "ev_model_path": current["ev"]}
         checkpoints = [current["mv"], current["ev"]]
 
-    def compute():
-        healthy = healthy_rows(proposals["proposals"])
-        out = run_stage(ctx.runner, get_stage("ai_verify"), cfg.stage, params, healthy, "pair_id", VERIFIED)
-        return {"verified": out}, {"verifiers": checkpoints}
+    def stream(step_url: str):
+        chain = [Link(get_stage("ai_verify"), cfg.stage, params)]
+        sources = proposals.urls("proposals")
+        files = ctx.runner.stream_chain(chain, sources, step_url, {"verified": None}, VERIFIED, HEALTHY)
+        return files, {"verifiers": checkpoints}
 
-    return run_step(
-        ctx, StepRef(r, Step.AI_VERIFY), [proposals.fingerprint, *checkpoints], ["verified"], compute
+    return run_block_step(
+        ctx,
+        StepRef(r, Step.AI_VERIFY),
+        [proposals.fingerprint, *checkpoints],
+        stream,
+        sort_by={"verified": "pair_id"},
     )

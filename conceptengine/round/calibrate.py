@@ -30,7 +30,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
@@ -125,22 +124,17 @@ def _inputs(ctx: RunContext, r: int) -> list[tuple[StepRef, str]]:
     return found
 
 
-def _read(ctx: RunContext, ref: StepRef, name: str, columns: list[str] | None) -> pa.Table:
-    with ctx.store.fs.open(ctx.store.path(ref.rel, f"{name}.parquet"), "rb") as f:
-        return pq.read_table(f, columns=columns)
-
-
 def gather(ctx: RunContext, r: int) -> pa.Table:
     """All calibration items of rounds before r (every verifier version; the caller filters)."""
     refs = [ref for ref, _ in _inputs(ctx, r)]
     if not refs:
         return DATA.empty_table()
     routed = pa.concat_tables(
-        [_read(ctx, ref, "routed", ROUTED_COLUMNS) for ref in refs if ref.step == Step.ROUTE]
+        [ctx.store.read_step(ref, "routed", ROUTED_COLUMNS) for ref in refs if ref.step == Step.ROUTE]
     )
     verdicts = pa.concat_tables(
         [
-            _read(ctx, ref, "verdicts", ["task", "subject_id", "choice"])
+            ctx.store.read_step(ref, "verdicts", ["task", "subject_id", "choice"])
             for ref in refs
             if ref.step == Step.HUMAN_REVIEW
         ]

@@ -17,8 +17,9 @@ from conceptengine.engine.media import read_bytes
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import RunStore, StepRef
-from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
+from conceptengine.engine.tables import VERDICTS
 from conceptengine.review.answers import EV_CHOICES, MV_CHOICES
+from conceptengine.round.annotations import build_annotations
 from conceptengine.round.context import RunContext
 
 SHARD_MAX_IMAGES = 1000
@@ -48,35 +49,6 @@ def _verdict(subject, pair, task, annotator, choices, probs, r) -> dict:
         "seconds": 0.0,
         "round": r,
     }
-
-
-def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table:
-    by_pair = {row["pair_id"]: row for row in routed.to_pylist()}
-    rows = []
-    for d in decisions.to_pylist():
-        if d["ev_outcome"] == "flagged":
-            continue  # the NP was flagged as bad/ungroundable: not a training pair
-        p = by_pair[d["pair_id"]]
-        provenance = (
-            "corrected" if d["ev_outcome"] == "corrected" else ("human" if d["human_touched"] else "auto")
-        )
-        rows.append(
-            {
-                "pair_id": p["pair_id"],
-                "media_id": p["media_id"],
-                "uri": p["uri"],
-                "width": p["width"],
-                "height": p["height"],
-                "noun_phrase": p["noun_phrase"],
-                "masks": d["masks"],
-                "is_exhaustive": True,
-                "is_negative": len(d["masks"]) == 0,
-                "provenance": provenance,
-                "round": r,
-            }
-        )
-    table = pa.Table.from_pylist(rows, schema=ANNOTATIONS)
-    return table.sort_by([("pair_id", "ascending")]) if table.num_rows else table
 
 
 def committed_shards(store: RunStore, up_to_round: int | None = None) -> list[str]:

@@ -21,21 +21,13 @@ from conceptengine.engine import ids, rle
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.steps import StepResult, run_step
 from conceptengine.engine.store import StepRef
-from conceptengine.engine.tables import MASK, VERDICTS
+from conceptengine.engine.tables import VERDICTS
 from conceptengine.review.consensus import ADJUDICATE, CONSENSUS_KINDS, agreement, final_answer
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.types import AnswerRow, TaskSpec
+from conceptengine.round.annotations import DECISIONS
 from conceptengine.round.context import RunContext
 from conceptengine.round.reviewers import drain
-
-DECISIONS = pa.schema(
-    [
-        ("pair_id", pa.string()),
-        ("masks", pa.list_(MASK)),  # the pair's final masks after MV and correction
-        ("ev_outcome", pa.string()),  # accept | corrected | flagged (EV said the NP itself is bad)
-        ("human_touched", pa.bool_()),
-    ]
-)
 
 EV_NEEDS_CORRECTION = {"Reject", "Reject but unseparated"}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
-from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.steps import StepResult, run_block_step
 from conceptengine.engine.store import StepRef
-from conceptengine.engine.tables import PROPOSALS, failed_rows
+from conceptengine.engine.tables import FAILED, PROPOSALS
 from conceptengine.model.proposal_settings import MaskProposalSettings
 from conceptengine.round.context import RunContext
 from conceptengine.round.registry import ModelVersion
@@ -23,16 +23,17 @@ def propose_masks(ctx: RunContext, r: int, pairs: StepResult, version: ModelVers
         Link(get_stage("propose_masks"), cfg.stage, params),
     ]
 
-    def compute():
-        # An image's NPs in one batch: its vision features are computed once (pair_id breaks ties).
-        by_media = pairs["pairs"].sort_by([("media_id", "ascending"), ("pair_id", "ascending")])
-        out = ctx.runner.run_chain(chain, by_media, "pair_id", PROPOSALS)
-        return {"proposals": out, "quarantine": failed_rows(out)}, {"errors": failed_rows(out).num_rows}
+    def stream(step_url: str):
+        # The workers read propose_nps' block files, where an image's NPs are next to each other, so a batch
+        # computes an image's vision features once for all its NPs.
+        outputs = {"proposals": None, "quarantine": FAILED}
+        files = ctx.runner.stream_chain(chain, pairs.urls("pairs"), step_url, outputs, PROPOSALS)
+        return files, {"errors": sum(f["rows"] for f in files["quarantine"])}
 
-    return run_step(
+    return run_block_step(
         ctx,
         StepRef(r, Step.PROPOSE_MASKS),
         [pairs.fingerprint, version.key, version.path],
-        ["proposals", "quarantine"],
-        compute,
+        stream,
+        sort_by={"proposals": "pair_id", "quarantine": "pair_id"},
     )

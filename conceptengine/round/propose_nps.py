@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import posixpath
 from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from conceptengine.engine.block_files import write_block
 from conceptengine.engine.round_steps import Step
-from conceptengine.engine.runner import run_stage
+from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
-from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.steps import StepResult, run_block_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PAIRS
 from conceptengine.ontology.captioner import CaptionerFactory
@@ -50,8 +52,18 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
         "seed": ctx.cfg.seed,
     }
 
-    def compute():
-        pairs = run_stage(ctx.runner, get_stage("propose_nps"), cfg.stage, params, chosen, "pair_id", PAIRS)
-        return {"pairs": pairs}, {"images": chosen.num_rows}
+    def stream(step_url: str):
+        # The round's selection is the step's first table; the workers read it and write the pairs.
+        selection = write_block(step_url, "media", chosen, keep_empty=True)
+        source = posixpath.join(step_url, selection["file"])
+        chain = [Link(get_stage("propose_nps"), cfg.stage, params)]
+        files = ctx.runner.stream_chain(chain, [source], step_url, {"pairs": None}, PAIRS)
+        return files | {"media": [selection]}, {"images": chosen.num_rows}
 
-    return run_step(ctx, StepRef(r, Step.PROPOSE_NPS), [media.fingerprint], ["pairs"], compute)
+    return run_block_step(
+        ctx,
+        StepRef(r, Step.PROPOSE_NPS),
+        [media.fingerprint],
+        stream,
+        sort_by={"pairs": "pair_id", "media": "media_id"},
+    )

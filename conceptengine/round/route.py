@@ -3,27 +3,44 @@ each item is auto-accepted, auto-rejected or sent to humans."""
 
 from __future__ import annotations
 
+from conceptengine.engine.block_files import total_stats
 from conceptengine.engine.round_steps import Step
-from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.runner import Link
+from conceptengine.engine.steps import StepResult, run_block_step
 from conceptengine.engine.store import StepRef
 from conceptengine.round.calibrate import thresholds_of
 from conceptengine.round.context import RunContext
+from conceptengine.verifiers.route_stage import ROUTED, RouteStage
 from conceptengine.verifiers.routing import human_share, route_counts
-from conceptengine.verifiers.routing import route as route_table
 
 
 def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult) -> StepResult:
-    def compute():
-        cfg = ctx.cfg.routing
-        routed = route_table(
-            verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed, cfg.ev_scope
+    cfg = ctx.cfg.routing
+    params = {
+        "thresholds": thresholds_of(calibrated),
+        "audit_share": cfg.audit_share,
+        "seed": ctx.cfg.seed,
+        "ev_scope": cfg.ev_scope,
+    }
+
+    def stream(step_url: str):
+        # Routing is per row: the workers route the verified blocks, write them and count the routes; the
+        # driver adds up the counts.
+        chain = [Link(RouteStage, ctx.cfg.verifier.stage, params)]
+        sources = verified.urls("verified")
+        files = ctx.runner.stream_chain(
+            chain, sources, step_url, {"routed": None}, ROUTED, block_stats=route_counts
         )
-        per_task = route_counts(routed)
+        per_task = total_stats(files["routed"])
         # Items are masks (MV) plus pairs (EV): the unit the paper's "share humans see" counts.
         keys = ("auto_accepted", "auto_rejected", "to_human", "audited")
         totals = {k: per_task["mv"][k] + per_task["ev"][k] for k in keys}
-        return {"routed": routed}, totals | {"human_share": human_share(per_task), "routing": per_task}
+        return files, totals | {"human_share": human_share(per_task), "routing": per_task}
 
-    return run_step(
-        ctx, StepRef(r, Step.ROUTE), [verified.fingerprint, calibrated.fingerprint], ["routed"], compute
+    return run_block_step(
+        ctx,
+        StepRef(r, Step.ROUTE),
+        [verified.fingerprint, calibrated.fingerprint],
+        stream,
+        sort_by={"routed": "pair_id"},
     )

@@ -21,17 +21,12 @@ import pyarrow as pa
 from conceptengine.engine.checkpoints import local_checkpoint
 from conceptengine.engine.media import check_size, load_rgb
 from conceptengine.engine.stage import Stage, StageConfig, parse_params, register
-from conceptengine.engine.tables import PROPOSALS
+from conceptengine.engine.tables import OUTPUT_FIELDS, PROPOSALS, VERIFIED
 from conceptengine.verifiers.backend import VerifierBackend
 from conceptengine.verifiers.backend_factory import make_backend
 from conceptengine.verifiers.retry import ServerUnusable
 from conceptengine.verifiers.settings import AIVerifyParams
 from conceptengine.verifiers.verify import Request, exhaustivity_verifier, mask_verifier
-
-MV_PROBS = pa.list_(pa.list_(pa.float32()))
-EV_PROBS = pa.list_(pa.float32())
-OUTPUT_FIELDS = [("mv_probs", MV_PROBS), ("ev_probs", EV_PROBS), ("verifier_version", pa.string())]
-VERIFIED = pa.schema(list(PROPOSALS) + [pa.field(n, t) for n, t in OUTPUT_FIELDS])
 
 
 @register

@@ -3,8 +3,6 @@
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from conceptengine.config import load_config
 from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.image import run_round
@@ -57,7 +55,7 @@ def test_each_round_trains_a_candidate_and_promotes_only_on_gold_improvement(shi
 
     # Round 2 proposed with whatever was promoted after round 1, and every mask says which version.
     expected = promoted_at_start_of(ctx, 2)
-    proposals = pq.read_table(run_dir / "round-0002" / "propose_masks" / "proposals.parquet")
+    proposals = ctx.store.read_step(StepRef(2, "propose_masks"), "proposals")
     versions = {v for v in proposals["model_version"].to_pylist() if v is not None}
     assert versions and all(v.startswith(Path(expected.path).name + "@") for v in versions)
     registry = json.loads((run_dir / "models" / "registry.json").read_text())
