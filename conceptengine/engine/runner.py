@@ -33,7 +33,7 @@ from conceptengine.engine.block_files import (
 from conceptengine.engine.checkpoints import is_remote
 from conceptengine.engine.stage import Stage, StageConfig
 
-BATCHES_PER_BLOCK = 4
+BATCHES_PER_BLOCK = 16
 
 
 class ResourceConfigError(ValueError):
@@ -242,8 +242,18 @@ class RayRunner:
 
 
 def _mapped(ds: ray.data.Dataset, chain: list[Link]) -> ray.data.Dataset:
-    """Each link its own `map_batches` with its own actor pool and resources."""
+    """Each link its own `map_batches` with its own actor pool and resources (a light stage: tasks)."""
     for link in chain:
+        if link.stage_cls.runs_as_task:
+            ds = ds.map_batches(
+                _run_as_task,
+                fn_kwargs={"link": link},
+                batch_size=link.cfg.batch_size,
+                batch_format="pyarrow",
+                num_cpus=link.cfg.num_cpus,
+                concurrency=link.cfg.concurrency,
+            )
+            continue
         ds = ds.map_batches(
             _RayStageAdapter,
             fn_constructor_kwargs={"stage_cls": link.stage_cls, "cfg": link.cfg, "params": link.params},
@@ -301,6 +311,20 @@ class BlockFilesSink(Datasink):
 
     def on_write_complete(self, write_result) -> None:  # runs on the driver
         self.written = [r for records in write_result.write_returns for r in records]
+
+
+_TASK_STAGES: dict[str, Stage] = {}  # per worker process: the light stages it has set up, by link
+
+
+def _run_as_task(batch: pa.Table, link: Link) -> pa.Table:
+    key = link.stage_cls.name + repr(sorted(link.params.items())) + link.cfg.model_dump_json()
+    if key not in _TASK_STAGES:
+        if len(_TASK_STAGES) >= 16:
+            _TASK_STAGES.clear()  # a long-lived worker serves many rounds' thresholds: keep the recent ones
+        stage = link.stage_cls(link.cfg, **link.params)
+        stage.setup()
+        _TASK_STAGES[key] = stage
+    return _TASK_STAGES[key](batch)
 
 
 class _RayStageAdapter:

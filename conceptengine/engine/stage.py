@@ -32,6 +32,9 @@ class Stage(ABC):
     name: ClassVar[str]
     input_columns: ClassVar[tuple[str, ...]]
     output_columns: ClassVar[tuple[str, ...]]
+    # A light stage (no model, cheap setup) runs on Ray as tasks on Ray's pooled worker processes, each keeping
+    # one instance per params, instead of on an actor pool started for every step it serves.
+    runs_as_task: ClassVar[bool] = False
 
     def __init__(self, cfg: StageConfig, **params: Any):
         self.cfg = cfg

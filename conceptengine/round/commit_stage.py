@@ -21,6 +21,7 @@ class CommitAutomaticStage(Stage):
     name: ClassVar[str] = "commit_automatic"
     input_columns: ClassVar[tuple[str, ...]] = tuple(ROUTED.names)
     output_columns: ClassVar[tuple[str, ...]] = tuple(ANNOTATIONS.names)
+    runs_as_task: ClassVar[bool] = True
 
     def __init__(self, cfg: StageConfig, round: int, **params: Any):
         super().__init__(cfg, **params)

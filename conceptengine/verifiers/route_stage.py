@@ -21,6 +21,7 @@ class RouteStage(Stage):
     name: ClassVar[str] = "route"
     input_columns: ClassVar[tuple[str, ...]] = ("pair_id", *NEEDED)
     output_columns: ClassVar[tuple[str, ...]] = tuple(ROUTED.names)
+    runs_as_task: ClassVar[bool] = True
 
     def __init__(
         self,
