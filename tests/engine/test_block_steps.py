@@ -140,3 +140,27 @@ def test_reading_a_table_the_manifest_does_not_name_fails_clearly(tmp_path):
     result = _step(host, LocalRunner(), _sources(host.store, 1, 5))
     with pytest.raises(KeyError):
         result["missing"]
+
+
+@pytest.mark.slow
+def test_an_actor_killed_mid_block_step_is_restarted_and_every_row_is_written_once(tmp_path, ray_session):
+    from tests.engine.test_faults import OUT as TAGGED
+    from tests.engine.test_faults import DiesOnceStage
+
+    host = Host(str(tmp_path / "run"))
+    sources = _sources(host.store, 3, 40)
+    marker = tmp_path / "die"
+    marker.touch()
+    chain = [
+        Link(DiesOnceStage, StageConfig(batch_size=10, num_cpus=0.5, concurrency=1), {"marker": str(marker)})
+    ]
+
+    def stream(step_url):
+        return RayRunner().stream_chain(chain, sources, step_url, {"tagged": None}, TAGGED), {}
+
+    result = run_block_step(host, StepRef(1, "tagged"), ["inputs-v1"], stream, sort_by={"tagged": "i"})
+    dead = int(marker.with_suffix(".done").read_text())  # the actor did die, once
+    table = result["tagged"]
+    assert table["i"].to_pylist() == list(range(120))  # sorted on read: every row exactly once
+    assert dead not in set(table["pid"].to_pylist())  # its block was redone by the restarted actor
+    assert result.manifest["rows"] == {"tagged": 120}
