@@ -102,7 +102,8 @@ def run_block_step(
     notify(ref.rel, "start", {})
     started = time.monotonic()
     ctx.store.invalidate(ref)
-    files, extra = stream(ctx.store.url_for(ref.rel))
+    with ctx.store.writing(ref.rel):  # a full disk or read-only run dir on a worker: one clear error
+        files, extra = stream(ctx.store.url_for(ref.rel))
     seconds = round(time.monotonic() - started, 2)
     extra |= {"seconds": seconds}
     manifest = ctx.store.write_block_step(ref, files, ctx.config_hash, fingerprint, extra, sort_by)

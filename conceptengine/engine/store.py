@@ -121,7 +121,7 @@ class RunStore:
         temporary file is removed, and a storage failure becomes one RunStoreWriteError."""
         target = self.path(rel)
         tmp = target + ".tmp"
-        with self._writing(rel):
+        with self.writing(rel):
             try:
                 self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
                 with self.fs.open(tmp, mode) as f:
@@ -132,7 +132,9 @@ class RunStore:
                 raise
 
     @contextmanager
-    def _writing(self, rel: str) -> Iterator[None]:
+    def writing(self, rel: str) -> Iterator[None]:
+        """A storage failure (full disk, read-only mount, no permission) inside the block becomes one
+        RunStoreWriteError naming `rel` and the fix."""
         try:
             yield
         except OSError as exc:
@@ -189,7 +191,7 @@ class RunStore:
         """Redoing a step removes its manifest first: until the new one is written the step is not done."""
         manifest = self.path(ref.rel, MANIFEST)
         if self.fs.exists(manifest):
-            with self._writing(posixpath.join(ref.rel, MANIFEST)):
+            with self.writing(posixpath.join(ref.rel, MANIFEST)):
                 self.fs.rm(manifest)
 
     def write_block_step(

@@ -4,6 +4,7 @@ crashed attempt too, on local disk and on S3."""
 from __future__ import annotations
 
 import posixpath
+import subprocess
 import sys
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ from conceptengine.engine.block_files import write_block
 from conceptengine.engine.runner import Link, LocalRunner, RayRunner
 from conceptengine.engine.stage import Stage, StageConfig
 from conceptengine.engine.steps import run_block_step
-from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.store import RunStore, RunStoreWriteError, StepRef
 from tests.s3_server import local_s3
 
 OUT = pa.schema([("i", pa.int64()), ("square", pa.int64())])
@@ -164,3 +165,23 @@ def test_an_actor_killed_mid_block_step_is_restarted_and_every_row_is_written_on
     assert table["i"].to_pylist() == list(range(120))  # sorted on read: every row exactly once
     assert dead not in set(table["pid"].to_pylist())  # its block was redone by the restarted actor
     assert result.manifest["rows"] == {"tagged": 120}
+
+
+def test_a_block_step_on_a_run_dir_turned_read_only_fails_clearly_and_resumes(tmp_path):
+    point = tmp_path / "disk"
+    point.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "tmpfs", str(point)], capture_output=True, check=False
+    ).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        sources = _sources(RunStore(str(tmp_path / "inputs")), 2, 20)
+        host = Host(str(point / "run"))
+        host.store.write_json("run.json", {})
+        subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+        with pytest.raises(RunStoreWriteError, match="round-0001/squares: .*continue with --resume"):
+            _step(host, LocalRunner(), sources)
+        subprocess.run(["mount", "-o", "remount,rw", str(point)], check=True)
+        _check_every_row_once(_step(host, LocalRunner(), sources), 40)
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
