@@ -4,6 +4,8 @@ A chain lets a CPU stage feed a GPU stage without a round trip through storage: 
 own `map_batches` with its own actor pool and resources, and blocks stream from one pool to the next
 (so image decoding runs on CPU actors while the GPU actors only compute). Both runners give the same
 rows; the output is sorted by a key so results never depend on the order Ray's actors finish in.
+`stream_chain` does the same from files to files (block steps, engine/block_files.py): on Ray the rows never
+reach the caller.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class Link:
     stage_cls: type[Stage]
     cfg: StageConfig
     params: dict[str, Any] = field(default_factory=dict)
+
+
+def link_key(link: Link) -> str:
+    """Equal for links that build the same stage: a set-up instance can serve both."""
+    return link.stage_cls.name + repr(sorted(link.params.items())) + link.cfg.model_dump_json()
 
 
 class Runner(Protocol):
@@ -106,11 +113,11 @@ class LocalRunner:
     """Calls setup() once per stage instance and feeds each link batches of its own batch_size."""
 
     def __init__(self) -> None:
-        self._instances: dict[tuple[str, str], Stage] = {}
+        self._instances: dict[str, Stage] = {}
 
     def _instance(self, link: Link) -> Stage:
         # Reuse a stage across rounds while its params are unchanged: model weights load once per run.
-        key = (link.stage_cls.name, repr(sorted(link.params.items())) + link.cfg.model_dump_json())
+        key = link_key(link)
         if key not in self._instances:
             stage = link.stage_cls(link.cfg, **link.params)
             stage.setup()
@@ -317,7 +324,7 @@ _TASK_STAGES: dict[str, Stage] = {}  # per worker process: the light stages it h
 
 
 def _run_as_task(batch: pa.Table, link: Link) -> pa.Table:
-    key = link.stage_cls.name + repr(sorted(link.params.items())) + link.cfg.model_dump_json()
+    key = link_key(link)
     if key not in _TASK_STAGES:
         if len(_TASK_STAGES) >= 16:
             _TASK_STAGES.clear()  # a long-lived worker serves many rounds' thresholds: keep the recent ones
