@@ -31,7 +31,7 @@ def route(ctx: RunContext, r: int, verified: StepResult, calibrated: StepResult)
         files = ctx.runner.stream_chain(
             chain, sources, step_url, {"routed": None}, ROUTED, block_stats=route_counts
         )
-        per_task = total_stats(files["routed"])
+        per_task = total_stats(files["routed"]) or route_counts(ROUTED.empty_table())  # a round with no pairs
         # Items are masks (MV) plus pairs (EV): the unit the paper's "share humans see" counts.
         keys = ("auto_accepted", "auto_rejected", "to_human", "audited")
         totals = {k: per_task["mv"][k] + per_task["ev"][k] for k in keys}

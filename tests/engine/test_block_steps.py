@@ -117,10 +117,12 @@ def test_a_block_is_named_by_its_content_so_a_retried_write_task_rewrites_the_sa
     assert [p.name for p in (tmp_path / "squares").iterdir()] == [posixpath.basename(first["file"])]
 
 
-def test_a_step_with_no_rows_lists_one_empty_file_that_keeps_the_columns(tmp_path):
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_a_step_with_no_rows_lists_one_empty_file_that_keeps_the_columns(tmp_path, kind, request):
+    runner = LocalRunner() if kind == "local" else (request.getfixturevalue("ray_session") and RayRunner())
     host = Host(str(tmp_path / "run"))
     host.store.write_parquet("inputs/empty.parquet", pa.table({"i": pa.array([], pa.int64())}))
-    result = _step(host, LocalRunner(), [host.store.url_for("inputs", "empty.parquet")])
+    result = _step(host, runner, [host.store.url_for("inputs", "empty.parquet")])
     assert result["squares"].num_rows == 0 and result["squares"].schema.names == ["i", "square"]
     assert result.manifest["rows"] == {"squares": 0}
 
