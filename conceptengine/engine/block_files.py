@@ -18,12 +18,11 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conceptengine.engine.store import PART_PREFIX
+from conceptengine.engine.store import PART_PREFIX, RunStore
 
 # Ray Data bundles blocks up to this many rows per write task: fewer, larger files than one per batch.
 BLOCK_FILE_ROWS = 20_000
@@ -48,13 +47,8 @@ def write_block(step_url: str, name: str, table: pa.Table, keep_empty: bool = Fa
     pq.write_table(table, buffer)
     data = buffer.getvalue()
     rel = part_name(name, data)
-    fs, root = fsspec.core.url_to_fs(step_url)
-    target = posixpath.join(root, rel)
-    fs.makedirs(posixpath.dirname(target), exist_ok=True)
-    tmp = f"{target}.tmp"
-    with fs.open(tmp, "wb") as f:
+    with RunStore(step_url).open_atomic(rel) as f:
         f.write(data)
-    fs.mv(tmp, target)
     lists = {
         field.name: int(pc.sum(pc.list_value_length(table[field.name])).as_py() or 0)
         for field in table.schema
@@ -83,14 +77,16 @@ def write_outputs(
 def total_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The blocks' `stats` added up, nested dicts of numbers key by key."""
 
-    def add(a: dict, b: dict) -> dict:
-        return {k: add(a.get(k, {}), v) if isinstance(v, dict) else a.get(k, 0) + v for k, v in b.items()} | {
-            k: v for k, v in a.items() if k not in b
-        }
+    def add_into(total: dict, stats: dict) -> None:
+        for key, value in stats.items():
+            if isinstance(value, dict):
+                add_into(total.setdefault(key, {}), value)
+            else:
+                total[key] = total.get(key, 0) + value
 
     total: dict[str, Any] = {}
     for record in records:
-        total = add(total, record.get("stats", {}))
+        add_into(total, record.get("stats", {}))
     return total
 
 
