@@ -9,7 +9,9 @@ only the step's manifest. The chain:
                 1008 x 1008 image, taken from a bank encoded once with pycocotools: real RLE in size and form
   verification  STAND-IN for the MV / EV verifiers (FastScoreStage below): scores drawn from a hash of the ids
   routing       the engine's RouteStage, fixed thresholds
-  commit        the engine's CommitAutomaticStage: annotation rows of the pairs decided without a human
+  commit        the engine's CommitStage (no pair reviewed by people, as in a round whose every pair the
+                verifiers decided) and its annotation rows; the WebDataset shards are left out: the
+                stand-in pool has no image bytes to pack
 
 The baseline is the same five stages as one bare Ray Data pipeline (read_parquet, five map_batches on actor
 pools, write_parquet): no manifests, no block records, no step boundaries.
@@ -47,7 +49,8 @@ from conceptengine.engine.steps import run_block_step
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import ANNOTATIONS, MEDIA, PAIRS, PROPOSALS, VERIFIED
 from conceptengine.ontology.np_proposal import ProposeNPs
-from conceptengine.round.commit_stage import CommitAutomaticStage
+from conceptengine.round.annotations import annotation_rows
+from conceptengine.round.commit_stage import CommitStage
 from conceptengine.sim.taxonomy import shapes_graph
 from conceptengine.verifiers.choices import EV, MV
 from conceptengine.verifiers.route_stage import ROUTED, RouteStage
@@ -145,19 +148,20 @@ class FastScoreStage(Stage):
         return out
 
 
-def chain_links(ontology: str) -> list[tuple[str, Link, pa.Schema]]:
-    """(step, link, output schema) of the round's chain, in order."""
+def chain_links(ontology: str) -> list[tuple[str, Link, pa.Schema, Any]]:
+    """(step, link, output schema, what the step writes of its link's output: all, or a function of it) of
+    the round's chain, in order."""
     # Two half-CPU actors a step: the engine runs one step at a time, and a step may claim half the cluster.
     one = StageConfig(batch_size=256, num_cpus=0.5, concurrency=2)
     route = {"thresholds": THRESHOLDS, "audit_share": 0.1, "seed": 0, "ev_scope": "decided_masks"}
     nps = {"ontology_path": ontology, "ontology_guesses": True, "round": 1, "seed": 0}
     per_image = one.model_copy(update={"batch_size": one.batch_size // NPS_PER_IMAGE})  # rows are images here
     return [
-        ("propose_nps", Link(ProposeNPs, per_image, nps), PAIRS),
-        ("propose_masks", Link(FastMaskStage, one), PROPOSALS),
-        ("ai_verify", Link(FastScoreStage, one), VERIFIED),
-        ("route", Link(RouteStage, one, route), ROUTED),
-        ("commit", Link(CommitAutomaticStage, one, {"round": 1}), ANNOTATIONS),
+        ("propose_nps", Link(ProposeNPs, per_image, nps), PAIRS, None),
+        ("propose_masks", Link(FastMaskStage, one), PROPOSALS, None),
+        ("ai_verify", Link(FastScoreStage, one), VERIFIED, None),
+        ("route", Link(RouteStage, one, route), ROUTED, None),
+        ("commit", Link(CommitStage, one, {"round": 1}), ANNOTATIONS, annotation_rows),
     ]
 
 
@@ -197,10 +201,10 @@ def run_engine(pool_url: str, run_url: str, links) -> int:
     fs, root = fsspec.core.url_to_fs(pool_url)
     sources = [fs.unstrip_protocol(p) for p in sorted(fs.glob(f"{root}/*.parquet"))]
     previous = "pool"
-    for step, link, schema in links:
+    for step, link, schema, keep in links:
 
-        def stream(step_url, link=link, schema=schema, sources=sources, step=step):
-            return runner.stream_chain([link], sources, step_url, {step: None}, schema), {}
+        def stream(step_url, link=link, schema=schema, sources=sources, step=step, keep=keep):
+            return runner.stream_chain([link], sources, step_url, {step: keep}, schema), {}
 
         result = run_block_step(host, StepRef(1, step), [previous], stream)
         sources, previous = result.urls(step), result.fingerprint
@@ -217,7 +221,7 @@ def run_bare(pool_url: str, out_dir: str, links) -> int:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.read_parquet(pool_url)
-    for _, link, _ in links:
+    for _, link, _, keep in links:
         ds = ds.map_batches(
             _RayStageAdapter,
             fn_constructor_kwargs={"stage_cls": link.stage_cls, "cfg": link.cfg, "params": link.params},
@@ -226,6 +230,8 @@ def run_bare(pool_url: str, out_dir: str, links) -> int:
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=0.2,
         )
+        if keep is not None:
+            ds = ds.map_batches(keep, batch_format="pyarrow", batch_size=None)
     ds.write_parquet(out_dir)
     return sum(pq.read_metadata(p).num_rows for p in Path(out_dir).glob("*.parquet"))
 

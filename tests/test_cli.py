@@ -36,7 +36,7 @@ def test_demo_then_status_and_exports(tmp_path):
     assert result.exit_code == 0, result.output
     assert "RENDERED domain" in result.output
     assert "cgF1" in result.output and "recall" in result.output
-    assert (ws / "demo.yaml").exists() and (ws / "run" / "annotations").exists()
+    assert (ws / "demo.yaml").exists() and (ws / "run" / "round-0001" / "commit" / "annotations").exists()
 
     status = runner.invoke(app, ["status", str(ws / "run")])
     assert status.exit_code == 0 and "round 2: complete" in status.output

@@ -33,7 +33,10 @@ def part_name(name: str, data: bytes) -> str:
     return posixpath.join(name, f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}.parquet")
 
 
-Outputs = dict[str, pc.Expression | None]  # table name -> the rows it keeps (None: every row)
+# Table name -> what it keeps of a chain's output block: the rows a filter passes, every row (None), or the
+# table a function makes of the block (a module-level function: Ray ships it to the write tasks).
+Outputs = dict[str, pc.Expression | Callable[[pa.Table], pa.Table] | None]
+Schemas = pa.Schema | dict[str, pa.Schema]  # one for every output table, or one per table
 
 
 def write_block(step_url: str, name: str, table: pa.Table, keep_empty: bool = False) -> dict[str, Any] | None:
@@ -67,11 +70,17 @@ def write_outputs(
     table's record also carries `stats(block)` (see `total_stats`)."""
     records = []
     for name, keep in outputs.items():
-        record = write_block(step_url, name, table if keep is None else table.filter(keep))
+        record = write_block(step_url, name, _kept(table, keep))
         if record and stats is not None and not records:
             record["stats"] = stats(table)
         records += [record] if record else []
     return records
+
+
+def _kept(table: pa.Table, keep: pc.Expression | Callable[[pa.Table], pa.Table] | None) -> pa.Table:
+    if keep is None:
+        return table
+    return table.filter(keep) if isinstance(keep, pc.Expression) else keep(table)
 
 
 def total_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,7 +99,7 @@ def total_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def by_table(records: list[dict[str, Any]], outputs: Outputs, step_url: str, schema: pa.Schema) -> dict:
+def by_table(records: list[dict[str, Any]], outputs: Outputs, step_url: str, schemas: Schemas) -> dict:
     """Records grouped per output table; a table no block had rows for lists one empty file, so its readers
     still get its columns."""
     grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in outputs}
@@ -98,5 +107,6 @@ def by_table(records: list[dict[str, Any]], outputs: Outputs, step_url: str, sch
         grouped[record["table"]].append(record)
     for name, found in grouped.items():
         if not found:
+            schema = schemas[name] if isinstance(schemas, dict) else schemas
             found.append(write_block(step_url, name, schema.empty_table(), keep_empty=True))
     return grouped

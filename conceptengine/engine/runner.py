@@ -4,14 +4,18 @@ A chain lets a CPU stage feed a GPU stage without a round trip through storage: 
 own `map_batches` with its own actor pool and resources, and blocks stream from one pool to the next
 (so image decoding runs on CPU actors while the GPU actors only compute). Both runners give the same
 rows; the output is sorted by a key so results never depend on the order Ray's actors finish in.
-`stream_chain` does the same from files to files (block steps, engine/block_files.py): on Ray the rows never
-reach the caller.
+`stream_chain` does the same from files to files (block steps, engine/block_files.py), and `stream_groups`
+writes files of whole groups of rows (a commit's WebDataset shards: one sample per image): on Ray the rows
+never reach the caller.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +33,7 @@ from conceptengine.engine.block_files import (
     BLOCK_FILE_ROWS,
     BlockStats,
     Outputs,
+    Schemas,
     by_table,
     write_outputs,
 )
@@ -67,7 +72,7 @@ class Runner(Protocol):
         sources: list[str],
         step_url: str,
         outputs: Outputs,
-        output_schema: pa.Schema,
+        output_schema: Schemas,
         source_filter: pc.Expression | None = None,
         block_stats: BlockStats | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
@@ -76,6 +81,19 @@ class Runner(Protocol):
         (engine/block_files.py); returns each table's block records for the step's manifest, the first
         table's with `block_stats` of each output block (block_files.total_stats adds them up). No row
         passes through the caller."""
+        ...
+
+    def stream_groups(
+        self,
+        sources: list[str],
+        key: str,
+        to_row: Callable[[pa.Table], pa.Table],
+        write: Callable[[pa.Table], list[dict[str, Any]]],
+        rows_per_write: int,
+    ) -> list[dict[str, Any]]:
+        """Group the rows of the Parquet files at `sources` by column `key`; `to_row(group)` makes one row of
+        a group's rows, and `write(rows)` writes about `rows_per_write` of those at a time and returns the
+        records of its files, which this returns. No row passes through the caller."""
         ...
 
     def run_workers(
@@ -142,13 +160,21 @@ class LocalRunner:
         """One source file at a time, one block file out per source file: memory holds one file's rows."""
         written = []
         for url in sources:
-            with fsspec.open(url, "rb") as f:
-                table = pq.read_table(f)
+            table = _read(url)
             if source_filter is not None:
                 table = table.filter(source_filter)
             if table.num_rows:
                 written += write_outputs(step_url, outputs, self._mapped(chain, table), block_stats)
         return by_table(written, outputs, step_url, output_schema)
+
+    def stream_groups(self, sources, key, to_row, write, rows_per_write):
+        """All the sources in memory at once: a laptop's round."""
+        table = _sorted(pa.concat_tables([_read(url) for url in sources], promote_options="default"), key)
+        keys = table[key].to_pylist()
+        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]] + [len(keys)]
+        rows = [to_row(table.slice(a, b - a)) for a, b in itertools.pairwise(starts)]
+        chunks = [pa.concat_tables(rows[k : k + rows_per_write]) for k in range(0, len(rows), rows_per_write)]
+        return [record for chunk in chunks for record in write(chunk)]
 
     def run_workers(
         self, worker_cls: type, kwargs: list[dict[str, Any]], method: str, *args: Any
@@ -211,9 +237,22 @@ class RayRunner:
             ds = ds.map_batches(
                 _keep, fn_kwargs={"keep": source_filter}, batch_format="pyarrow", batch_size=None
             )
-        sink = BlockFilesSink(step_url, outputs, block_stats, rows_per_file)
+        sink = RecordsSink(
+            functools.partial(write_outputs, step_url, outputs, stats=block_stats), rows_per_file
+        )
         _mapped(ds, chain).write_datasink(sink)
         return by_table(sink.written, outputs, step_url, output_schema)
+
+    def stream_groups(self, sources, key, to_row, write, rows_per_write):
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        paths, filesystem = arrow_filesystem(sources)
+        grouped = ray.data.read_parquet(paths, filesystem=filesystem).groupby(key)
+        # One row per group, so blocks can be split and joined freely: each write gets `rows_per_write` groups
+        # (a shuffle's partitions are many and small).
+        rows = grouped.map_groups(to_row, batch_format="pyarrow")
+        sink = RecordsSink(write, rows_per_write)
+        rows.repartition(target_num_rows_per_block=rows_per_write).write_datasink(sink)
+        return sink.written
 
     def _check_chain_fits(self, chain: list[Link]) -> None:
         """Actor pools that claim more than half the cluster's CPUs leave Ray Data's scheduler no budget to
@@ -287,20 +326,20 @@ def arrow_filesystem(urls: list[str]) -> tuple[list[str], pafs.FileSystem | None
     return paths, (pafs.PyFileSystem(pafs.FSSpecHandler(fs)) if is_remote(urls[0]) else None)
 
 
-class BlockFilesSink(Datasink):
-    """Ray Data sink: each write task uploads its blocks as one file per output table (`write_outputs`); the
-    driver receives the records only, in `written`, once every task has finished."""
+def _read(url: str) -> pa.Table:
+    with fsspec.open(url, "rb") as f:
+        return pq.read_table(f)
+
+
+class RecordsSink(Datasink):
+    """Ray Data sink: each write task hands its blocks, as one table, to `write` (e.g. `write_outputs`: one
+    file per output table), which returns records of what it wrote; the driver receives the records only,
+    in `written`, once every task has finished."""
 
     def __init__(
-        self,
-        step_url: str,
-        outputs: Outputs,
-        stats: BlockStats | None = None,
-        rows_per_file: int = BLOCK_FILE_ROWS,
+        self, write: Callable[[pa.Table], list[dict[str, Any]]], rows_per_file: int = BLOCK_FILE_ROWS
     ):
-        self.step_url = step_url
-        self.outputs = outputs
-        self.stats = stats
+        self._write = write
         self.rows_per_file = rows_per_file
         self.written: list[dict[str, Any]] = []
 
@@ -313,8 +352,7 @@ class BlockFilesSink(Datasink):
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return []
-        table = pa.concat_tables(tables, promote_options="default")
-        return write_outputs(self.step_url, self.outputs, table, self.stats)
+        return self._write(pa.concat_tables(tables, promote_options="default"))
 
     def on_write_complete(self, write_result) -> None:  # runs on the driver
         self.written = [r for records in write_result.write_returns for r in records]

@@ -49,6 +49,14 @@ class StepResult:
             self.tables[name] = self.store.read_step(self.ref, name)
         return self.tables[name]
 
+    def read(self, name: str, where: Callable[[pa.Table], pa.Array]) -> pa.Table:
+        """Only the rows of table `name` that `where` marks: from memory when the table is there, else from the
+        store file by file (RunStore.read_step), never holding the whole table."""
+        if name in self.tables or self.store is None:
+            table = self[name]
+            return table.filter(where(table))
+        return self.store.read_step(self.ref, name, where=where)
+
     def urls(self, name: str) -> list[str]:
         """The files holding table `name`, for workers to read (a step computed in the driver has one)."""
         if self.store is None:
@@ -70,7 +78,7 @@ def run_step(
         tables = {n: ctx.store.read_step(ref, n) for n in names}
         manifest = ctx.store.manifest(ref)
         notify(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
-        return StepResult(ref, tables, manifest, reused=True)
+        return StepResult(ref, tables, manifest, reused=True, store=ctx.store)
     notify(ref.rel, "start", {})
     started = time.monotonic()
     tables, extra = compute()
@@ -80,7 +88,7 @@ def run_step(
     seconds = round(time.monotonic() - started, 2)
     manifest = ctx.store.write_step(ref, tables, ctx.config_hash, fingerprint, extra | {"seconds": seconds})
     notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
-    return StepResult(ref, tables, manifest, reused=False)
+    return StepResult(ref, tables, manifest, reused=False, store=ctx.store)
 
 
 def run_block_step(

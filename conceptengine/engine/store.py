@@ -13,7 +13,7 @@ import hashlib
 import json
 import posixpath
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,38 +257,36 @@ class RunStore:
             return [self.url_for(ref.rel, f"{name}.parquet")]
         return [self.url_for(ref.rel, f) for f in listed]
 
-    def read_step(self, ref: StepRef, name: str, columns: list[str] | None = None) -> pa.Table:
-        """Table `name` of a finished step (only `columns`, when given), whole: for the driver's own steps and
-        for readers of small runs."""
+    def read_step(
+        self,
+        ref: StepRef,
+        name: str,
+        columns: list[str] | None = None,
+        where: Callable[[pa.Table], pa.Array] | None = None,
+    ) -> pa.Table:
+        """Table `name` of a finished step (only `columns`, when given; only the rows `where` marks, file by
+        file, when given): for the driver's own steps, for readers of small runs and for the few rows of a
+        large step the driver needs (e.g. the pairs people must review)."""
         tables = []
         for url in self.step_urls(ref, name):
             with fsspec.open(url, "rb") as f:
-                tables.append(pq.read_table(f, columns=columns))
+                table = pq.read_table(f, columns=columns)
+            tables.append(table if where is None else table.filter(where(table)))
         table = pa.concat_tables(tables, promote_options="default")
         key = (self.manifest(ref) or {}).get("sort_by", {}).get(name)
         if key is None or key not in table.column_names or not table.num_rows:
             return table
         return table.sort_by([(key, "ascending")])
 
+    def read_every_round(self, step: str, name: str, schema: pa.Schema) -> pa.Table:
+        """Table `name` of `step` in every round that finished it, in round order (e.g. all the committed
+        annotations); an empty `schema` table when none did."""
+        tables = [self.read_step(StepRef(r, step), name) for r in self.rounds_with(step)]
+        return pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
+
     def write_parquet(self, rel: str, table: pa.Table) -> None:
         with self.open_atomic(rel) as f:
             pq.write_table(table, f)
-
-    def read_parquet_dir(self, rel: str, rounds: list[int] | None = None) -> pa.Table | None:
-        """Every Parquet file under `rel`; with `rounds`, only its `round=NNNN` partitions of those rounds
-        (a step that wrote its partition but died before its manifest has not committed it)."""
-        base = self.path(rel)
-        files = sorted(self.fs.glob(posixpath.join(base, "**", "*.parquet")))
-        if rounds is not None:
-            wanted = {f"round={r:04d}" for r in rounds}
-            files = [f for f in files if posixpath.relpath(f, base).split("/")[0] in wanted]
-        if not files:
-            return None
-        tables = []
-        for fp in files:
-            with self.fs.open(fp, "rb") as f:
-                tables.append(pq.read_table(f))
-        return pa.concat_tables(tables, promote_options="default")
 
     def rounds_with(self, step: str) -> list[int]:
         """The rounds in which `step` finished (its manifest is written)."""

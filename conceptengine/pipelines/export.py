@@ -20,8 +20,8 @@ FORMATS = ("saco", "coco", "webdataset")
 
 def committed_annotations(store: RunStore) -> pa.Table:
     """All rounds' annotations; a pair committed in two rounds keeps its latest version."""
-    table = store.read_parquet_dir("annotations", rounds=store.rounds_with(Step.COMMIT))
-    if table is None or table.num_rows == 0:
+    table = store.read_every_round(Step.COMMIT, "annotations", ANNOTATIONS)
+    if table.num_rows == 0:
         return ANNOTATIONS.empty_table()
     latest: dict[str, dict] = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["round"]):
@@ -81,10 +81,11 @@ def export(run_url: str, fmt: str, out: str) -> str:
     else:
         fs_out, root = fsspec.core.url_to_fs(out)
         fs_out.makedirs(root, exist_ok=True)
-        for shard in committed_shards(store):
+        # Numbered in round order, so a brace pattern (train-{000000..000041}.tar) reads them all.
+        for k, shard in enumerate(committed_shards(store)):
             with (
                 store.fs.open(shard, "rb") as src,
-                fs_out.open(posixpath.join(root, posixpath.basename(shard)), "wb") as dst,
+                fs_out.open(posixpath.join(root, f"train-{k:06d}.tar"), "wb") as dst,
             ):
                 dst.write(src.read())
     return out

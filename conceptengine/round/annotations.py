@@ -1,11 +1,20 @@
-"""A round's decisions and the annotation rows they commit: pure table functions, light enough for the
-workers that commit blocks (round/commit_stage.py) as well as for the COMMIT step."""
+"""A round's decisions and what they commit: pure table functions, light enough for the workers that commit
+blocks (round/commit_stage.py) as well as for HUMAN_REVIEW.
+
+A routed pair is decided without a human when EV auto-accepted it and MV decided each of its masks; every
+other pair goes to HUMAN_REVIEW, whose DECISIONS rows the commit joins back in. DECIDED is that join: the
+routed row plus what was decided for it (nothing yet, for a pair whose review rolled over).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from conceptengine.engine.tables import ANNOTATIONS, MASK
+from conceptengine.engine.tables import ANNOTATIONS, MASK, VERDICTS
+from conceptengine.review.answers import EV_CHOICES, MV_CHOICES
+from conceptengine.verifiers.route_stage import ROUTED
 from conceptengine.verifiers.routing import ACCEPT_ROUTE, HUMAN_ROUTE
 
 DECISIONS = pa.schema(
@@ -17,44 +26,120 @@ DECISIONS = pa.schema(
     ]
 )
 
+DECIDED = pa.schema(
+    list(ROUTED)
+    + [
+        ("decided_masks", pa.list_(MASK)),
+        ("ev_outcome", pa.string()),  # null: not decided this round (its review rolled over)
+        ("human_touched", pa.bool_()),
+        ("commit_round", pa.int32()),
+    ]
+)
+
+COMMITTED_OUTCOMES = ("accept", "corrected")  # "flagged": the NP is not usable as posed, so not committed
+
+
+def needs_human(routed: pa.Table) -> pa.Array:
+    """Per routed row: whether a person must see the pair (a mask or EV routed to humans, EV's auto-reject,
+    which goes to correction, or a row that was not routed at all)."""
+    ev_accepted = pc.fill_null(pc.equal(routed["ev_route"], ACCEPT_ROUTE), False)
+    flat = pc.list_flatten(routed["mask_routes"])
+    parents = pc.list_parent_indices(routed["mask_routes"])
+    human_mask_rows = np.unique(
+        parents.to_numpy()[pc.equal(flat, HUMAN_ROUTE).to_numpy(zero_copy_only=False)]
+    )
+    has_human_mask = np.zeros(routed.num_rows, dtype=bool)
+    has_human_mask[human_mask_rows] = True
+    return pc.or_(pc.invert(ev_accepted), pa.array(has_human_mask))
+
 
 def decided_without_humans(routed: pa.Table) -> pa.Table:
-    """DECISIONS rows of the routed pairs no human sees, as HUMAN_REVIEW decides them: the masks MV
-    auto-accepted, EV's automatic accept. (An EV auto-reject still goes to human correction.)"""
+    """DECISIONS rows of the routed pairs no human sees, as HUMAN_REVIEW would decide them: the masks MV
+    auto-accepted, EV's automatic accept."""
+    auto = routed.filter(pc.invert(needs_human(routed)))
     rows = []
-    cols = ("pair_id", "masks", "mask_routes", "ev_route")
-    for pair_id, masks, mask_routes, ev_route in zip(*(routed[c].to_pylist() for c in cols), strict=True):
-        if ev_route != ACCEPT_ROUTE or HUMAN_ROUTE in (mask_routes or []):
-            continue
+    for pair_id, masks, mask_routes in zip(
+        *(auto[c].to_pylist() for c in ("pair_id", "masks", "mask_routes"))
+    ):
         kept = [m for m, how in zip(masks or [], mask_routes or [], strict=True) if how == ACCEPT_ROUTE]
         rows.append({"pair_id": pair_id, "masks": kept, "ev_outcome": "accept", "human_touched": False})
     return pa.Table.from_pylist(rows, schema=DECISIONS)
 
 
-def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table:
-    by_pair = {row["pair_id"]: row for row in routed.to_pylist()}
+def decide(routed: pa.Table, human: dict[str, dict], r: int) -> pa.Table:
+    """DECIDED rows of round r: `human` holds HUMAN_REVIEW's DECISIONS rows by pair id; a pair that needs a
+    person and has no decision there is left undecided."""
+    by_pair = {d["pair_id"]: d for d in decided_without_humans(routed).to_pylist()}
+    masks, outcomes, touched = [], [], []
+    for pair_id, to_human in zip(routed["pair_id"].to_pylist(), needs_human(routed).to_pylist(), strict=True):
+        d = human.get(pair_id) if to_human else by_pair[pair_id]
+        masks.append(d["masks"] if d else None)
+        outcomes.append(d["ev_outcome"] if d else None)
+        touched.append(d["human_touched"] if d else None)
+    columns = {"decided_masks": masks, "ev_outcome": outcomes, "human_touched": touched}
+    table = routed.select(ROUTED.names).cast(ROUTED)
+    for name, values in columns.items():
+        table = table.append_column(DECIDED.field(name), pa.array(values, DECIDED.field(name).type))
+    return table.append_column(DECIDED.field("commit_round"), pa.array([r] * routed.num_rows, pa.int32()))
+
+
+def annotation_rows(decided: pa.Table) -> pa.Table:
+    """ANNOTATIONS rows of the DECIDED pairs that are committed, sorted by pair id."""
     rows = []
-    for d in decisions.to_pylist():
-        if d["ev_outcome"] == "flagged":
-            continue  # the NP was flagged as bad/ungroundable: not a training pair
-        p = by_pair[d["pair_id"]]
+    for d in decided.filter(pc.is_in(decided["ev_outcome"], pa.array(COMMITTED_OUTCOMES))).to_pylist():
         provenance = (
             "corrected" if d["ev_outcome"] == "corrected" else ("human" if d["human_touched"] else "auto")
         )
         rows.append(
             {
-                "pair_id": p["pair_id"],
-                "media_id": p["media_id"],
-                "uri": p["uri"],
-                "width": p["width"],
-                "height": p["height"],
-                "noun_phrase": p["noun_phrase"],
-                "masks": d["masks"],
+                **{k: d[k] for k in ("pair_id", "media_id", "uri", "width", "height", "noun_phrase")},
+                "masks": d["decided_masks"],
                 "is_exhaustive": True,
-                "is_negative": len(d["masks"]) == 0,
+                "is_negative": len(d["decided_masks"]) == 0,
                 "provenance": provenance,
-                "round": r,
+                "round": d["commit_round"],
             }
         )
     table = pa.Table.from_pylist(rows, schema=ANNOTATIONS)
     return table.sort_by([("pair_id", "ascending")]) if table.num_rows else table
+
+
+def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table:
+    """ANNOTATIONS of round r from its routed pairs and HUMAN_REVIEW's decisions."""
+    return annotation_rows(decide(routed, {d["pair_id"]: d for d in decisions.to_pylist()}, r))
+
+
+def ai_verdict_rows(decided: pa.Table) -> pa.Table:
+    """The verifiers' answers as VERDICTS rows: one per proposed mask (MV) and one per pair EV scored."""
+    rows = []
+    cols = ("pair_id", "masks", "mv_probs", "ev_probs", "verifier_version", "commit_round")
+    for pair_id, masks, mv_probs, ev_probs, version, r in zip(*(decided[c].to_pylist() for c in cols)):
+        annotator = f"ai:{version}"
+        for mask, probs in zip(masks or [], mv_probs or [], strict=False):
+            rows.append(_verdict(mask["instance_id"], pair_id, "mv", annotator, MV_CHOICES, probs, r))
+        if ev_probs is not None:
+            rows.append(_verdict(pair_id, pair_id, "ev", annotator, EV_CHOICES, ev_probs, r))
+    return pa.Table.from_pylist(rows, schema=VERDICTS)
+
+
+def _verdict(subject, pair, task, annotator, choices, probs, r) -> dict:
+    return {
+        "subject_id": subject,
+        "pair_id": pair,
+        "task": task,
+        "annotator": annotator,
+        "choice": choices[int(np.argmax(probs))],
+        "probs": list(probs),
+        "seconds": 0.0,
+        "round": r,
+    }
+
+
+def commit_counts(decided: pa.Table) -> dict[str, int]:
+    """A DECIDED block's committed negatives (pairs committed with no mask), added up by the commit step."""
+    committed = decided.filter(pc.is_in(decided["ev_outcome"], pa.array(COMMITTED_OUTCOMES)))
+    return {
+        "committed_negative": int(
+            pc.sum(pc.equal(pc.list_value_length(committed["decided_masks"]), 0)).as_py() or 0
+        )
+    }

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from conceptengine.engine import ids
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.tables import VERDICTS
 from conceptengine.verifiers.choices import EV, MV, ChoiceSet
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,7 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     so. Subjects are looked up across rounds, because an unanswered task rolls over to a later round.
     """
     store = RunStore(store) if isinstance(store, str) else store
-    verdicts = store.read_parquet_dir("verdicts", rounds=store.rounds_with(Step.COMMIT))
-    if verdicts is None:
-        return EXAMPLES.empty_table()
+    verdicts = store.read_every_round(Step.COMMIT, "verdicts", VERDICTS)
     rows = [
         v
         for v in verdicts.to_pylist()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conceptengine.engine.store import RunStore
+from conceptengine.engine.store import RunStore, StepRef
 from tests.benchmarks import scripts
 
 
@@ -48,9 +48,9 @@ def _stored(run_dir, rounds: list[int]) -> tuple[float, int]:
     store = RunStore(str(run_dir))
     seconds, pairs = 0.0, 0
     for r in rounds:
-        verdicts = store.read_parquet_dir(f"verdicts/round={r:04d}").to_pylist()
+        verdicts = store.read_step(StepRef(r, "commit"), "verdicts").to_pylist()
         seconds += sum(v["seconds"] for v in verdicts if not v["annotator"].startswith("ai:"))
-        pairs += store.read_parquet_dir(f"annotations/round={r:04d}").num_rows
+        pairs += store.read_step(StepRef(r, "commit"), "annotations").num_rows
     return seconds, pairs
 
 

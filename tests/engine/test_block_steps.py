@@ -3,6 +3,7 @@ crashed attempt too, on local disk and on S3."""
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import subprocess
 import sys
@@ -187,3 +188,37 @@ def test_a_block_step_on_a_run_dir_turned_read_only_fails_clearly_and_resumes(tm
         _check_every_row_once(_step(host, LocalRunner(), sources), 40)
     finally:
         subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+GROUP = pa.schema([("key", pa.int64()), ("members", pa.list_(pa.int64()))])
+
+
+def _group_row(rows: pa.Table) -> pa.Table:
+    return pa.table({"key": [rows["i"][0].as_py() % 37], "members": [sorted(rows["i"].to_pylist())]}, GROUP)
+
+
+def _write_groups(step_url: str, groups: pa.Table) -> list[dict]:
+    return [write_block(step_url, "groups", groups)]
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_stream_groups_hands_every_group_whole_to_one_write_in_bundles(tmp_path, kind, request):
+    """Groups spread over every source file (i % 37) arrive whole, once each, about rows_per_write at a time."""
+    if kind == "ray":
+        request.getfixturevalue("ray_session")
+    runner = LocalRunner() if kind == "local" else RayRunner()
+    store = RunStore(str(tmp_path / "run"))
+    sources = []
+    for k in range(3):
+        i = list(range(k * 100, (k + 1) * 100))
+        store.write_parquet(f"keyed/{k}.parquet", pa.table({"i": i, "key_mod": [v % 37 for v in i]}))
+        sources.append(store.url_for("keyed", f"{k}.parquet"))
+    step_url = store.url_for("step")
+    records = runner.stream_groups(
+        sources, "key_mod", _group_row, functools.partial(_write_groups, step_url), 10
+    )
+    groups = pa.concat_tables(pq.read_table(posixpath.join(step_url, r["file"])) for r in records)
+    assert sorted(groups["key"].to_pylist()) == list(range(37))
+    for key, members in zip(groups["key"].to_pylist(), groups["members"].to_pylist(), strict=True):
+        assert members == [i for i in range(300) if i % 37 == key]
+    assert sum(r["rows"] for r in records) == 37 and len(records) <= 5  # bundles, not one write per group

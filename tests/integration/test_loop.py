@@ -4,7 +4,6 @@ import json
 import tarfile
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as mask_utils
 
@@ -14,6 +13,7 @@ from conceptengine.engine.status import run_status
 from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.export import committed_annotations, export
 from conceptengine.pipelines.image import run_round
+from conceptengine.round.annotations import decided_without_humans
 from conceptengine.round.calibrate import gather
 from conceptengine.round.context import RunInputs
 from conceptengine.round.driver import run_all, start_run
@@ -58,14 +58,16 @@ def test_local_loop_commits_a_dataset_and_reports_each_round(small_workspace, tm
 
     ann = committed_annotations(ctx.store)
     assert ann.num_rows == sum(s["committed_pairs"] for s in summaries)
-    on_disk = pq.read_table(tmp_path / "run" / "annotations" / "round=0001" / "part-00000.parquet")
+    on_disk = ctx.store.read_step(StepRef(1, "commit"), "annotations")
     assert on_disk.num_rows == summaries[0]["committed_pairs"]
 
-    # WebDataset shard: one sample per image with its NPs and decodable masks.
-    shard = tmp_path / "run" / "shards" / "train-000100.tar"
-    with tarfile.open(shard) as tar:
-        names = tar.getnames()
-        metas = [json.loads(tar.extractfile(n).read()) for n in names if n.endswith(".json")]
+    # WebDataset shards: one sample per image with its NPs and decodable masks.
+    names, metas = [], []
+    for shard in ctx.store.manifest(StepRef(1, "commit"))["extra"]["shards"]:
+        with tarfile.open(tmp_path / "run" / shard) as tar:
+            names += tar.getnames()
+            metas += [json.loads(tar.extractfile(n).read()) for n in tar.getnames() if n.endswith(".json")]
+    assert len({m["media_id"] for m in metas}) == len(metas)
     assert sum(n.endswith(".png") for n in names) == len(metas)
     in_shard = {m["media_id"]: sorted(p["pair_id"] for p in m["pairs"]) for m in metas}
     committed_one = {}
@@ -98,8 +100,11 @@ def _check_commits(ctx, summaries):
         r = s["round"]
         pairs = ctx.store.read_step(StepRef(r, "propose_nps"), "pairs")
         routed = ctx.store.read_step(StepRef(r, "route"), "routed")
+        # HUMAN_REVIEW decides the pairs people saw; the others are decided by their routes alone.
         decisions = ctx.store.read_step(StepRef(r, "human_review"), "decisions").to_pylist()
-        ann = ctx.store.read_parquet_dir(f"annotations/round={r:04d}")
+        decisions += decided_without_humans(routed).to_pylist()
+        assert len({d["pair_id"] for d in decisions}) == len(decisions)
+        ann = ctx.store.read_step(StepRef(r, "commit"), "annotations")
         assert routed.num_rows == pairs.num_rows - s["errors"]
         kept = {d["pair_id"] for d in decisions if d["ev_outcome"] != "flagged"}
         assert sorted(ann["pair_id"].to_pylist()) == sorted(kept)
@@ -117,7 +122,7 @@ def _check_commits(ctx, summaries):
         if s["human_share"] == 1.0:  # every item went to humans: nothing is committed as automatic
             assert "auto" not in {row["provenance"] for row in rows}
         # Every verifier score and human answer of the round is a stored verdict.
-        verdicts = ctx.store.read_parquet_dir(f"verdicts/round={r:04d}")
+        verdicts = ctx.store.read_step(StepRef(r, "commit"), "verdicts")
         human = [v for v in verdicts.to_pylist() if not v["annotator"].startswith("ai:")]
         n_masks = sum(len(m) for m in routed["masks"].to_pylist())
         assert verdicts.num_rows - len(human) == n_masks + routed.num_rows

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conceptengine.engine.store import RunStore
+from conceptengine.engine.round_steps import Step
+from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.pipelines.export import committed_annotations
-from conceptengine.round.commit import committed_shards
 from tests.integration.conftest import write_config
 
 
@@ -50,11 +50,15 @@ def reference(small_workspace, tmp_path_factory):
 
 
 def committed_files(run_dir: Path) -> dict[str, bytes]:
-    """The committed dataset's files, byte for byte: annotation partitions and WebDataset shards."""
+    """The committed dataset's files, byte for byte: the annotation and verdict blocks and WebDataset shards
+    every COMMIT manifest lists."""
     store = RunStore(str(run_dir))
-    shards = [Path(p) for p in committed_shards(store)]
-    parts = sorted((run_dir / "annotations").rglob("*.parquet"))
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in parts + shards}
+    files = {}
+    for r in store.rounds_with(Step.COMMIT):
+        ref = StepRef(r, Step.COMMIT)
+        for rel in (f for listed in store.manifest(ref)["files"].values() for f in listed):
+            files[f"{ref.rel}/{rel}"] = (run_dir / ref.rel / rel).read_bytes()
+    return files
 
 
 def _mid_review(run_dir: Path):
@@ -66,7 +70,7 @@ def _mid_review(run_dir: Path):
 
 def _second_round_commit(run_dir: Path):
     # Round 2's annotations are being written; its commit manifest may or may not exist yet.
-    return lambda: (run_dir / "annotations" / "round=0002").exists()
+    return lambda: (run_dir / "round-0002" / "commit" / "annotations").exists()
 
 
 # Two moments chosen to hurt; seeded random ones are the next test's.

@@ -14,7 +14,9 @@ from sqlalchemy.engine import make_url
 
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
+from conceptengine.engine.tables import ANNOTATIONS
 from conceptengine.review.web.run import ReviewRun
+from conceptengine.round.commit import COMMITTED, committed_shards
 from tests.integration.conftest import write_config
 from tests.review.conftest import pg_database  # noqa: F401 - the queue's PostgreSQL
 from tests.s3_server import local_s3
@@ -74,7 +76,9 @@ def test_a_run_on_s3_commits_what_a_local_run_commits(small_workspace, tmp_path,
 
         remote, local = RunStore(url), RunStore(str(tmp_path / "local-run"))
         for table in ("annotations", "verdicts"):
-            assert remote.read_parquet_dir(table).equals(local.read_parquet_dir(table)), table
+            assert remote.read_every_round(Step.COMMIT, table, COMMITTED[table]).equals(
+                local.read_every_round(Step.COMMIT, table, COMMITTED[table])
+            ), table
         fs = s3fs.S3FileSystem()
         for round_ in (1, 2):
             promote = remote.manifest(StepRef(round_, Step.PROMOTE))
@@ -84,11 +88,13 @@ def test_a_run_on_s3_commits_what_a_local_run_commits(small_workspace, tmp_path,
         assert {t: v["candidate"] for t, v in retrained.items()} == {
             t: f"{url}/models/verifier-{t}/v0002" for t in ("mv", "ev")
         }
-        assert fs.exists(f"{bucket}/run/shards/train-000100.tar")
+        shards = committed_shards(remote)
+        assert shards and all(fs.exists(s) for s in shards)
+        assert all(s.startswith(f"{url}/round-") for s in shards)
 
         review = ReviewRun.open(url)  # what `conceptengine review serve s3://...` opens
         assert review.review_url == schemas["s3"] and review.media_uri(
-            local.read_parquet_dir("annotations")["media_id"][0].as_py()
+            local.read_every_round(Step.COMMIT, "annotations", ANNOTATIONS)["media_id"][0].as_py()
         )
 
         status = _cli("status", url, env=env)
@@ -99,7 +105,7 @@ def test_a_run_on_s3_commits_what_a_local_run_commits(small_workspace, tmp_path,
         assert json.loads(out.read_text())["annotations"]
         export = _cli("export", url, "--format", "webdataset", env=env)  # beside the run, in the bucket
         assert export.returncode == 0, export.stdout + export.stderr
-        assert fs.exists(f"{bucket}/run/export/webdataset/train-000100.tar")
+        assert fs.exists(f"{bucket}/run/export/webdataset/train-000000.tar")
 
 
 def test_a_run_on_s3_without_a_database_queue_is_refused_before_it_starts(small_workspace, tmp_path):

@@ -72,12 +72,10 @@ def write_round(store: RunStore, oracle, r: int, media: list[str]) -> None:
             verdicts.append(_verdict(pair, pair, "ev", "human:ann", "Accept", r))
             verdicts.append(_verdict(pair, pair, "correction", "human:ann", "Done", r))
     store.write_step(StepRef(r, "route"), {"routed": pa.Table.from_pylist(routed)}, "cfg", f"fp{r}")
-    store.write_parquet(
-        f"verdicts/round={r:04d}/part-00000.parquet", pa.Table.from_pylist(verdicts, schema=VERDICTS)
-    )
+    # The verdicts are the round's once committed.
     store.write_step(
-        StepRef(r, "commit"), {}, "cfg", f"fp{r}"
-    )  # the verdicts are the round's, once committed
+        StepRef(r, "commit"), {"verdicts": pa.Table.from_pylist(verdicts, schema=VERDICTS)}, "cfg", f"fp{r}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +100,7 @@ def run(tmp_path_factory):
 def test_human_verdicts_join_the_masks_and_boxes_the_human_saw(run):
     store = run["store"]
     table = examples_from_run(store)
-    verdicts = store.read_parquet_dir("verdicts").to_pylist()
+    verdicts = store.read_every_round("commit", "verdicts", VERDICTS).to_pylist()
     human = [v for v in verdicts if not v["annotator"].startswith("ai:") and v["task"] in ("mv", "ev")]
     assert table.num_rows == len(human)  # AI verdicts and corrections are not examples
     routed = {
