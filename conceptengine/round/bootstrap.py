@@ -6,16 +6,20 @@ a domain of their own (gold.report_domain) without asking where the media came f
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import posixpath
 
+import pyarrow as pa
+
+from conceptengine.engine.block_files import write_block
 from conceptengine.engine.ingest import IngestStage
 from conceptengine.engine.round_steps import Step
-from conceptengine.engine.runner import run_stage
-from conceptengine.engine.steps import StepResult, run_step
+from conceptengine.engine.runner import Link
+from conceptengine.engine.steps import StepResult, run_block_step, run_step
 from conceptengine.engine.store import StepRef, fingerprint_of
-from conceptengine.engine.tables import ANNOTATIONS, GOLD, MEDIA
+from conceptengine.engine.tables import ANNOTATIONS, FAILED, GOLD, MEDIA
 from conceptengine.round.context import RunContext, RunError
+
+LISTING_ROWS = 50_000  # URIs per listing file: what one read task of the ingest hands its actor pool
 
 
 def list_media(ctx: RunContext) -> pa.Table:
@@ -27,15 +31,24 @@ def list_media(ctx: RunContext) -> pa.Table:
 
 
 def ingest(ctx: RunContext) -> StepResult:
+    """A block step: the driver writes the pool's listing in files of LISTING_ROWS URIs; the workers read,
+    hash and decode the media and write the media table and its quarantine."""
     listing = list_media(ctx)
     listing_fp = fingerprint_of(listing.column("uri").to_pylist())
 
-    def compute():
-        media = run_stage(ctx.runner, IngestStage, ctx.cfg.ontology.stage, {}, listing, "uri", MEDIA)
-        bad = media.filter(pc.invert(pc.is_null(media["error"])))
-        return {"media": media, "quarantine": bad}, {"quarantined": bad.num_rows}
+    def stream(step_url: str):
+        parts = [
+            write_block(step_url, "listing", listing.slice(k, LISTING_ROWS))
+            for k in range(0, listing.num_rows, LISTING_ROWS)
+        ]
+        sources = [posixpath.join(step_url, part["file"]) for part in parts]
+        chain = [Link(IngestStage, ctx.cfg.ontology.stage)]
+        outputs = {"media": None, "quarantine": FAILED}
+        files = ctx.runner.stream_chain(chain, sources, step_url, outputs, MEDIA)
+        return files | {"listing": parts}, {"quarantined": sum(f["rows"] for f in files["quarantine"])}
 
-    return run_step(ctx, StepRef(0, Step.INGEST), [listing_fp], ["media", "quarantine"], compute)
+    sort_by = {"listing": "uri", "media": "uri", "quarantine": "uri"}
+    return run_block_step(ctx, StepRef(0, Step.INGEST), [listing_fp], stream, sort_by=sort_by)
 
 
 def with_media_domain(pairs: pa.Table, media: pa.Table) -> pa.Table:
