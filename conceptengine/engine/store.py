@@ -278,10 +278,12 @@ class RunStore:
             return table
         return table.sort_by([(key, "ascending")])
 
-    def read_every_round(self, step: str, name: str, schema: pa.Schema) -> pa.Table:
-        """Table `name` of `step` in every round that finished it, in round order (e.g. all the committed
-        annotations); an empty `schema` table when none did."""
-        tables = [self.read_step(StepRef(r, step), name) for r in self.rounds_with(step)]
+    def read_every_round(
+        self, step: str, name: str, schema: pa.Schema, where: Callable[[pa.Table], pa.Array] | None = None
+    ) -> pa.Table:
+        """Table `name` of `step` in every round that finished it (only the rows `where` marks, when given), in
+        round order (e.g. all the committed annotations); an empty `schema` table when none did."""
+        tables = [self.read_step(StepRef(r, step), name, where=where) for r in self.rounds_with(step)]
         return pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
 
     def write_parquet(self, rel: str, table: pa.Table) -> None:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from conceptengine.engine.tables import ANNOTATIONS, MASK, VERDICTS
 from conceptengine.review.answers import EV_CHOICES, MV_CHOICES
 from conceptengine.verifiers.route_stage import ROUTED
-from conceptengine.verifiers.routing import ACCEPT_ROUTE, HUMAN_ROUTE
+from conceptengine.verifiers.routing import ACCEPT_ROUTE, needs_human
 
 DECISIONS = pa.schema(
     [
@@ -37,20 +37,6 @@ DECIDED = pa.schema(
 )
 
 COMMITTED_OUTCOMES = ("accept", "corrected")  # "flagged": the NP is not usable as posed, so not committed
-
-
-def needs_human(routed: pa.Table) -> pa.Array:
-    """Per routed row: whether a person must see the pair (a mask or EV routed to humans, EV's auto-reject,
-    which goes to correction, or a row that was not routed at all)."""
-    ev_accepted = pc.fill_null(pc.equal(routed["ev_route"], ACCEPT_ROUTE), False)
-    flat = pc.list_flatten(routed["mask_routes"])
-    parents = pc.list_parent_indices(routed["mask_routes"])
-    human_mask_rows = np.unique(
-        parents.to_numpy()[pc.equal(flat, HUMAN_ROUTE).to_numpy(zero_copy_only=False)]
-    )
-    has_human_mask = np.zeros(routed.num_rows, dtype=bool)
-    has_human_mask[human_mask_rows] = True
-    return pc.or_(pc.invert(ev_accepted), pa.array(has_human_mask))
 
 
 def decided_without_humans(routed: pa.Table) -> pa.Table:

@@ -1,5 +1,5 @@
 """HUMAN_REVIEW: what the verifiers were unsure of goes to the durable queue, in three phases. Only the
-pairs a person must see are read (round/annotations.py: needs_human); COMMIT decides the rest.
+pairs a person must see are read (verifiers/routing.py: needs_human); COMMIT decides the rest.
 
 MV first (is this mask a good instance?), then EV on the masks that survived (is the pair exhaustive?),
 then correction for pairs judged non-exhaustive. Each phase waits for its queue to drain. Tasks have
@@ -26,9 +26,10 @@ from conceptengine.engine.tables import VERDICTS
 from conceptengine.review.consensus import ADJUDICATE, CONSENSUS_KINDS, agreement, final_answer
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.types import AnswerRow, TaskSpec
-from conceptengine.round.annotations import DECISIONS, needs_human
+from conceptengine.round.annotations import DECISIONS
 from conceptengine.round.context import RunContext
 from conceptengine.round.reviewers import drain
+from conceptengine.verifiers.routing import needs_human
 
 EV_NEEDS_CORRECTION = {"Reject", "Reject but unseparated"}
 
@@ -204,7 +205,7 @@ def human_review(ctx: RunContext, r: int, routed: StepResult) -> StepResult:
     def compute():
         started = time.monotonic()
         queue = ReviewQueue(ctx.review_url)
-        # Only the pairs people must see: the commit decides the others from their routes (round/annotations.py).
+        # Only the pairs people must see: the commit decides the others from their routes.
         states = [PairState(row) for row in routed.read("routed", needs_human).to_pylist()]
         _mask_phase(ctx, queue, r, states)
         _ev_phase(ctx, queue, r, states)

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conceptengine.engine.ids import stable_seed
@@ -233,3 +234,17 @@ def human_share(counts: dict[str, dict[str, int]]) -> float | None:
     seen = sum(counts[t]["to_human"] for t in TASKS)
     total = sum(counts[t][k] for t in TASKS for k in ("auto_accepted", "auto_rejected", "to_human"))
     return round(seen / total, 4) if total else None
+
+
+def needs_human(routed: pa.Table) -> pa.Array:
+    """Per routed row: whether a person must see the pair (a mask or EV routed to humans, EV's auto-reject,
+    which goes to correction, or a row that was not routed at all)."""
+    ev_accepted = pc.fill_null(pc.equal(routed["ev_route"], ACCEPT_ROUTE), False)
+    flat = pc.list_flatten(routed["mask_routes"])
+    parents = pc.list_parent_indices(routed["mask_routes"])
+    human_mask_rows = np.unique(
+        parents.to_numpy()[pc.equal(flat, HUMAN_ROUTE).to_numpy(zero_copy_only=False)]
+    )
+    has_human_mask = np.zeros(routed.num_rows, dtype=bool)
+    has_human_mask[human_mask_rows] = True
+    return pc.or_(pc.invert(ev_accepted), pa.array(has_human_mask))

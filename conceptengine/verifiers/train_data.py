@@ -28,6 +28,7 @@ from conceptengine.engine.round_steps import Step
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import VERDICTS
 from conceptengine.verifiers.choices import EV, MV, ChoiceSet
+from conceptengine.verifiers.routing import needs_human
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ def _is_human(annotator: str) -> bool:
     return not str(annotator).startswith("ai:")
 
 
+def _by_people(verdicts: pa.Table) -> pa.Array:
+    return pc.invert(pc.starts_with(verdicts["annotator"], "ai:"))
+
+
 def _example(row: dict, task: str, masks: Iterable[dict], verdict: dict) -> dict:
     return {
         "task": task,
@@ -133,7 +138,7 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     so. Subjects are looked up across rounds, because an unanswered task rolls over to a later round.
     """
     store = RunStore(store) if isinstance(store, str) else store
-    verdicts = store.read_every_round(Step.COMMIT, "verdicts", VERDICTS)
+    verdicts = store.read_every_round(Step.COMMIT, "verdicts", VERDICTS, where=_by_people)
     rows = [
         v
         for v in verdicts.to_pylist()
@@ -146,7 +151,8 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     for r in store.rounds_done():
         if (up_to_round is not None and r > up_to_round) or not store.manifest(StepRef(r, Step.ROUTE)):
             continue
-        for row in store.read_step(StepRef(r, Step.ROUTE), "routed").to_pylist():
+        # Only the pairs people saw: no human verdict is about another one.
+        for row in store.read_step(StepRef(r, Step.ROUTE), "routed", where=needs_human).to_pylist():
             pairs[row["pair_id"]] = row
             for m in row["masks"] or []:
                 masks[m["instance_id"]] = (row, m)

@@ -17,10 +17,10 @@ from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import ANNOTATIONS, VERDICTS
-from conceptengine.round.annotations import DECISIONS, ai_verdict_rows, build_annotations, decide, needs_human
+from conceptengine.round.annotations import DECISIONS, ai_verdict_rows, build_annotations, decide
 from conceptengine.round.commit import commit_round
 from conceptengine.round.context import RunContext
-from conceptengine.verifiers.routing import NO_THRESHOLDS, route
+from conceptengine.verifiers.routing import NO_THRESHOLDS, needs_human, route
 from conceptengine.verifiers.stage import VERIFIED
 
 H, W = 6, 8
