@@ -137,7 +137,10 @@ def demo(
         _execute(cfg, str(run_dir), config_path.parent.resolve(), resume)
     except (RunError, ConfigError, ResourceConfigError, RunStoreWriteError) as exc:
         _fail(str(exc))
-    console.print(f"dataset: {run_dir}/annotations  shards: {run_dir}/shards  config: {config_path}")
+    console.print(
+        f"dataset: {run_dir}/round-*/commit/ (annotations, verdicts, shards; `conceptengine export {run_dir} "
+        f"--format webdataset|coco|saco` gathers them)  config: {config_path}"
+    )
 
 
 @app.command()

@@ -297,7 +297,7 @@ def _mapped(ds: ray.data.Dataset, chain: list[Link]) -> ray.data.Dataset:
                 batch_size=link.cfg.batch_size,
                 batch_format="pyarrow",
                 num_cpus=link.cfg.num_cpus,
-                concurrency=link.cfg.concurrency,
+                compute=ray.data.TaskPoolStrategy(size=link.cfg.concurrency),
             )
             continue
         ds = ds.map_batches(

@@ -26,9 +26,23 @@ DECISIONS = pa.schema(
     ]
 )
 
+# What the commit's outputs need of a routed row: the committed pair's fields and, for the verifiers' verdicts,
+# their scores and the proposed masks' ids (not the masks: most routed pairs are not committed this round).
+KEPT = (
+    "pair_id",
+    "media_id",
+    "uri",
+    "width",
+    "height",
+    "noun_phrase",
+    "mv_probs",
+    "ev_probs",
+    "verifier_version",
+)
 DECIDED = pa.schema(
-    list(ROUTED)
+    [ROUTED.field(name) for name in KEPT]
     + [
+        ("instance_ids", pa.list_(pa.string())),  # of the proposed masks, in order
         ("decided_masks", pa.list_(MASK)),
         ("ev_outcome", pa.string()),  # null: not decided this round (its review rolled over)
         ("human_touched", pa.bool_()),
@@ -62,11 +76,23 @@ def decide(routed: pa.Table, human: dict[str, dict], r: int) -> pa.Table:
         masks.append(d["masks"] if d else None)
         outcomes.append(d["ev_outcome"] if d else None)
         touched.append(d["human_touched"] if d else None)
-    columns = {"decided_masks": masks, "ev_outcome": outcomes, "human_touched": touched}
-    table = routed.select(ROUTED.names).cast(ROUTED)
-    for name, values in columns.items():
-        table = table.append_column(DECIDED.field(name), pa.array(values, DECIDED.field(name).type))
-    return table.append_column(DECIDED.field("commit_round"), pa.array([r] * routed.num_rows, pa.int32()))
+    columns = {
+        "instance_ids": _instance_ids(routed["masks"]),
+        "decided_masks": pa.array(masks, DECIDED.field("decided_masks").type),
+        "ev_outcome": pa.array(outcomes, pa.string()),
+        "human_touched": pa.array(touched, pa.bool_()),
+        "commit_round": pa.array([r] * routed.num_rows, pa.int32()),
+    }
+    kept = routed.select(list(KEPT)).cast(pa.schema([ROUTED.field(name) for name in KEPT]))
+    return pa.Table.from_arrays([*kept.columns, *columns.values()], schema=DECIDED)
+
+
+def _instance_ids(masks: pa.ChunkedArray) -> pa.Array:
+    """Per row, its masks' instance ids (null where the masks are), without turning the masks into Python."""
+    masks = masks.combine_chunks()
+    ids = masks.flatten().field("instance_id")  # the values of the (possibly sliced) lists only
+    offsets = pc.subtract(masks.offsets, masks.offsets[0])
+    return pa.ListArray.from_arrays(offsets, ids, mask=masks.is_null())
 
 
 def annotation_rows(decided: pa.Table) -> pa.Table:
@@ -98,11 +124,11 @@ def build_annotations(routed: pa.Table, decisions: pa.Table, r: int) -> pa.Table
 def ai_verdict_rows(decided: pa.Table) -> pa.Table:
     """The verifiers' answers as VERDICTS rows: one per proposed mask (MV) and one per pair EV scored."""
     rows = []
-    cols = ("pair_id", "masks", "mv_probs", "ev_probs", "verifier_version", "commit_round")
-    for pair_id, masks, mv_probs, ev_probs, version, r in zip(*(decided[c].to_pylist() for c in cols)):
+    cols = ("pair_id", "instance_ids", "mv_probs", "ev_probs", "verifier_version", "commit_round")
+    for pair_id, instance_ids, mv_probs, ev_probs, version, r in zip(*(decided[c].to_pylist() for c in cols)):
         annotator = f"ai:{version}"
-        for mask, probs in zip(masks or [], mv_probs or [], strict=False):
-            rows.append(_verdict(mask["instance_id"], pair_id, "mv", annotator, MV_CHOICES, probs, r))
+        for instance_id, probs in zip(instance_ids or [], mv_probs or [], strict=False):
+            rows.append(_verdict(instance_id, pair_id, "mv", annotator, MV_CHOICES, probs, r))
         if ev_probs is not None:
             rows.append(_verdict(pair_id, pair_id, "ev", annotator, EV_CHOICES, ev_probs, r))
     return pa.Table.from_pylist(rows, schema=VERDICTS)
