@@ -2,8 +2,9 @@
 blocks (round/commit_stage.py) as well as for HUMAN_REVIEW.
 
 A routed pair is decided without a human when EV auto-accepted it and MV decided each of its masks; every
-other pair goes to HUMAN_REVIEW, whose DECISIONS rows the commit joins back in. DECIDED is that join: the
-routed row plus what was decided for it (nothing yet, for a pair whose review rolled over).
+other pair goes to HUMAN_REVIEW, whose DECISIONS rows the commit joins back in. DECIDED is that join: what
+the commit's outputs need of the routed row, plus what was decided for it (nothing yet, for a pair whose review
+rolled over).
 """
 
 from __future__ import annotations
