@@ -31,10 +31,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from conceptengine.config import load_config
+from conceptengine.engine.round_steps import Step
+from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.demo import prepare_demo_workspace
 from conceptengine.pipelines.image import run_round
 from conceptengine.round.driver import run_all, start_run
@@ -98,7 +99,7 @@ def run_mode(name: str, workspace: Path, args: argparse.Namespace, console: Cons
     console.print(round_table(summaries))
     oracle = Oracle(ctx.inputs.resolve(cfg.media.world_dir))
     by_round = {
-        s["round"]: pq.read_table(run_dir / "annotations" / f"round={s['round']:04d}") for s in summaries
+        s["round"]: ctx.store.read_step(StepRef(s["round"], Step.COMMIT), "annotations") for s in summaries
     }
     steady = [s for s in summaries if s["round"] >= 2]
     return {

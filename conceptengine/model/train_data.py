@@ -98,7 +98,9 @@ def read_shards(urls: Sequence[str]) -> list[ImageRecord]:
     """Index WebDataset shards (any fsspec URL). Pairs that are not exhaustive are dropped: their unlabeled
     instances would be trained as background."""
     if not urls:
-        raise ValueError("read_shards: no shard URLs given; pass RUN/shards/train-*.tar files")
+        raise ValueError(
+            "read_shards: no shard URLs given; pass the shards COMMIT lists (round.commit.committed_shards)"
+        )
     records: dict[str, ImageRecord] = {}
     dropped = 0
     for url in urls:

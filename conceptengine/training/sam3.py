@@ -81,7 +81,7 @@ class TrainSam3Config(BaseModel):
 
     init_checkpoint: str  # a save_pretrained directory: the promoted model, or the shipped demo checkpoint
     output_dir: str
-    shards: list[str] = []  # WebDataset shard URLs (RUN/shards/train-*.tar) ...
+    shards: list[str] = []  # WebDataset shard URLs (RUN/round-NNNN/commit/shards/part-*.tar) ...
     annotations: str | None = None  # ... and/or an ANNOTATIONS Parquet file or directory
     # Replay of base data: images of the data the init checkpoint was trained on (an ANNOTATIONS Parquet file
     # or directory, e.g. a slice of SA-Co/HQ), mixed in so they make up about `replay_share` of the images
