@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from conceptengine.engine import rle
-from conceptengine.engine.store import RunStore
+from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.pipelines.export import committed_annotations
 from conceptengine.review.queue import ReviewQueue
 from conceptengine.review.web.server import add_user
@@ -135,7 +134,7 @@ def test_reviewer_answers_a_round_in_chromium_and_it_commits(tmp_path: Path) -> 
 
         # ...and the round committed with them: human verdicts stored, the clicked mask in the dataset.
         store = RunStore(str(run_dir))
-        verdicts = pq.read_table(run_dir / "round-0001" / "commit" / "verdicts.parquet").to_pylist()
+        verdicts = store.read_step(StepRef(1, "commit"), "verdicts").to_pylist()
         human = [v for v in verdicts if v["annotator"] == "human:ann"]
         assert len(human) == len(mv) + len(ev) + 1
         [row] = [r for r in committed_annotations(store).to_pylist() if r["pair_id"] == fix.pair_id]
