@@ -28,9 +28,9 @@ from conceptengine.engine.store import PART_PREFIX, RunStore
 BLOCK_FILE_ROWS = 20_000
 
 
-def part_name(name: str, data: bytes) -> str:
-    """`<table name>/part-<content hash>.parquet`, relative to the step's folder."""
-    return posixpath.join(name, f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}.parquet")
+def part_name(name: str, data: bytes, suffix: str = ".parquet") -> str:
+    """`<table name>/part-<content hash><suffix>`, relative to the step's folder."""
+    return posixpath.join(name, f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}{suffix}")
 
 
 # Table name -> what it keeps of a chain's output block: the rows a filter passes, every row (None), or the

@@ -57,7 +57,10 @@ COMMITTED_OUTCOMES = ("accept", "corrected")  # "flagged": the NP is not usable 
 def decided_without_humans(routed: pa.Table) -> pa.Table:
     """DECISIONS rows of the routed pairs no human sees, as HUMAN_REVIEW would decide them: the masks MV
     auto-accepted, EV's automatic accept."""
-    auto = routed.filter(pc.invert(needs_human(routed)))
+    return _decided_by_routes(routed.filter(pc.invert(needs_human(routed))))
+
+
+def _decided_by_routes(auto: pa.Table) -> pa.Table:
     rows = []
     for pair_id, masks, mask_routes in zip(
         *(auto[c].to_pylist() for c in ("pair_id", "masks", "mask_routes"))
@@ -70,9 +73,10 @@ def decided_without_humans(routed: pa.Table) -> pa.Table:
 def decide(routed: pa.Table, human: dict[str, dict], r: int) -> pa.Table:
     """DECIDED rows of round r: `human` holds HUMAN_REVIEW's DECISIONS rows by pair id; a pair that needs a
     person and has no decision there is left undecided."""
-    by_pair = {d["pair_id"]: d for d in decided_without_humans(routed).to_pylist()}
+    people = needs_human(routed)
+    by_pair = {d["pair_id"]: d for d in _decided_by_routes(routed.filter(pc.invert(people))).to_pylist()}
     masks, outcomes, touched = [], [], []
-    for pair_id, to_human in zip(routed["pair_id"].to_pylist(), needs_human(routed).to_pylist(), strict=True):
+    for pair_id, to_human in zip(routed["pair_id"].to_pylist(), people.to_pylist(), strict=True):
         d = human.get(pair_id) if to_human else by_pair[pair_id]
         masks.append(d["masks"] if d else None)
         outcomes.append(d["ev_outcome"] if d else None)
@@ -96,10 +100,14 @@ def _instance_ids(masks: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, ids, mask=masks.is_null())
 
 
+def _committed(decided: pa.Table) -> pa.Table:
+    return decided.filter(pc.is_in(decided["ev_outcome"], pa.array(COMMITTED_OUTCOMES)))
+
+
 def annotation_rows(decided: pa.Table) -> pa.Table:
     """ANNOTATIONS rows of the DECIDED pairs that are committed, sorted by pair id."""
     rows = []
-    for d in decided.filter(pc.is_in(decided["ev_outcome"], pa.array(COMMITTED_OUTCOMES))).to_pylist():
+    for d in _committed(decided).to_pylist():
         provenance = (
             "corrected" if d["ev_outcome"] == "corrected" else ("human" if d["human_touched"] else "auto")
         )
@@ -150,7 +158,7 @@ def _verdict(subject, pair, task, annotator, choices, probs, r) -> dict:
 
 def commit_counts(decided: pa.Table) -> dict[str, int]:
     """A DECIDED block's committed negatives (pairs committed with no mask), added up by the commit step."""
-    committed = decided.filter(pc.is_in(decided["ev_outcome"], pa.array(COMMITTED_OUTCOMES)))
+    committed = _committed(decided)
     return {
         "committed_negative": int(
             pc.sum(pc.equal(pc.list_value_length(committed["decided_masks"]), 0)).as_py() or 0

@@ -6,16 +6,15 @@ and write them, about SHARD_MAX_IMAGES to a tar named by its content, like a blo
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import posixpath
 
 import pyarrow as pa
 import webdataset as wds
 
+from conceptengine.engine.block_files import part_name
 from conceptengine.engine.media import read_bytes
-from conceptengine.engine.store import PART_PREFIX, RunStore
+from conceptengine.engine.store import RunStore
 
 SHARD_MAX_IMAGES = 1000
 SHARDS = "shards"  # the commit step's folder of tars, and their name in its manifest
@@ -61,7 +60,7 @@ def write_shard(step_url: str, samples: pa.Table) -> list[dict]:
         for s in sorted(samples.to_pylist(), key=lambda s: s["media_id"]):
             sink.write({"__key__": s["media_id"], s["ext"]: s["image"], "json": s["json"]})
     data = buffer.getvalue()
-    rel = posixpath.join(SHARDS, f"{PART_PREFIX}{hashlib.sha256(data).hexdigest()[:20]}.tar")
+    rel = part_name(SHARDS, data, ".tar")
     with RunStore(step_url).open_atomic(rel) as f:
         f.write(data)
     return [{"table": SHARDS, "file": rel, "rows": samples.num_rows, "lists": {}}]

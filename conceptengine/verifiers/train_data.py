@@ -105,10 +105,6 @@ def read_examples(path: str | Path, task: str | None = None) -> pa.Table:
 
 
 # -- from a run's human verdicts -------------------------------------------------------------------------
-def _is_human(annotator: str) -> bool:
-    return not str(annotator).startswith("ai:")
-
-
 def _by_people(verdicts: pa.Table) -> pa.Array:
     return pc.invert(pc.starts_with(verdicts["annotator"], "ai:"))
 
@@ -142,9 +138,7 @@ def examples_from_run(store: RunStore | str, up_to_round: int | None = None) -> 
     rows = [
         v
         for v in verdicts.to_pylist()
-        if v["task"] in TASKS
-        and _is_human(v["annotator"])
-        and (up_to_round is None or v["round"] <= up_to_round)
+        if v["task"] in TASKS and (up_to_round is None or v["round"] <= up_to_round)
     ]
     pairs: dict[str, dict] = {}
     masks: dict[str, tuple[dict, dict]] = {}
