@@ -54,6 +54,8 @@ class TaskRecord(Base):
         # Leasing reads one ordered range of this per kind and status (queue._candidates): no sort.
         Index("ix_tasks_lease", "status", "kind", "round", "created_at", "task_id"),
         Index("ix_tasks_item", "item_id"),
+        # HUMAN_REVIEW's workers read the answers of their block's pairs (QueueReads.items(pair_ids=...)).
+        Index("ix_tasks_pair", "pair_id", "kind"),
     )
 
 

@@ -87,21 +87,27 @@ class QueueReads:
         with read_tx(self._engine) as conn:
             return [answer_of(r) for r in conn.execute(query).all()]
 
-    def items(self, round: int, kind: str) -> list[Item]:
-        """The `kind` items with a live task in `round`, each with all its answers and its adjudication.
+    def items(self, round: int, kind: str, pair_ids: Sequence[str] | None = None) -> list[Item]:
+        """The `kind` items with a live task in `round` (of these pairs only, when given: a worker's block),
+        each with all its answers and its adjudication.
 
         An item that rolled over part-answered keeps the answers given in earlier rounds.
         """
         if kind not in KINDS:
             raise SubmissionError(f"kind: items exist for {list(KINDS)}, got {kind!r}")
         in_round = select(T.c.item_id).where(T.c.round == round, T.c.kind == kind, T.c.status != "rolled")
+        live = (T.c.item_id.in_(in_round), T.c.kind == kind, T.c.status != "rolled")
+        query = select(T, *ANSWER_COLS).outerjoin(A, A.c.task_id == T.c.task_id)
         with read_tx(self._engine) as conn:
-            rows = conn.execute(
-                select(T, *ANSWER_COLS)
-                .outerjoin(A, A.c.task_id == T.c.task_id)
-                .where(T.c.item_id.in_(in_round), T.c.kind == kind, T.c.status != "rolled")
-                .order_by(T.c.item_id, T.c.replica)
-            ).all()
+            if pair_ids is None:
+                rows = conn.execute(query.where(*live).order_by(T.c.item_id, T.c.replica)).all()
+            else:
+                rows = [
+                    row
+                    for chunk in chunks(sorted(set(pair_ids)))
+                    for row in conn.execute(query.where(*live, T.c.pair_id.in_(chunk))).all()
+                ]
+                rows.sort(key=lambda row: (row.item_id, row.replica))
             subjects = sorted({r.subject_id for r in rows})
             rulings: dict[str, AnswerRow] = {}
             for chunk in chunks(subjects):

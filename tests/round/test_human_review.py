@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conceptengine.engine import rle
-from conceptengine.round.human_review import apply_correction
+from conceptengine.round.review_phases import apply_correction
 
 H, W = 8, 10  # not square: a swapped height / width shows in the boxes
 

@@ -1,7 +1,8 @@
 """The HUMAN_REVIEW step with review.consensus_k = 3 on a rendered world, answered by simulated reviewers.
 
 Checks that k distinct simulated reviewers answer every MV / EV item, that disputes are settled by the
-simulated admin, and that the step commits exactly the unanimous or adjudicated answers.
+simulated admin, and that the step commits exactly the unanimous or adjudicated answers, whether the tasks
+are enqueued and decided in-process or by Ray workers (each from its own block of routed pairs).
 """
 
 from __future__ import annotations
@@ -59,23 +60,27 @@ def _routed(world: World) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def test_round_uses_the_unanimous_or_adjudicated_answer(tmp_path: Path, world: World) -> None:
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_round_uses_the_unanimous_or_adjudicated_answer(
+    tmp_path: Path, world: World, runner: str, request: pytest.FixtureRequest
+) -> None:
+    if runner == "ray":
+        request.getfixturevalue("ray_session")
     cfg = load_config(
         None,
         [
-            "runner=local",
+            f"runner={runner}",
             f"media.world_dir={world.root}",
             f"review.consensus_k={K}",
             f"review.simulated_reviewers={K}",
             "review.error_rate=0.25",  # enough disagreement to need the admin
         ],
     )
-    ctx = RunContext(cfg, RunStore(str(tmp_path / "run")), make_runner("local"), tmp_path)
+    ctx = RunContext(cfg, RunStore(str(tmp_path / "run")), make_runner(runner), tmp_path)
     routed = _routed(world)
     ref = StepRef(1, "route")
-    routed_step = StepResult(
-        ref, {"routed": routed}, ctx.store.write_step(ref, {"routed": routed}, ctx.config_hash, "x"), False
-    )
+    manifest = ctx.store.write_step(ref, {"routed": routed}, ctx.config_hash, "x")
+    routed_step = StepResult(ref, {"routed": routed}, manifest, False, store=ctx.store)
 
     result = human_review(ctx, 1, routed_step)
 
@@ -116,3 +121,7 @@ def test_round_uses_the_unanimous_or_adjudicated_answer(tmp_path: Path, world: W
     assert stats["k"] == K and stats["mv"]["items"] == sum(len(r["masks"]) for r in routed.to_pylist())
     assert stats["mv"]["adjudicated"] + stats["ev"]["adjudicated"] == len(rulings)
     assert 0.0 < stats["mv"]["unanimous"] < 1.0
+    # The workers asked each question once (the k replicas are the queue's), and their blocks are the step's.
+    asked = result.manifest["extra"]["asked"]
+    assert asked["mv"] == sum(len(r["masks"]) for r in routed.to_pylist()) and asked["ev"] == routed.num_rows
+    assert asked["correction"] == len(q.items(1, "correction"))
