@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
@@ -56,6 +56,14 @@ class StepResult:
             table = self[name]
             return table.filter(where(table))
         return self.store.read_step(self.ref, name, where=where)
+
+    def parts(self, name: str, columns: list[str]) -> Iterator[pa.Table]:
+        """Table `name`'s `columns`, a file at a time (the whole table when it is in memory): for the driver's
+        passes over a large table that keep only what they need of it."""
+        if name in self.tables or self.store is None:
+            yield self[name].select(columns)
+        else:
+            yield from self.store.iter_step(self.ref, name, columns)
 
     def urls(self, name: str) -> list[str]:
         """The files holding table `name`, for workers to read (a step computed in the driver has one)."""

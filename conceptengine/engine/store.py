@@ -267,16 +267,18 @@ class RunStore:
         """Table `name` of a finished step (only `columns`, when given; only the rows `where` marks, file by
         file, when given): for the driver's own steps, for readers of small runs and for the few rows of a
         large step the driver needs (e.g. the pairs people must review)."""
-        tables = []
-        for url in self.step_urls(ref, name):
-            with fsspec.open(url, "rb") as f:
-                table = pq.read_table(f, columns=columns)
-            tables.append(table if where is None else table.filter(where(table)))
+        tables = [t if where is None else t.filter(where(t)) for t in self.iter_step(ref, name, columns)]
         table = pa.concat_tables(tables, promote_options="default")
         key = (self.manifest(ref) or {}).get("sort_by", {}).get(name)
         if key is None or key not in table.column_names or not table.num_rows:
             return table
         return table.sort_by([(key, "ascending")])
+
+    def iter_step(self, ref: StepRef, name: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """Table `name` of a finished step, one file at a time (only `columns`, when given)."""
+        for url in self.step_urls(ref, name):
+            with fsspec.open(url, "rb") as f:
+                yield pq.read_table(f, columns=columns)
 
     def read_every_round(
         self, step: str, name: str, schema: pa.Schema, where: Callable[[pa.Table], pa.Array] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from conceptengine.engine.block_files import write_block
 from conceptengine.engine.ingest import IngestStage
@@ -65,7 +66,12 @@ def gold(ctx: RunContext, media: StepResult) -> StepResult:
     domain)."""
 
     def compute():
-        table = with_media_domain(ctx.sources.gold_annotations(), media["media"])
+        pairs = ctx.sources.gold_annotations()
+        # Only the gold images' media rows: the pool's table is read a file at a time, never whole.
+        gold_media = pc.unique(pairs["media_id"])
+        table = with_media_domain(
+            pairs, media.read("media", lambda t: pc.is_in(t["media_id"], value_set=gold_media))
+        )
         return {"gold": table}, {"pairs": table.num_rows}
 
     return run_step(ctx, StepRef(0, Step.GOLD), [media.fingerprint], ["gold"], compute)

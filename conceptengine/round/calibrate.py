@@ -129,14 +129,22 @@ def gather(ctx: RunContext, r: int) -> pa.Table:
     refs = [ref for ref, _ in _inputs(ctx, r)]
     if not refs:
         return DATA.empty_table()
-    routed = pa.concat_tables(
-        [ctx.store.read_step(ref, "routed", ROUTED_COLUMNS) for ref in refs if ref.step == Step.ROUTE]
-    )
     verdicts = pa.concat_tables(
         [
-            ctx.store.read_step(ref, "verdicts", ["task", "subject_id", "choice"])
+            ctx.store.read_step(ref, "verdicts", ["task", "subject_id", "pair_id", "choice"])
             for ref in refs
             if ref.step == Step.HUMAN_REVIEW
+        ]
+    )
+    # Only the routed pairs people answered about (the rest have no label): file by file, never whole rounds.
+    seen = pc.unique(verdicts["pair_id"])
+    routed = pa.concat_tables(
+        [
+            ctx.store.read_step(
+                ref, "routed", ROUTED_COLUMNS, where=lambda t: pc.is_in(t["pair_id"], value_set=seen)
+            )
+            for ref in refs
+            if ref.step == Step.ROUTE
         ]
     )
     return calibration_items(routed, verdicts, ctx.cfg.routing.ev_scope)

@@ -21,14 +21,24 @@ from conceptengine.round.context import RunContext, resolve
 from conceptengine.verifiers.captioner import ModelCaptioner
 
 
-def select_media(ctx: RunContext, media: pa.Table, round_index: int) -> pa.Table:
-    """Round r (from 1) takes the next `images_per_round` healthy train images, in media_id order."""
+def select_media(ctx: RunContext, media: StepResult, round_index: int) -> pa.Table:
+    """Round r (from 1) takes the next `images_per_round` healthy train images, in media_id order.
+
+    One pass over the ingested media table's ids, file by file, keeps the first r x images_per_round of them,
+    then a second pass reads the round's rows: the driver holds the ids the rounds so far took, never the pool.
+    """
     if round_index < 1:
         raise ValueError(f"rounds count from 1; got round {round_index}")
-    ok = media.filter(pc.and_(pc.is_null(media["error"]), pc.equal(media["split"], "train")))
-    ok = ok.sort_by([("media_id", "ascending")])
     n = ctx.cfg.rounds.images_per_round
-    return ok.slice((round_index - 1) * n, n)
+    first = (round_index - 1) * n
+    kept = pa.array([], pa.string())
+    for part in media.parts("media", ["media_id", "error", "split"]):
+        healthy = pc.and_(pc.is_null(part["error"]), pc.equal(part["split"], "train"))
+        ids = pa.concat_arrays([kept, part.filter(healthy)["media_id"].combine_chunks().cast(pa.string())])
+        kept = ids.take(pc.sort_indices(ids))[: first + n]
+    chosen = kept[first:]
+    rows = media.read("media", lambda t: pc.is_in(t["media_id"], value_set=chosen))
+    return rows.sort_by([("media_id", "ascending")])
 
 
 def captioner_factory(ctx: RunContext) -> CaptionerFactory | None:
@@ -41,7 +51,7 @@ def captioner_factory(ctx: RunContext) -> CaptionerFactory | None:
 
 
 def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
-    chosen = select_media(ctx, media["media"], r)
+    chosen = select_media(ctx, media, r)
     cfg = ctx.cfg.ontology
     params = cfg.model_dump(include=set(NPProposalSettings.model_fields)) | {
         "ontology_path": ctx.ontology_path,

@@ -1,4 +1,5 @@
-"""select_media: each round takes the next images_per_round healthy train images, in media_id order."""
+"""select_media: each round takes the next images_per_round healthy train images, in media_id order, whether the
+media table is in memory or in the ingest step's files (read a file at a time)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import random
 from types import SimpleNamespace
 
 import pyarrow as pa
+import pytest
 
+from conceptengine.engine.block_files import write_block
+from conceptengine.engine.steps import StepResult
+from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import MEDIA
 from conceptengine.round.propose_nps import select_media
 
@@ -28,14 +33,27 @@ def _media() -> pa.Table:
     return pa.Table.from_pylist(rows, MEDIA)
 
 
-def test_rounds_take_consecutive_slices_of_healthy_train_media():
-    media = _media()
+def _stored(media: pa.Table, tmp_path) -> StepResult:
+    """The media table as an ingest step's block files, three rows a file."""
+    store, ref = RunStore(str(tmp_path / "run")), StepRef(0, "ingest")
+    files = [
+        write_block(store.url_for(ref.rel), "media", media.slice(i, 3)) for i in range(0, media.num_rows, 3)
+    ]
+    manifest = store.write_block_step(ref, {"media": files}, "cfg", "fp", {})
+    return StepResult(ref, {}, manifest, reused=False, store=store)
+
+
+@pytest.mark.parametrize("where", ["memory", "files"])
+def test_rounds_take_consecutive_slices_of_healthy_train_media(where, tmp_path):
+    media = StepResult(StepRef(0, "ingest"), {"media": _media()}, {}, False)
+    if where == "files":
+        media = _stored(_media(), tmp_path)
     picked = [select_media(_ctx(4), media, r)["media_id"].to_pylist() for r in (1, 2, 3, 4)]
     assert picked == [HEALTHY_TRAIN[:4], HEALTHY_TRAIN[4:8], ["m11"], []]  # the last round is short
 
 
 def test_selection_keeps_the_media_rows():
-    chosen = select_media(_ctx(2), _media(), 2)
+    chosen = select_media(_ctx(2), StepResult(StepRef(0, "ingest"), {"media": _media()}, {}, False), 2)
     assert chosen.schema == MEDIA
     assert chosen.to_pylist() == [
         {"media_id": m, "uri": f"/p/{m}.png", "width": 4, "height": 4, "domain": "d", "split": "train", "error": None}
