@@ -56,6 +56,9 @@ class TaskRecord(Base):
         Index("ix_tasks_item", "item_id"),
         # HUMAN_REVIEW's workers read the answers of their block's pairs (QueueReads.items(pair_ids=...)).
         Index("ix_tasks_pair", "pair_id", "kind"),
+        Index(
+            "ix_tasks_subject", "subject_id", "kind"
+        ),  # an item's ruling (an adjudicate task) by its subject
     )
 
 

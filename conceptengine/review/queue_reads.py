@@ -95,20 +95,28 @@ class QueueReads:
         """
         if kind not in KINDS:
             raise SubmissionError(f"kind: items exist for {list(KINDS)}, got {kind!r}")
-        in_round = select(T.c.item_id).where(T.c.round == round, T.c.kind == kind, T.c.status != "rolled")
-        live = (T.c.item_id.in_(in_round), T.c.kind == kind, T.c.status != "rolled")
+        live = (T.c.kind == kind, T.c.status != "rolled")
         query = select(T, *ANSWER_COLS).outerjoin(A, A.c.task_id == T.c.task_id)
         with read_tx(self._engine) as conn:
             if pair_ids is None:
-                rows = conn.execute(query.where(*live).order_by(T.c.item_id, T.c.replica)).all()
+                in_round = select(T.c.item_id).where(T.c.round == round, *live)
+                rows = conn.execute(
+                    query.where(T.c.item_id.in_(in_round), *live).order_by(T.c.item_id, T.c.replica)
+                ).all()
             else:
-                rows = [
+                # An item's tasks all belong to its pair: read the pairs' live tasks (by index), then keep the
+                # items with one in this round.
+                found = [
                     row
                     for chunk in chunks(sorted(set(pair_ids)))
-                    for row in conn.execute(query.where(*live, T.c.pair_id.in_(chunk))).all()
+                    for row in conn.execute(query.where(T.c.pair_id.in_(chunk), *live)).all()
                 ]
-                rows.sort(key=lambda row: (row.item_id, row.replica))
-            subjects = sorted({r.subject_id for r in rows})
+                in_round = {row.item_id for row in found if row.round == round}
+                rows = sorted(
+                    (r for r in found if r.item_id in in_round), key=lambda r: (r.item_id, r.replica)
+                )
+            # Only a consensus item (k > 1) can have a ruling.
+            subjects = sorted({r.subject_id for r in rows if r.replicas > 1})
             rulings: dict[str, AnswerRow] = {}
             for chunk in chunks(subjects):
                 for r in conn.execute(

@@ -83,6 +83,7 @@ def test_a_dispute_goes_to_an_admin_whose_answer_is_final(review_url: str) -> No
     assert q.submit(adj.task_id, "root", "Reject", seconds=12.0, admin=True).accepted
     assert q.submit(adj.task_id, "root", "Reject", seconds=12.0, admin=True).status == "duplicate"
     finals = {i.subject_id: final_answer(i) for i in q.items(1, "mv")}
+    _same_by_pair(q, 1, "mv")
     assert finals[mv_spec(0).subject_id].annotator == "root"  # type: ignore[union-attr]
     assert finals[mv_spec(0).subject_id].choice == "Reject"  # type: ignore[union-attr]
     assert finals[mv_spec(1).subject_id].choice == "Accept"  # type: ignore[union-attr]
@@ -164,8 +165,17 @@ def test_a_part_answered_item_rolls_over_with_its_answers(review_url: str) -> No
     assert t2.round == 2 and t2.item_id == t.item_id
     q.submit(t2.task_id, "bob", "Accept")
     (item,) = q.items(2, "ev")
+    _same_by_pair(q, 2, "ev")
+    _same_by_pair(q, 1, "ev")  # round 1 still holds alice's answered replica
     assert sorted(a.annotator for a in item.answers) == ["alice", "bob"]
     assert final_answer(item).choice == "Accept"  # type: ignore[union-attr]
+
+
+def _same_by_pair(q: ReviewQueue, r: int, kind: str) -> None:
+    """A worker's read of its pairs' items (answers, ruling) is the round's read, restricted to those pairs."""
+    every = q.items(r, kind)
+    for pair in {i.pair_id for i in every}:
+        assert q.items(r, kind, pair_ids=[pair]) == [i for i in every if i.pair_id == pair]
 
 
 def _item(choices: list[str], ruling: str | None = None) -> Item:
