@@ -1,7 +1,7 @@
 """What the command line lets through besides its own display: third-party chatter stays quiet by default.
 
-Ray (its token-auth notice, Ray Data's "progress bars disabled", its C++ core's error-level notes about actor
-arguments), transformers (a weight-loading bar per checkpoint load, deprecation FutureWarnings) and
+Ray (its token-auth notice, Ray Data's "progress bars disabled" and its concurrency advice for small inputs, its
+C++ core's error-level notes about actor arguments), transformers (a weight-loading bar per checkpoint load, deprecation FutureWarnings) and
 huggingface_hub (download bars) write to the terminal on their own. `--verbose` lets all of it through and
 turns on the engine's INFO log; either way the engine's own warnings show, one line each.
 """
@@ -29,6 +29,8 @@ def configure_output(verbose: bool) -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Ray Data's planner on a step whose input is one small block file: advice for tuning, not a problem.
+    warnings.filterwarnings("ignore", message="The (maximum|minimum) number of concurrent", category=UserWarning)
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as transformers_logging
 

@@ -192,9 +192,11 @@ class RayRunner:
         if not ray.is_initialized():
             ray.init(**ray_init_args(num_cpus, address))
         # Ray Data logs every dataset's plan at INFO, and warns that its progress bars are off: the engine turns
-        # them off (below) because it reports progress itself.
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        # them off (configure_ray_data) because it reports progress itself. Levels are only ever raised here:
+        # the CLI may have quieted these loggers further (output.py).
+        for name, level in (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR)):
+            logger = logging.getLogger(name)
+            logger.setLevel(max(level, logger.getEffectiveLevel()))
         self._ray = ray
 
     def run_chain(self, chain, table, sort_key, output_schema):

@@ -14,6 +14,7 @@ NOISE = (
     "core_worker.cc",
     "Token authentication",
     "FutureWarning",
+    "UserWarning",
     "Progress bars disabled",
 )
 
