@@ -11,11 +11,11 @@ from tests.benchmarks import scripts
 @pytest.mark.slow
 def test_a_small_scale_run_streams_every_step_through_block_files_and_prints_one_json_line(tmp_path, capsys):
     bench = scripts.load_bench("bench_scale")
-    bench.main(["--sizes", "240", "--workdir", str(tmp_path)])
+    bench.main(["--sizes", "240", "--repeats", "1", "--workdir", str(tmp_path)])
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["bench"] == "scale" and len(figures["stand_ins"]) == 2  # the fast stages say what they are
     (row,) = figures["sizes"]
-    assert row["pairs"] == 240 and row["images"] == 20
+    assert row["pairs"] == 240 and row["images"] == 20 and row["runs_per_mode"] == 1
     for mode in ("engine", "bare"):
         assert row[mode]["seconds"] > 0 and row[mode]["driver_peak_rss_mb"] > 0
         assert row[mode]["worker_peak_rss_mb"] > 0  # the sampler found Ray's workers
