@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -279,12 +280,14 @@ def one(size: int, mode: str, workdir: Path) -> dict[str, Any]:
     pool = workdir / f"pool-{size}"
     ontology = str(workdir / "ontology.yaml")
     links = chain_links(ontology)
+    out = workdir / f"{'run' if mode == 'engine' else 'bare'}-{size}"
+    shutil.rmtree(out, ignore_errors=True)  # a repeat starts afresh: no step to reuse, no file to add to
     started = time.monotonic()
     with WorkerPeak() as workers:
         if mode == "engine":
-            committed = run_engine(str(pool), str(workdir / f"run-{size}"), links)
+            committed = run_engine(str(pool), str(out), links)
         else:
-            committed = run_bare(str(pool), str(workdir / f"bare-{size}"), links)
+            committed = run_bare(str(pool), str(out), links)
     seconds = time.monotonic() - started
     return {
         "seconds": round(seconds, 2),
