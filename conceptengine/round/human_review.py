@@ -23,6 +23,7 @@ import pyarrow as pa
 from conceptengine.engine.block_files import write_block
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
+from conceptengine.engine.stage import StageConfig
 from conceptengine.engine.steps import StepResult, run_block_step
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import VERDICTS
@@ -57,7 +58,8 @@ def _ask(ctx: RunContext, queue: ReviewQueue, r: int, phase: str, step_url: str,
     return files
 
 
-def _review_stage(ctx: RunContext):
+def _review_stage(ctx: RunContext) -> StageConfig:
+    """The round's light stages' settings (route and commit run with the verifier's too), in bigger batches."""
     cfg = ctx.cfg.verifier.stage
     return cfg.model_copy(update={"batch_size": max(cfg.batch_size, REVIEW_BATCH_ROWS)})
 
