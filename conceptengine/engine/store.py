@@ -266,7 +266,7 @@ class RunStore:
     ) -> pa.Table:
         """Table `name` of a finished step (only `columns`, when given; only the rows `where` marks, file by
         file, when given): for the driver's own steps, for readers of small runs and for the few rows of a
-        large step the driver needs (e.g. the pairs people must review)."""
+        large step the driver needs (e.g. the routed pairs calibration has verdicts for)."""
         tables = [t if where is None else t.filter(where(t)) for t in self.iter_step(ref, name, columns)]
         table = pa.concat_tables(tables, promote_options="default")
         key = (self.manifest(ref) or {}).get("sort_by", {}).get(name)
