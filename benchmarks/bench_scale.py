@@ -17,8 +17,9 @@ The baseline is the same five stages as one bare Ray Data pipeline (read_parquet
 pools, write_parquet): no manifests, no block records, no step boundaries.
 
 Per size and mode, in a fresh process with its own Ray (the fastest of `--repeats` runs below 1 M pairs): wall
-time, pairs/s, the driver's peak RSS (ru_maxrss of that process) and the largest Ray worker's peak RSS (sampled every 0.2 s). The pool (a media table in
-Parquet files, the pool listing) is written first and not timed. Last line: one JSON object.
+time, pairs/s, the driver's peak RSS (ru_maxrss of that process) and the largest Ray worker's peak RSS (sampled
+every 0.2 s). The pool (a media table in Parquet files, the pool listing) is written first and not timed. Last
+line: one JSON object.
 """
 
 from __future__ import annotations
