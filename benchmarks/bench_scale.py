@@ -2,7 +2,9 @@
 
 The engine runs each step as a block step (engine/block_files.py): Ray Data reads the upstream step's files
 on the workers, the stage maps them on an actor pool, write tasks upload the blocks, and the driver writes
-only the step's manifest. The chain:
+only the step's manifest. As in a round (pipelines/image.py), NP proposal, masks, verification and routing run
+as one stream (engine/steps.py, run_block_steps: each step still writes its own blocks and manifest on the
+way), and commit runs on its own (a round asks people before it commits). The chain:
 
   NP proposal   the engine's ProposeNPs (the rendered world's ontology; concepts guessed from it, no captioner)
   masks         STAND-IN for SAM 3 (FastMaskStage below): 0-3 masks a pair, COCO RLE of ellipses in a
@@ -47,7 +49,7 @@ from pycocotools import mask as coco_mask
 from conceptengine.engine import ids, rle
 from conceptengine.engine.runner import Link, RayRunner
 from conceptengine.engine.stage import Stage, StageConfig
-from conceptengine.engine.steps import run_block_step
+from conceptengine.engine.steps import BlockStep, StepResult, run_block_steps
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import ANNOTATIONS, MEDIA, PAIRS, PROPOSALS, VERIFIED
 from conceptengine.ontology.np_proposal import ProposeNPs
@@ -153,20 +155,26 @@ class FastScoreStage(Stage):
         return out
 
 
+# The engine's streams, as a round runs them: steps in one stream share the cluster side by side.
+STREAMS = (("propose_nps", "propose_masks", "ai_verify", "route"), ("commit",))
+
+
 def chain_links(ontology: str) -> list[tuple[str, Link, pa.Schema, Any]]:
     """(step, link, output schema, what the step writes of its link's output: all, or a function of it) of
     the round's chain, in order."""
-    # Two half-CPU actors a step: the engine runs one step at a time, and a step may claim half the cluster.
-    one = StageConfig(batch_size=256, num_cpus=0.5, concurrency=2)
+    # A stream's pools may claim half the cluster together (RayRunner._check_chain_fits): one quarter-CPU actor
+    # each for the four streamed steps; commit runs alone, on two half-CPU actors.
+    streamed = StageConfig(batch_size=256, num_cpus=0.25, concurrency=1)
+    alone = StageConfig(batch_size=256, num_cpus=0.5, concurrency=2)
     route = {"thresholds": THRESHOLDS, "audit_share": 0.1, "seed": 0, "ev_scope": "decided_masks"}
     nps = {"ontology_path": ontology, "ontology_guesses": True, "round": 1, "seed": 0}
-    per_image = one.model_copy(update={"batch_size": one.batch_size // NPS_PER_IMAGE})  # rows are images here
+    per_image = streamed.model_copy(update={"batch_size": 256 // NPS_PER_IMAGE})  # rows are images here
     return [
         ("propose_nps", Link(ProposeNPs, per_image, nps), PAIRS, None),
-        ("propose_masks", Link(FastMaskStage, one), PROPOSALS, None),
-        ("ai_verify", Link(FastScoreStage, one), VERIFIED, None),
-        ("route", Link(RouteStage, one, route), ROUTED, None),
-        ("commit", Link(CommitStage, one, {"round": 1}), ANNOTATIONS, annotation_rows),
+        ("propose_masks", Link(FastMaskStage, streamed), PROPOSALS, None),
+        ("ai_verify", Link(FastScoreStage, streamed), VERIFIED, None),
+        ("route", Link(RouteStage, streamed, route), ROUTED, None),
+        ("commit", Link(CommitStage, alone, {"round": 1}), ANNOTATIONS, annotation_rows),
     ]
 
 
@@ -191,29 +199,47 @@ def write_pool(pool_dir: Path, n_images: int) -> None:
 
 
 class _Host:
-    """What run_block_step needs of a run: its store, config hash and (no) progress listener."""
+    """What run_block_steps needs of a run: its store, config hash, (no) progress listener and runner."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, runner: RayRunner):
         self.store = RunStore(url)
         self.config_hash = "bench-scale"
         self.on_step = None
+        self.runner = runner
 
 
 def run_engine(pool_url: str, run_url: str, links) -> int:
-    """Every step a block step; returns the committed annotation rows (from the commit's manifest)."""
-    runner = RayRunner(num_cpus=2)
-    host = _Host(run_url)
+    """Every step a block step, in the round's streams; returns the committed annotation rows (from the
+    commit's manifest)."""
+    host = _Host(run_url, RayRunner(num_cpus=2))
     fs, root = fsspec.core.url_to_fs(pool_url)
-    sources = [fs.unstrip_protocol(p) for p in sorted(fs.glob(f"{root}/*.parquet"))]
-    previous = "pool"
-    for step, link, schema, keep in links:
+    pool = [fs.unstrip_protocol(p) for p in sorted(fs.glob(f"{root}/*.parquet"))]
+    by_step = {step: (link, schema, keep) for step, link, schema, keep in links}
+    upstream: StepResult | None = None
+    for stream in STREAMS:
+        steps = []
+        for k, step in enumerate(stream):
+            link, schema, keep = by_step[step]
+            first = k == 0
+            steps.append(
+                BlockStep(
+                    StepRef(1, step),
+                    [upstream.fingerprint if upstream else "pool"] if first else [],
+                    [link],
+                    {step: keep},
+                    schema,
+                    reads=None if first else stream[k - 1],
+                    sources=_sources_after(upstream, pool) if first else None,
+                )
+            )
+        upstream = run_block_steps(host, steps)[-1]
+    return upstream.manifest["rows"]["commit"]
 
-        def stream(step_url, link=link, schema=schema, sources=sources, step=step, keep=keep):
-            return runner.stream_chain([link], sources, step_url, {step: keep}, schema), {}
 
-        result = run_block_step(host, StepRef(1, step), [previous], stream)
-        sources, previous = result.urls(step), result.fingerprint
-    return result.manifest["rows"]["commit"]
+def _sources_after(upstream: StepResult | None, pool: list[str]):
+    """A stream's first step reads the pool, or the table of the step before it (named like that step)."""
+    urls = upstream.urls(upstream.ref.step) if upstream else pool
+    return lambda step_url: (urls, {})
 
 
 def run_bare(pool_url: str, out_dir: str, links) -> int:

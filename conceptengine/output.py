@@ -30,7 +30,9 @@ def configure_output(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     # Ray Data's planner on a step whose input is one small block file: advice for tuning, not a problem.
-    warnings.filterwarnings("ignore", message="The (maximum|minimum) number of concurrent", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="The (maximum|minimum) number of concurrent", category=UserWarning
+    )
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as transformers_logging
 

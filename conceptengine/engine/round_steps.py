@@ -32,7 +32,7 @@ class Step(StrEnum):
 BOOTSTRAP_STEPS = (Step.INGEST, Step.GOLD, Step.EVALUATE)
 # Rounds 1..N, in order; retrain + promote and retrain_verifiers run only on their cadences.
 ROUND_STEPS = (
-    Step.PROPOSE_NPS, Step.PROPOSE_MASKS, Step.AI_VERIFY, Step.CALIBRATE, Step.ROUTE, Step.HUMAN_REVIEW,
+    Step.CALIBRATE, Step.PROPOSE_NPS, Step.PROPOSE_MASKS, Step.AI_VERIFY, Step.ROUTE, Step.HUMAN_REVIEW,
     Step.COMMIT, Step.RETRAIN, Step.PROMOTE, Step.RETRAIN_VERIFIERS, Step.EVALUATE,
 )  # fmt: skip
 SAM3_RETRAIN_STEPS = (Step.RETRAIN, Step.PROMOTE)

@@ -4,9 +4,11 @@ A chain lets a CPU stage feed a GPU stage without a round trip through storage: 
 own `map_batches` with its own actor pool and resources, and blocks stream from one pool to the next
 (so image decoding runs on CPU actors while the GPU actors only compute). Both runners give the same
 rows; the output is sorted by a key so results never depend on the order Ray's actors finish in.
-`stream_chain` does the same from files to files (block steps, engine/block_files.py), and `stream_groups`
-writes files of whole groups of rows (a commit's WebDataset shards: one sample per image): on Ray the rows
-never reach the caller.
+`stream_chain` does the same from files to files (block steps, engine/block_files.py); `stream_steps` runs
+several consecutive steps' chains as one stream, each step writing its own block files on the way (so a step's
+output is still its own, resumable, while its blocks flow straight on into the next step's pools); and
+`stream_groups` writes files of whole groups of rows (a commit's WebDataset shards: one sample per image). On
+Ray the rows never reach the caller.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import ray
 import ray.data
 from ray.data.block import BlockAccessor
 from ray.data.datasource import Datasink
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conceptengine.engine.block_files import (
     BLOCK_FILE_ROWS,
@@ -56,6 +59,21 @@ class Link:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One step of a stream: its chain, the step folder it writes into, the tables it keeps of its chain's
+    output (and their schemas), the rows of its input it maps (`source_filter`), and counts of each output
+    block for its manifest (`block_stats`). In a stream of several, a segment's whole chain output is the
+    next one's input."""
+
+    chain: list[Link]
+    step_url: str
+    outputs: Outputs
+    schema: Schemas
+    source_filter: pc.Expression | None = None
+    block_stats: BlockStats | None = None
+
+
 def link_key(link: Link) -> str:
     """Equal for links that build the same stage: a set-up instance can serve both."""
     return link.stage_cls.name + repr(sorted(link.params.items())) + link.cfg.model_dump_json()
@@ -81,6 +99,19 @@ class Runner(Protocol):
         (engine/block_files.py); returns each table's block records for the step's manifest, the first
         table's with `block_stats` of each output block (block_files.total_stats adds them up). No row
         passes through the caller."""
+        ...
+
+    def stream_steps(
+        self, segments: list[Segment], sources: list[str]
+    ) -> list[dict[str, list[dict[str, Any]]]]:
+        """Like stream_chain for consecutive steps at once: the rows of `sources` go through every segment in
+        turn, and each segment writes its own block files into its step folder; returns each segment's block
+        records per table. Fails fast (ResourceConfigError) when the segments' actor pools together do not fit
+        the cluster: `fits` says so beforehand."""
+        ...
+
+    def fits(self, chain: list[Link]) -> bool:
+        """Can these links' actor pools run side by side (one stream)?"""
         ...
 
     def stream_groups(
@@ -157,15 +188,26 @@ class LocalRunner:
     def stream_chain(
         self, chain, sources, step_url, outputs, output_schema, source_filter=None, block_stats=None
     ):
-        """One source file at a time, one block file out per source file: memory holds one file's rows."""
-        written = []
+        segment = Segment(chain, step_url, outputs, output_schema, source_filter, block_stats)
+        return self.stream_steps([segment], sources)[0]
+
+    def stream_steps(self, segments, sources):
+        """One source file at a time through every segment, one block file out per source file and segment:
+        memory holds one file's rows."""
+        written: list[list[dict[str, Any]]] = [[] for _ in segments]
         for url in sources:
             table = _read(url)
-            if source_filter is not None:
-                table = table.filter(source_filter)
-            if table.num_rows:
-                written += write_outputs(step_url, outputs, self._mapped(chain, table), block_stats)
-        return by_table(written, outputs, step_url, output_schema)
+            for segment, records in zip(segments, written, strict=True):
+                if segment.source_filter is not None:
+                    table = table.filter(segment.source_filter)
+                if not table.num_rows:
+                    break
+                table = self._mapped(segment.chain, table)
+                records += write_outputs(segment.step_url, segment.outputs, table, segment.block_stats)
+        return [_by_table(s, records) for s, records in zip(segments, written, strict=True)]
+
+    def fits(self, chain: list[Link]) -> bool:
+        return True  # one process maps the links one after another
 
     def stream_groups(self, sources, key, to_row, write, rows_per_write):
         """All the sources in memory at once: a laptop's round."""
@@ -224,23 +266,46 @@ class RayRunner:
         block_stats=None,
         rows_per_file=BLOCK_FILE_ROWS,
     ):
-        """Ray Data reads the sources on the workers, the chain's actor pools map them, and write tasks upload
-        the blocks; the driver only receives the block records."""
-        self._check_chain_fits(chain)
+        segment = Segment(chain, step_url, outputs, output_schema, source_filter, block_stats)
+        return self.stream_steps([segment], sources, rows_per_file)[0]
+
+    def stream_steps(self, segments, sources, rows_per_file=BLOCK_FILE_ROWS):
+        """Ray Data reads the sources on the workers, the segments' actor pools map them one after another,
+        and write tasks upload the blocks; the driver only receives the block records. A segment before the
+        last writes each block as it passes (`_write_and_pass_on`) and hands its records to a `_RecordBook`
+        actor; the last one writes through a RecordsSink."""
+        self._check_chain_fits([link for segment in segments for link in segment.chain])
         configure_ray_data()
         # Blocks of a few batches: a step's whole input may be one file, and an actor pool works on as many
         # blocks at once as it has actors.
-        rows_per_block = chain[0].cfg.batch_size * BATCHES_PER_BLOCK
+        rows_per_block = segments[0].chain[0].cfg.batch_size * BATCHES_PER_BLOCK
         ds = _read_files(sources).repartition(target_num_rows_per_block=rows_per_block)
-        if source_filter is not None:
-            ds = ds.map_batches(
-                _keep, fn_kwargs={"keep": source_filter}, batch_format="pyarrow", batch_size=None
-            )
-        sink = RecordsSink(
-            functools.partial(write_outputs, step_url, outputs, stats=block_stats), rows_per_file
-        )
-        _mapped(ds, chain).write_datasink(sink)
-        return by_table(sink.written, outputs, step_url, output_schema)
+        book = _record_book(len(segments) - 1) if len(segments) > 1 else None
+        for index, segment in enumerate(segments):
+            if segment.source_filter is not None:
+                ds = ds.map_batches(
+                    _keep, fn_kwargs={"keep": segment.source_filter}, batch_format="pyarrow", batch_size=None
+                )
+            ds = _mapped(ds, segment.chain)
+            if index < len(segments) - 1:
+                ds = ds.map_batches(
+                    _write_and_pass_on,
+                    fn_kwargs={"write": _block_writer(segment), "book": book, "segment": index},
+                    batch_format="pyarrow",
+                    batch_size=None,
+                    num_cpus=PASS_ON_CPUS,
+                )
+        sink = RecordsSink(_block_writer(segments[-1]), rows_per_file)
+        ds.write_datasink(sink)
+        written = [*(self._ray.get(book.take.remote()) if book else []), sink.written]
+        return [_by_table(s, records) for s, records in zip(segments, written, strict=True)]
+
+    def fits(self, chain: list[Link]) -> bool:
+        try:
+            self._check_chain_fits(chain)
+        except ResourceConfigError:
+            return False
+        return True
 
     def stream_groups(self, sources, key, to_row, write, rows_per_write):
         configure_ray_data()
@@ -330,6 +395,47 @@ def _mapped(ds: ray.data.Dataset, chain: list[Link]) -> ray.data.Dataset:
 
 def _keep(batch: pa.Table, keep: pc.Expression) -> pa.Table:
     return batch.filter(keep)
+
+
+def _block_writer(segment: Segment) -> Callable[[pa.Table], list[dict[str, Any]]]:
+    return functools.partial(write_outputs, segment.step_url, segment.outputs, stats=segment.block_stats)
+
+
+def _by_table(segment: Segment, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return by_table(records, segment.outputs, segment.step_url, segment.schema)
+
+
+# A block written on its way to the next step's pool: Parquet encoding and an upload, no model. A fraction of a
+# CPU so that the writes never wait behind the pools' reservations.
+PASS_ON_CPUS = 0.25
+
+
+def _write_and_pass_on(batch: pa.Table, write, book, segment: int) -> pa.Table:
+    """Write one block of a segment's output (its files), record them with the book, pass the block on."""
+    records = write(batch)
+    ray.get(book.add.remote(segment, records))  # recorded before the block moves on: none is lost at the end
+    return batch
+
+
+class _RecordBook:
+    """The block records of a stream's inner segments, by file: a task Ray retries rewrites the same file (block
+    files are named by content) and records it once."""
+
+    def __init__(self, segments: int):
+        self._records: list[dict[str, dict[str, Any]]] = [{} for _ in range(segments)]
+
+    def add(self, segment: int, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self._records[segment][record["file"]] = record
+
+    def take(self) -> list[list[dict[str, Any]]]:
+        return [list(by_file.values()) for by_file in self._records]
+
+
+def _record_book(segments: int):
+    """A _RecordBook actor on the driver's node: a worker node lost mid-stream cannot take the records with it."""
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(_RecordBook).options(scheduling_strategy=here).remote(segments)
 
 
 def arrow_filesystem(urls: list[str]) -> tuple[list[str], pafs.FileSystem | None]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from conceptengine.engine.block_files import BlockStats, Outputs, Schemas
+from conceptengine.engine.runner import Link, Runner, Segment
 from conceptengine.engine.store import RunStore, StepRef, fingerprint_of
 
 # Called as on_step(step_rel, phase, info), phase "start", "training" or "done": drives progress displays.
@@ -20,6 +25,12 @@ class StepHost(Protocol):
     store: RunStore
     config_hash: str
     on_step: StepListener | None
+
+
+class StreamHost(StepHost, Protocol):
+    """What running steps as one stream needs besides: the runner that streams them."""
+
+    runner: Runner
 
 
 class StepResult:
@@ -110,21 +121,145 @@ def run_block_step(
     returns (block records per table, extra manifest fields); the driver holds no table of it. `sort_by`:
     the column each table is read back sorted by (RunStore.write_block_step)."""
     fingerprint = fingerprint_of(ref.rel, *inputs)
-    notify = ctx.on_step or (lambda *_: None)
     if ctx.store.is_done(ref, ctx.config_hash, fingerprint):
-        manifest = ctx.store.manifest(ref)
-        notify(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
-        return StepResult(ref, {}, manifest, reused=True, store=ctx.store)
-    notify(ref.rel, "start", {})
+        return _reused(ctx, ref)
+    _start(ctx, ref)
     started = time.monotonic()
-    ctx.store.invalidate(ref)
     with ctx.store.writing(ref.rel):  # a full disk or read-only run dir on a worker: one clear error
         files, extra = stream(ctx.store.url_for(ref.rel))
-    seconds = round(time.monotonic() - started, 2)
-    extra |= {"seconds": seconds}
+    return _finish(ctx, ref, fingerprint, files, extra | {"seconds": _since(started)}, sort_by)
+
+
+# Given its step folder's URL, the first step of a stream returns the files its chain reads and the block
+# records of tables it wrote itself first (e.g. the round's selection of images); the runner writes the rest.
+StreamSources = Callable[[str], tuple[list[str], dict[str, list[dict]]]]
+
+
+@dataclass
+class BlockStep:
+    """A block step that can run in one stream with the steps beside it (run_block_steps): its chain maps the
+    whole chain output of the step before it, or `sources` when it comes first.
+
+    `inputs`: the fingerprints it depends on besides the step before it; `reads`: the table of the step before
+    it that it maps (a table that keeps every row of that step's chain output); `extra`: its manifest's
+    fields, made from its block records."""
+
+    ref: StepRef
+    inputs: list[str]
+    chain: list[Link]
+    outputs: Outputs
+    schema: Schemas
+    reads: str | None = None
+    sources: StreamSources | None = None
+    source_filter: pc.Expression | None = None
+    block_stats: BlockStats | None = None
+    sort_by: dict[str, str] | None = None
+    extra: Callable[[dict[str, list[dict]]], dict[str, Any]] = field(default=lambda files: {})
+
+
+def run_block_steps(ctx: StreamHost, steps: list[BlockStep]) -> list[StepResult]:
+    """Run (or reuse) consecutive block steps. From the first that is not done, the longest run of steps whose
+    actor pools fit the cluster side by side streams as one (Runner.stream_steps), then the next run, and so
+    on (a step whose pools do not fit beside the next one's streams alone). Each step still writes its own
+    block files and manifest, in order, so a crash mid-stream resumes from the last manifest written."""
+    results: list[StepResult] = []
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        fingerprint = fingerprint_of(step.ref.rel, *_upstream(results), *step.inputs)
+        if ctx.store.is_done(step.ref, ctx.config_hash, fingerprint):
+            results.append(_reused(ctx, step.ref))
+            index += 1
+            continue
+        run = next(
+            (
+                steps[index : index + n]
+                for n in range(len(steps) - index, 1, -1)
+                if ctx.runner.fits([link for s in steps[index : index + n] for link in s.chain])
+            ),
+            [step],
+        )
+        results += _stream(ctx, run, results, fingerprint)
+        index += len(run)
+    return results
+
+
+def _upstream(results: list[StepResult]) -> list[str]:
+    return [results[-1].fingerprint] if results else []
+
+
+def _stream(
+    ctx: StreamHost, steps: list[BlockStep], before: list[StepResult], fingerprint: str
+) -> list[StepResult]:
+    """Steps of a stream, the first with `fingerprint`: one Runner.stream_steps, then their manifests."""
+    first = steps[0]
+    for earlier, step in itertools.pairwise(steps):
+        if step.reads not in earlier.outputs or earlier.outputs[step.reads] is not None:
+            raise ValueError(
+                f"step {step.ref.rel} maps {earlier.ref.rel}'s whole chain output, so it must read a table "
+                f"that keeps every row of it; {step.reads!r} does not"
+            )
+    for step in steps[1:]:
+        ctx.store.invalidate(step.ref)
+    _start(ctx, first.ref)
+    started = time.monotonic()
+    with ctx.store.writing(first.ref.rel):
+        own: dict[str, list[dict]] = {}
+        if first.reads is None:
+            if first.sources is None:
+                raise ValueError(f"step {first.ref.rel} starts a stream, so it needs its sources")
+            sources, own = first.sources(ctx.store.url_for(first.ref.rel))
+        else:
+            sources = before[-1].urls(first.reads)
+        segments = [
+            Segment(
+                s.chain, ctx.store.url_for(s.ref.rel), s.outputs, s.schema, s.source_filter, s.block_stats
+            )
+            for s in steps
+        ]
+        written = ctx.runner.stream_steps(segments, sources)
+    shared = {"seconds": _since(started)} | (
+        {"stream": [s.ref.step for s in steps]} if len(steps) > 1 else {}
+    )
+    results: list[StepResult] = []
+    for index, (step, files) in enumerate(zip(steps, written, strict=True)):
+        if index:
+            fingerprint = fingerprint_of(step.ref.rel, *_upstream(results), *step.inputs)
+        files = (own if index == 0 else {}) | files
+        results.append(_finish(ctx, step.ref, fingerprint, files, step.extra(files) | shared, step.sort_by))
+    return results
+
+
+def _reused(ctx: StepHost, ref: StepRef) -> StepResult:
+    manifest = ctx.store.manifest(ref)
+    _notify(ctx)(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
+    return StepResult(ref, {}, manifest, reused=True, store=ctx.store)
+
+
+def _start(ctx: StepHost, ref: StepRef) -> None:
+    _notify(ctx)(ref.rel, "start", {})
+    ctx.store.invalidate(ref)
+
+
+def _finish(
+    ctx: StepHost,
+    ref: StepRef,
+    fingerprint: str,
+    files: dict[str, list[dict]],
+    extra: dict,
+    sort_by: dict[str, str] | None,
+) -> StepResult:
     manifest = ctx.store.write_block_step(ref, files, ctx.config_hash, fingerprint, extra, sort_by)
-    notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
+    _notify(ctx)(ref.rel, "done", {"reused": False, "seconds": extra["seconds"], **_counts(manifest)})
     return StepResult(ref, {}, manifest, reused=False, store=ctx.store)
+
+
+def _notify(ctx: StepHost) -> StepListener:
+    return ctx.on_step or (lambda *_: None)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 2)
 
 
 def _counts(manifest: dict) -> dict:

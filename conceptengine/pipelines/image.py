@@ -1,7 +1,7 @@
 """The image pipeline: which steps a round runs, in what order (engine/round_steps.py names them).
 Composition only; each step's logic lives in round/.
 
-PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → CALIBRATE → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN →
+CALIBRATE → PROPOSE_NPS → PROPOSE_MASKS → AI_VERIFY → ROUTE → HUMAN_REVIEW → COMMIT → (RETRAIN →
 PROMOTE, on cadence) → EVALUATE
 """
 
@@ -19,29 +19,37 @@ from conceptengine.engine.round_steps import (
     VERIFIER_RETRAIN_STEPS,
     RoundSummary,
 )
-from conceptengine.engine.steps import StepResult
-from conceptengine.round.ai_verify import ai_verify
+from conceptengine.engine.steps import StepResult, run_block_steps
+from conceptengine.round.ai_verify import ai_verify_step, round_verifiers
 from conceptengine.round.calibrate import calibrate_round
 from conceptengine.round.commit import commit_round
 from conceptengine.round.context import RunContext
 from conceptengine.round.evaluate import evaluate_round
 from conceptengine.round.human_review import human_review
-from conceptengine.round.propose_masks import propose_masks
-from conceptengine.round.propose_nps import propose_nps
+from conceptengine.round.propose_masks import propose_masks_step
+from conceptengine.round.propose_nps import propose_nps_step
 from conceptengine.round.registry import promoted_at_start_of, write_registry_view
 from conceptengine.round.retrain_sam3 import has_training_data, promote, retrain, retrain_due
 from conceptengine.round.retrain_verifiers import retrain_verifiers_step, verifier_retrain_due
-from conceptengine.round.route import route
+from conceptengine.round.route import route_step
 
 
 def run_round(ctx: RunContext, r: int, media: StepResult, gold: StepResult) -> RoundSummary:
     """Runs (or resumes) round r and returns its summary row."""
     version = promoted_at_start_of(ctx, r)
-    pairs = propose_nps(ctx, r, media)
-    proposals = propose_masks(ctx, r, pairs, version)
-    verified = ai_verify(ctx, r, proposals)
-    calibrated = calibrate_round(ctx, r, verified)
-    routed = route(ctx, r, verified, calibrated)
+    # Thresholds come from earlier rounds' answers, so images -> pairs -> masks -> scores -> routes can be one
+    # stream (as far as the stages fit the cluster side by side): SAM 3 segments a round's first pairs while
+    # later images are still being given their NPs.
+    calibrated = calibrate_round(ctx, r, round_verifiers(ctx, r))
+    pairs, proposals, _, routed = run_block_steps(
+        ctx,
+        [
+            propose_nps_step(ctx, r, media),
+            propose_masks_step(ctx, r, version),
+            ai_verify_step(ctx, r),
+            route_step(ctx, r, calibrated),
+        ],
+    )
     review = human_review(ctx, r, routed)
     committed = commit_round(ctx, r, routed, review)
     steps = [pairs, proposals, calibrated, routed, review, committed]

@@ -9,7 +9,7 @@ from conceptengine.config import VerifierConfig
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
-from conceptengine.engine.steps import StepResult, run_block_step
+from conceptengine.engine.steps import BlockStep
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import HEALTHY, VERIFIED
 from conceptengine.round.context import RunContext, resolve
@@ -29,25 +29,33 @@ def params_from_config(cfg: VerifierConfig, resolve: Callable[[str], str]) -> di
     return settings | {"model_path": model, "ev_model_path": ev_model}
 
 
-def ai_verify(ctx: RunContext, r: int, proposals: StepResult) -> StepResult:
+def round_verifiers(ctx: RunContext, r: int) -> list[str]:
+    """What scores round r's items, per task (MV, EV): the checkpoints promoted so far, or a served verifier's
+    model names. Known before the round runs, so calibration can match earlier rounds' items to it before any
+    item of this round is scored."""
+    cfg = ctx.cfg.verifier
+    if cfg.backend == "openai":
+        mv = cfg.openai.model or ""
+        return [mv, cfg.openai.ev_model or mv]
+    current = verifiers_at_start_of(ctx, r)  # promoted by earlier rounds' retrain_verifiers steps
+    return [current["mv"], current["ev"]]
+
+
+def ai_verify_step(ctx: RunContext, r: int) -> BlockStep:
+    """Maps propose_masks' healthy proposals (pipelines/image.py streams the two)."""
     cfg = ctx.cfg.verifier
     params = params_from_config(cfg, lambda path: resolve(ctx.workspace, path))
-    checkpoints = []
-    if cfg.backend != "openai":  # the verifiers promoted by earlier rounds' retrain_verifiers steps
-        current = verifiers_at_start_of(ctx, r)
-        params |= {"model_path": current["mv"], "ev_model_path": current["ev"]}
-        checkpoints = [current["mv"], current["ev"]]
-
-    def stream(step_url: str):
-        chain = [Link(get_stage("ai_verify"), cfg.stage, params)]
-        sources = proposals.urls("proposals")
-        files = ctx.runner.stream_chain(chain, sources, step_url, {"verified": None}, VERIFIED, HEALTHY)
-        return files, {"verifiers": checkpoints}
-
-    return run_block_step(
-        ctx,
-        StepRef(r, Step.AI_VERIFY),
-        [proposals.fingerprint, *checkpoints],
-        stream,
+    verifiers = round_verifiers(ctx, r)
+    if cfg.backend != "openai":
+        params |= {"model_path": verifiers[0], "ev_model_path": verifiers[1]}
+    return BlockStep(
+        ref=StepRef(r, Step.AI_VERIFY),
+        inputs=verifiers,
+        chain=[Link(get_stage("ai_verify"), cfg.stage, params)],
+        outputs={"verified": None},
+        schema=VERIFIED,
+        reads="proposals",
+        source_filter=HEALTHY,
         sort_by={"verified": "pair_id"},
+        extra=lambda files: {"verifiers": verifiers},
     )

@@ -1,4 +1,5 @@
-"""CALIBRATE (before ROUTE): per task, thresholds certified on the human verdicts of earlier rounds.
+"""CALIBRATE (first in a round, so ROUTE can stream behind AI_VERIFY): per task, thresholds certified on the
+human verdicts of earlier rounds.
 
 Calibration data are the items of rounds 1..r-1 that a human reviewed *score-blind* — every item of a
 task that had no thresholds yet (round 1 sends everything to humans), plus the audit draw afterwards
@@ -8,8 +9,8 @@ bound over them would not describe the auto-decided region. Items scored by anot
 task are left out too: their scores mean something else, and a retrained verifier may have been trained on
 exactly those verdicts, which would flatter it. A new checkpoint therefore starts with no data and sends its
 task's items to humans for a round — the safe side. The match is per task (the checkpoints each round's
-ai_verify step records): promoting a new MV leaves EV's data as it was. A served verifier (no checkpoints
-recorded) is matched by its version string.
+ai_verify step records; for a served verifier, its model names): promoting a new MV leaves EV's data as it
+was.
 
 Labels: a human accepts an item when the choice is "Accept" (MV: the mask is a good instance; EV: the
 pair is exhaustive as shown). Every other choice counts as a reject, because it is what the automatic
@@ -188,33 +189,33 @@ def _threshold_rows(ctx: RunContext, data: pa.Table) -> tuple[list[dict], dict, 
     return rows, chosen, counts
 
 
-def _checkpoints(manifest: dict | None) -> dict[str, str] | None:
-    """task -> the checkpoint an ai_verify step scored it with (its manifest's `verifiers`), None if unknown."""
+def _verifiers(manifest: dict | None) -> dict[str, str] | None:
+    """task -> what an ai_verify step scored it with (its manifest's `verifiers`), None if unknown."""
     found = ((manifest or {}).get("extra") or {}).get("verifiers") or []
     return dict(zip(TASKS, found, strict=True)) if len(found) == len(TASKS) else None
 
 
-def scored_alike(ctx: RunContext, r: int, verified: StepResult, items: pa.Table) -> pa.Array:
-    """Per calibration item: was it scored by the checkpoint round r scores its task with (see the module
-    docstring)? Where a round's checkpoints are unknown, by the same verifier version string."""
-    now = _checkpoints(verified.manifest)
-    versions = set(verified["verified"]["verifier_version"].to_pylist()) - {None}
-    then = {k: _checkpoints(ctx.store.manifest(StepRef(k, Step.AI_VERIFY))) for k in range(1, r)}
+def scored_alike(ctx: RunContext, r: int, items: pa.Table, verifiers: list[str]) -> pa.Array:
+    """Per calibration item: was it scored by what round r scores its task with (`verifiers`, per task; see
+    the module docstring)? An item of a round that recorded no verifiers cannot say, and is left out."""
+    now = dict(zip(TASKS, verifiers, strict=True))
+    then = {k: _verifiers(ctx.store.manifest(StepRef(k, Step.AI_VERIFY))) for k in range(1, r)}
     keep = []
-    for task, k, version in zip(*(items[c].to_pylist() for c in ("task", "round", "verifier_version"))):
+    for task, k in zip(items["task"].to_pylist(), items["round"].to_pylist(), strict=True):
         past = then.get(k)
-        keep.append(past[task] == now[task] if now and past else version in versions)
+        keep.append(past is not None and past[task] == now[task])
     return pa.array(keep, pa.bool_())
 
 
-def calibrate_round(ctx: RunContext, r: int, verified: StepResult) -> StepResult:
-    """Writes `thresholds` (one row per task and side) and `data` (the calibration items) for round r."""
+def calibrate_round(ctx: RunContext, r: int, verifiers: list[str]) -> StepResult:
+    """Writes `thresholds` (one row per task and side) and `data` (the calibration items) for round r, whose
+    items `verifiers` (per task: ai_verify.round_verifiers) will score. It runs before the round's first step:
+    what it needs is earlier rounds' answers, so routing can stream right behind verification."""
     inputs = _inputs(ctx, r)
 
     def compute():
-        versions = set(verified["verified"]["verifier_version"].to_pylist()) - {None}
         items = gather(ctx, r)
-        data = items.filter(scored_alike(ctx, r, verified, items))
+        data = items.filter(scored_alike(ctx, r, items, verifiers))
         rows, chosen, counts = _threshold_rows(ctx, data)
         extra = {
             "mode": ctx.cfg.routing.mode,
@@ -222,11 +223,11 @@ def calibrate_round(ctx: RunContext, r: int, verified: StepResult) -> StepResult
             "calibration_items": counts,
             "other_version_items": items.num_rows - data.num_rows,
             "audit": _audit_results(data),
-            "verifier_version": sorted(versions),
+            "verifiers": verifiers,
         }
         return {"thresholds": pa.Table.from_pylist(rows, schema=THRESHOLDS), "data": data}, extra
 
-    fingerprints = [verified.fingerprint, *(fp for _, fp in inputs)]
+    fingerprints = [*verifiers, *(fp for _, fp in inputs)]
     return run_step(ctx, StepRef(r, Step.CALIBRATE), fingerprints, ["thresholds", "data"], compute)
 
 

@@ -12,7 +12,7 @@ from conceptengine.engine.block_files import write_block
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
 from conceptengine.engine.stage import get_stage
-from conceptengine.engine.steps import StepResult, run_block_step
+from conceptengine.engine.steps import BlockStep, StepResult
 from conceptengine.engine.store import StepRef
 from conceptengine.engine.tables import PAIRS
 from conceptengine.ontology.captioner import CaptionerFactory
@@ -50,8 +50,9 @@ def captioner_factory(ctx: RunContext) -> CaptionerFactory | None:
     return ctx.sources.captioner if cfg.positives_from is None else None
 
 
-def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
-    chosen = select_media(ctx, media, r)
+def propose_nps_step(ctx: RunContext, r: int, media: StepResult) -> BlockStep:
+    """The step that starts a round's stream (pipelines/image.py): its first table is the round's selection,
+    which it writes itself and its chain reads."""
     cfg = ctx.cfg.ontology
     params = cfg.model_dump(include=set(NPProposalSettings.model_fields)) | {
         "ontology_path": ctx.ontology_path,
@@ -62,18 +63,18 @@ def propose_nps(ctx: RunContext, r: int, media: StepResult) -> StepResult:
         "seed": ctx.cfg.seed,
     }
 
-    def stream(step_url: str):
-        # The round's selection is the step's first table; the workers read it and write the pairs.
+    def sources(step_url: str):
+        chosen = select_media(ctx, media, r)  # only when the step runs: a resumed round reuses it
         selection = write_block(step_url, "media", chosen, keep_empty=True)
-        source = posixpath.join(step_url, selection["file"])
-        chain = [Link(get_stage("propose_nps"), cfg.stage, params)]
-        files = ctx.runner.stream_chain(chain, [source], step_url, {"pairs": None}, PAIRS)
-        return files | {"media": [selection]}, {"images": chosen.num_rows}
+        return [posixpath.join(step_url, selection["file"])], {"media": [selection]}
 
-    return run_block_step(
-        ctx,
-        StepRef(r, Step.PROPOSE_NPS),
-        [media.fingerprint],
-        stream,
+    return BlockStep(
+        ref=StepRef(r, Step.PROPOSE_NPS),
+        inputs=[media.fingerprint],
+        chain=[Link(get_stage("propose_nps"), cfg.stage, params)],
+        outputs={"pairs": None},
+        schema=PAIRS,
+        sources=sources,
         sort_by={"pairs": "pair_id", "media": "media_id"},
+        extra=lambda files: {"images": files["media"][0]["rows"]},
     )

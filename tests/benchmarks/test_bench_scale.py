@@ -32,6 +32,9 @@ def test_a_small_scale_run_streams_every_step_through_block_files_and_prints_one
         on_disk = sorted(p.name for p in Path(store.path("round-0001", step, step)).iterdir())
         assert on_disk == sorted(Path(f).name for f in listed)  # no stray file
     assert store.manifest(StepRef(1, "propose_nps"))["rows"]["propose_nps"] == 240
+    # NP proposal, masks, verification and routing ran as one stream, as in a round; commit on its own.
+    for step, stream in (("propose_nps", 4), ("route", 4), ("commit", 0)):
+        assert len(store.manifest(StepRef(1, step))["extra"].get("stream", [])) == stream
     routed = store.read_step(StepRef(1, "route"), "route")
     committed = store.read_step(StepRef(1, "commit"), "commit")
     expected = decided_without_humans(routed)

@@ -14,6 +14,7 @@ from conceptengine.engine.runner import make_runner
 from conceptengine.engine.steps import StepResult
 from conceptengine.engine.store import RunStore, StepRef
 from conceptengine.engine.tables import VERDICTS
+from conceptengine.round.ai_verify import round_verifiers
 from conceptengine.round.calibrate import DATA, calibrate_round, gather, thresholds_of
 from conceptengine.round.context import RunContext, RunError
 from conceptengine.verifiers.routing import NO_THRESHOLDS, route
@@ -67,21 +68,21 @@ def _ctx(tmp_path, *overrides: str) -> RunContext:
     return RunContext(cfg, RunStore(str(tmp_path / "run")), make_runner("local"), tmp_path)
 
 
-def _verify_step(ctx: RunContext, r: int, version: str, checkpoints: list[str] | None = None) -> StepResult:
-    """The round's ai_verify output; `checkpoints` ([mv, ev]) as the step records them, or none (served)."""
+def _verify_step(ctx: RunContext, r: int, version: str, verifiers: list[str]) -> StepResult:
+    """The round's ai_verify output and the verifiers ([mv, ev]) its step records."""
     table = _verified(r, version)
     ref = StepRef(r, "ai_verify")
-    extra = {"verifiers": checkpoints} if checkpoints else None
-    manifest = ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x", extra)
+    manifest = ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x", {"verifiers": verifiers})
     return StepResult(ref, {"verified": table}, manifest, False)
 
 
 def _play_round(
-    ctx: RunContext, r: int, version: str = "v1", checkpoints: list[str] | None = None
+    ctx: RunContext, r: int, version: str = "v1", verifiers: list[str] | None = None
 ) -> tuple[StepResult, pa.Table]:
-    """calibrate -> route -> (human answers) for round r, stored as the pipeline stores them."""
-    verified = _verify_step(ctx, r, version, checkpoints)
-    calibrated = calibrate_round(ctx, r, verified)
+    """calibrate -> (verify) -> route -> (human answers) for round r, stored as the pipeline stores them."""
+    verifiers = verifiers or [version, version]
+    calibrated = calibrate_round(ctx, r, verifiers)
+    verified = _verify_step(ctx, r, version, verifiers)
     cfg = ctx.cfg.routing
     routed = route(
         verified["verified"], thresholds_of(calibrated), cfg.audit_share, ctx.cfg.seed, cfg.ev_scope
@@ -143,8 +144,8 @@ def test_another_verifier_version_starts_from_no_data(tmp_path) -> None:
 
 def test_a_new_mv_checkpoint_leaves_ev_its_calibration_data(tmp_path) -> None:
     ctx = _ctx(tmp_path)
-    _play_round(ctx, 1, version="mv-a+ev-a", checkpoints=["models/mv-a", "models/ev-a"])
-    second, _ = _play_round(ctx, 2, version="mv-b+ev-a", checkpoints=["models/mv-b", "models/ev-a"])
+    _play_round(ctx, 1, version="mv-a+ev-a", verifiers=["models/mv-a", "models/ev-a"])
+    second, _ = _play_round(ctx, 2, version="mv-b+ev-a", verifiers=["models/mv-b", "models/ev-a"])
     extra = second.manifest["extra"]
     assert extra["calibration_items"] == {"mv": 0, "ev": 140} and extra["other_version_items"] == 140
     th = thresholds_of(second)
@@ -177,12 +178,11 @@ def test_human_mode_sends_everything_to_humans_even_with_ample_data(tmp_path) ->
 def test_the_step_is_reused_and_needs_every_earlier_round(tmp_path) -> None:
     ctx = _ctx(tmp_path)
     _play_round(ctx, 1)
-    verified = _verify_step(ctx, 2, "v1")
-    first = calibrate_round(ctx, 2, verified)
-    again = calibrate_round(ctx, 2, verified)
+    first = calibrate_round(ctx, 2, ["v1", "v1"])
+    again = calibrate_round(ctx, 2, ["v1", "v1"])
     assert again.reused and again.fingerprint == first.fingerprint
     with pytest.raises(RunError, match="round 2 has no finished route step"):
-        calibrate_round(ctx, 3, verified)
+        calibrate_round(ctx, 3, ["v1", "v1"])
 
 
 def test_by_default_ev_calibrates_on_the_pairs_without_masks_it_decides(tmp_path) -> None:
@@ -191,11 +191,10 @@ def test_by_default_ev_calibrates_on_the_pairs_without_masks_it_decides(tmp_path
     for row in verified[::2]:  # every other pair: SAM 3 proposed nothing
         row["masks"], row["mv_probs"] = [], []
     table = pa.Table.from_pylist(verified, VERIFIED)
-    ref = StepRef(1, "ai_verify")
-    step = StepResult(
-        ref, {"verified": table}, ctx.store.write_step(ref, {"verified": table}, ctx.config_hash, "x"), False
+    ctx.store.write_step(
+        StepRef(1, "ai_verify"), {"verified": table}, ctx.config_hash, "x", {"verifiers": ["v1"] * 2}
     )
-    calibrated = calibrate_round(ctx, 1, step)
+    calibrated = calibrate_round(ctx, 1, ["v1", "v1"])
     routed = route(table, thresholds_of(calibrated), 0.0, ctx.cfg.seed, "no_masks")
     ctx.store.write_step(StepRef(1, "route"), {"routed": routed}, ctx.config_hash, "x")
     ctx.store.write_step(
@@ -220,3 +219,16 @@ def _human_any(routed: pa.Table, r: int) -> pa.Table:
                              "annotator": "sim:a", "choice": "Accept", "probs": None, "seconds": 1.0,
                              "round": r})  # fmt: skip
     return pa.Table.from_pylist(rows, schema=VERDICTS)
+
+
+def test_a_served_verifier_is_known_by_its_model_names(tmp_path) -> None:
+    served = ["verifier.backend=openai", "verifier.openai.model=mllm-a"]
+    assert round_verifiers(_ctx(tmp_path, *served), 1) == ["mllm-a", "mllm-a"]
+    both = _ctx(tmp_path, *served, "verifier.openai.ev_model=mllm-e")
+    assert round_verifiers(both, 1) == ["mllm-a", "mllm-e"]
+    # Another served model behind the same config is another verifier: round 1's answers do not calibrate it.
+    ctx = _ctx(tmp_path, *served)
+    _play_round(ctx, 1, verifiers=round_verifiers(ctx, 1))
+    renamed = _ctx(tmp_path, "verifier.backend=openai", "verifier.openai.model=mllm-b")
+    extra = calibrate_round(renamed, 2, round_verifiers(renamed, 2)).manifest["extra"]
+    assert extra["calibration_items"] == {"mv": 0, "ev": 0} and extra["other_version_items"] == 280
