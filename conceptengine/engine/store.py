@@ -309,3 +309,14 @@ class RunStore:
 def fingerprint_of(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def fingerprint_of_strings(values: pa.ChunkedArray | pa.Array, slice_rows: int = 50_000) -> str:
+    """fingerprint_of(values.to_pylist()), a slice at a time: a pool's millions of URIs never become Python
+    strings all at once (json.dumps of a list of strings is its items' dumps joined by ", ", in brackets)."""
+    digest = hashlib.sha256(b"[[")
+    for start in range(0, len(values), slice_rows):
+        items = ", ".join(json.dumps(v) for v in values.slice(start, slice_rows).to_pylist())
+        digest.update((", " if start else "").encode() + items.encode())
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]

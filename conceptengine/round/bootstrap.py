@@ -16,7 +16,7 @@ from conceptengine.engine.ingest import IngestStage
 from conceptengine.engine.round_steps import Step
 from conceptengine.engine.runner import Link
 from conceptengine.engine.steps import StepResult, run_block_step, run_step
-from conceptengine.engine.store import StepRef, fingerprint_of
+from conceptengine.engine.store import StepRef, fingerprint_of_strings
 from conceptengine.engine.tables import ANNOTATIONS, FAILED, GOLD, MEDIA
 from conceptengine.round.context import RunContext, RunError
 
@@ -35,7 +35,7 @@ def ingest(ctx: RunContext) -> StepResult:
     """A block step: the driver writes the pool's listing in files of LISTING_ROWS URIs; the workers read,
     hash and decode the media and write the media table and its quarantine."""
     listing = list_media(ctx)
-    listing_fp = fingerprint_of(listing.column("uri").to_pylist())
+    listing_fp = fingerprint_of_strings(listing.column("uri"))
 
     def stream(step_url: str):
         parts = [

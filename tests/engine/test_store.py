@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from conceptengine.engine.store import MANIFEST, RunStore, StepRef
+from conceptengine.engine.store import MANIFEST, RunStore, StepRef, fingerprint_of, fingerprint_of_strings
 
 
 def _table(n):
@@ -42,3 +42,12 @@ def test_works_on_an_fsspec_memory_url():
     store.write_step(ref, {"media": _table(4)}, "cfg", "fp")
     assert store.is_done(ref, "cfg", "fp")
     assert store.read_step(ref, "media").num_rows == 4
+
+
+def test_a_pools_uris_fingerprint_a_slice_at_a_time_as_their_whole_list_would():
+    uris = [f's3://pool/{i:07d}-é"q.jpg' for i in range(1, 12)]
+    chunked = pa.chunked_array([uris[:4], uris[4:]])
+    for rows in (1, 3, 50_000):
+        assert fingerprint_of_strings(chunked, rows) == fingerprint_of(uris)
+    assert fingerprint_of_strings(pa.array(uris[:1])) == fingerprint_of(uris[:1])
+    assert fingerprint_of_strings(pa.array(uris[1:])) != fingerprint_of(uris)
