@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--repeats",
         type=int,
-        default=2,
+        default=3,
         help=f"runs per mode below {ONCE_FROM:,} pairs, alternating engine and bare; the fastest counts",
     )
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)

@@ -297,7 +297,10 @@ class RayRunner:
                 )
         sink = RecordsSink(_block_writer(segments[-1]), rows_per_file)
         ds.write_datasink(sink)
-        written = [*(self._ray.get(book.take.remote()) if book else []), sink.written]
+        written = [sink.written]
+        if book is not None:
+            written = [*self._ray.get(book.take.remote()), sink.written]
+            self._ray.kill(book)
         return [_by_table(s, records) for s, records in zip(segments, written, strict=True)]
 
     def fits(self, chain: list[Link]) -> bool:

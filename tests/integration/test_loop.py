@@ -9,6 +9,7 @@ from pycocotools import mask as mask_utils
 
 from conceptengine.config import load_config
 from conceptengine.engine import rle
+from conceptengine.engine.round_steps import Step
 from conceptengine.engine.status import run_status
 from conceptengine.engine.store import StepRef
 from conceptengine.pipelines.export import committed_annotations, export
@@ -170,12 +171,29 @@ def _check_calibration(ctx, summaries):
     assert sum(a is not None for a in round_two["audit"].to_pylist()) == audited
 
 
-def test_ray_runner_commits_what_the_local_runner_commits(small_workspace, tmp_path, ray_session):
-    """Same pairs and decisions on Ray actor pools as in-process. Masks may differ in a few pixels: Ray
-    re-batches rows, and batched float math is not bit-identical across batch shapes."""
+# Stage reservations small enough for a round's NP proposal, masks, verification and routing to stream as one
+# Ray Data dataset on 2 CPUs (together at most half of them); the defaults run them one after another.
+STREAMING = [
+    "ontology.stage.num_cpus=0.2",
+    "sam3.decode_stage.num_cpus=0.1",
+    "sam3.stage.num_cpus=0.3",
+    "verifier.stage.num_cpus=0.1",
+]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["step_by_step", "streamed"])
+def test_ray_runner_commits_what_the_local_runner_commits(small_workspace, tmp_path, ray_session, streaming):
+    """Same pairs and decisions on Ray actor pools as in-process, whether a round's steps run one after
+    another or as one stream. Masks may differ in a few pixels: Ray re-batches rows, and batched float math is
+    not bit-identical across batch shapes."""
     ctx_local, _ = _run(small_workspace, tmp_path / "local")
-    ctx_ray, summaries = _run(small_workspace, tmp_path / "ray", ["runner=ray"])
+    ctx_ray, summaries = _run(
+        small_workspace, tmp_path / "ray", ["runner=ray", *(STREAMING if streaming else [])]
+    )
     assert len(summaries) == 3
+    for r in (1, 2):
+        streamed = ctx_ray.store.manifest(StepRef(r, Step.PROPOSE_NPS))["extra"].get("stream")
+        assert streamed == (["propose_nps", "propose_masks", "ai_verify", "route"] if streaming else None)
     a = {r["pair_id"]: r for r in committed_annotations(ctx_local.store).to_pylist()}
     b = {r["pair_id"]: r for r in committed_annotations(ctx_ray.store).to_pylist()}
     assert a and set(a) == set(b)
