@@ -29,6 +29,18 @@ class PlusOneStage(Stage):
         return batch.append_column("plus_one", pc.add(batch["square"], 1))
 
 
+TIMES_TEN = PLUS.append(pa.field("times_ten", pa.int64()))
+
+
+class TimesTenStage(Stage):
+    name: ClassVar[str] = "test_times_ten"
+    input_columns: ClassVar[tuple[str, ...]] = ("i", "square", "plus_one")
+    output_columns: ClassVar[tuple[str, ...]] = ("i", "square", "plus_one", "times_ten")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return batch.append_column("times_ten", pc.multiply(batch["plus_one"], 10))
+
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
 
 EVEN = pc.equal(pc.bit_wise_and(pc.field("i"), 1), 0)
@@ -57,7 +69,12 @@ def _steps(host: Host, n_files: int, rows: int, cpus: float = 0.25) -> list[Bloc
         return urls, {}
 
     squares = BlockStep(
-        StepRef(1, "squares"), ["inputs-v1"], [Link(SquareStage, cfg)], {"squares": None}, OUT, sources=sources
+        StepRef(1, "squares"),
+        ["inputs-v1"],
+        [Link(SquareStage, cfg)],
+        {"squares": None},
+        OUT,
+        sources=sources,
     )
     plus_one = BlockStep(
         StepRef(1, "plus_one"),
@@ -93,7 +110,9 @@ def test_two_steps_stream_as_one_and_each_writes_its_own_blocks_and_manifest(tmp
     squares, plus_one = results
     for result in results:
         assert result.manifest["extra"]["stream"] == ["squares", "plus_one"]
-        assert all(f.startswith(f"{result.ref.step}/part-") for f in result.manifest["files"][result.ref.step])
+        assert all(
+            f.startswith(f"{result.ref.step}/part-") for f in result.manifest["files"][result.ref.step]
+        )
     # The second step's input is the first one's output, as if they had run one after the other.
     again = run_block_steps(host, _steps(host, 3, 40))
     assert [r.reused for r in again] == [True, True]
@@ -117,6 +136,24 @@ def test_steps_whose_pools_do_not_fit_side_by_side_run_one_after_another(tmp_pat
     results = run_block_steps(host, _steps(host, 2, 30, cpus=0.75))
     _check(results, 60)
     assert all("stream" not in r.manifest["extra"] for r in results)
+
+
+def test_the_longest_run_of_steps_that_fits_streams_and_the_rest_follows(tmp_path, ray_session):
+    host = Host(str(tmp_path / "run"), RayRunner())
+    times_ten = BlockStep(
+        StepRef(1, "times_ten"),
+        [],
+        [Link(TimesTenStage, StageConfig(batch_size=7, num_cpus=0.75))],
+        {"times_ten": None},
+        TIMES_TEN,
+        reads="plus_one",
+    )
+    # 0.25 + 0.25 CPUs stream together; the third pool's 0.75 would take the three past half of the 2 CPUs.
+    results = run_block_steps(host, [*_steps(host, 2, 30), times_ten])
+    _check(results[:2], 60)
+    assert [r.manifest["extra"].get("stream") for r in results] == [["squares", "plus_one"]] * 2 + [None]
+    last = results[2]["times_ten"].sort_by("i")
+    assert last["times_ten"].to_pylist() == [(i * i + 1) * 10 for i in range(0, 60, 2)]
 
 
 def test_a_step_that_reads_a_filtered_table_of_the_step_before_cannot_stream(tmp_path):
