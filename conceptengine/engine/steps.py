@@ -92,21 +92,17 @@ def run_step(
 ) -> StepResult:
     """`inputs` are upstream fingerprints; `compute` returns (tables, extra manifest fields)."""
     fingerprint = fingerprint_of(ref.rel, *inputs)
-    notify = ctx.on_step or (lambda *_: None)
     if ctx.store.is_done(ref, ctx.config_hash, fingerprint):
-        tables = {n: ctx.store.read_step(ref, n) for n in names}
-        manifest = ctx.store.manifest(ref)
-        notify(ref.rel, "done", {"reused": True, "seconds": 0.0, **_counts(manifest)})
-        return StepResult(ref, tables, manifest, reused=True, store=ctx.store)
-    notify(ref.rel, "start", {})
+        return _reused(ctx, ref)  # its tables are read on first use
+    _notify(ctx)(ref.rel, "start", {})
     started = time.monotonic()
     tables, extra = compute()
     missing = set(names) - set(tables)
     if missing:
         raise RuntimeError(f"step {ref.rel} produced no table(s) {sorted(missing)}")
-    seconds = round(time.monotonic() - started, 2)
+    seconds = _since(started)
     manifest = ctx.store.write_step(ref, tables, ctx.config_hash, fingerprint, extra | {"seconds": seconds})
-    notify(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
+    _notify(ctx)(ref.rel, "done", {"reused": False, "seconds": seconds, **_counts(manifest)})
     return StepResult(ref, tables, manifest, reused=False, store=ctx.store)
 
 
